@@ -1,0 +1,306 @@
+//! Connection and socket configuration.
+//!
+//! [`Config::default()`] equals kcp2k's `KcpConfig` defaults, so a default kcpnet peer talks
+//! to a default kcp2k (Mirror) peer. **Both ends must use the same `mtu` and
+//! `receive_window_size`**: the largest reliable message is derived from them, and a peer
+//! with a smaller receive window cannot reassemble the other's largest messages.
+
+use crate::error::Error;
+use crate::wire::datagram::DATAGRAM_HEADER_LEN;
+use crate::wire::segment::SEGMENT_HEADER_LEN;
+
+/// The kcp2k ping interval: a reliable Ping goes out every second on a connected peer.
+pub const PING_INTERVAL_MS: u32 = 1000;
+
+/// The smallest `mtu` accepted: room for the kcp2k header, one KCP header and some payload.
+pub const MIN_MTU: usize = 64;
+
+/// The largest `mtu` accepted (the largest UDP payload over IPv4).
+pub const MAX_MTU: usize = 65_507;
+
+/// Settings of a [`crate::Server`] or [`crate::Client`]. See the [module docs](self).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Server only: bind an IPv6 socket that also accepts IPv4 peers (`[::]:port`, with
+    /// IPv4-mapped addresses reported as plain IPv4). kcp2k: `DualMode`, default true.
+    pub dual_mode: bool,
+    /// `SO_RCVBUF` in bytes. kcp2k default 7 MiB. The OS may grant less; it is logged.
+    pub recv_buffer_size: usize,
+    /// `SO_SNDBUF` in bytes. kcp2k default 7 MiB.
+    pub send_buffer_size: usize,
+    /// Largest datagram in bytes, kcp2k header included. Default 1200.
+    pub mtu: usize,
+    /// KCP no-delay mode: 0 off, 1 on (30 ms minimum RTO, ×1.5 backoff), 2 (backoff by half
+    /// the smoothed RTO). kcp2k's `NoDelay = true` is 1, the default.
+    pub no_delay: u8,
+    /// KCP flush interval in ms, clamped by KCP to 10..=5000. Default 10.
+    pub interval_ms: u32,
+    /// Fast retransmit after this many later ACKs; 0 turns it off (default).
+    pub fast_resend: u32,
+    /// KCP congestion window; default off, as in kcp2k.
+    pub congestion_window: bool,
+    /// KCP send window in segments. Default 32.
+    pub send_window_size: u32,
+    /// KCP receive window in segments. Default 128 (KCP never uses less than 128, but the
+    /// configured value still sets the reliable message limit, as in kcp2k).
+    pub receive_window_size: u32,
+    /// Disconnect with [`crate::ErrorCode::Timeout`] after this long without receiving
+    /// anything. Default 10 000 ms.
+    pub timeout_ms: u32,
+    /// Disconnect (dead link) once a segment has been sent this many times. Default 20.
+    pub max_retransmits: u32,
+    /// A handshake not completed within this time fails (client: `Timeout` error; server:
+    /// the half-open peer is forgotten silently). Default 10 000 ms.
+    pub handshake_timeout_ms: u32,
+    /// Server: most half-open peers (valid Hello, cookie not echoed yet) held at once;
+    /// further Hellos are dropped. Default 1024.
+    pub max_half_open: usize,
+    /// Server: most connections (half-open included). Default 65 536.
+    pub max_connections: usize,
+    /// Graceful disconnect: how long to keep flushing queued reliable data before sending
+    /// Disconnect anyway. Default 3 000 ms.
+    pub linger_timeout_ms: u32,
+    /// Flush KCP on every `tick_outgoing` when ACKs or data are pending, instead of only on
+    /// the interval; the wire format is unchanged. Default true (kcp2k behaves as false).
+    pub flush_on_tick: bool,
+    /// kcp2k's choke threshold: disconnect with [`crate::ErrorCode::Congestion`] when the
+    /// KCP queues of a connection hold this many segments in total. Default 10 000.
+    pub queue_disconnect_threshold: usize,
+    /// Bytes of received messages held in the event queue before kcpnet stops taking more
+    /// from KCP (so KCP's flow control pushes back on the sender instead of memory growing).
+    /// Default 64 MiB.
+    pub max_pending_event_bytes: usize,
+    /// Most datagrams read from the socket in one `tick_incoming` (bounds the time a flood
+    /// can take). Default 65 536.
+    pub max_datagrams_per_tick: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            dual_mode: true,
+            recv_buffer_size: 7 * 1024 * 1024,
+            send_buffer_size: 7 * 1024 * 1024,
+            mtu: 1200,
+            no_delay: 1,
+            interval_ms: 10,
+            fast_resend: 0,
+            congestion_window: false,
+            send_window_size: 32,
+            receive_window_size: 128,
+            timeout_ms: 10_000,
+            max_retransmits: 20,
+            handshake_timeout_ms: 10_000,
+            max_half_open: 1024,
+            max_connections: 65_536,
+            linger_timeout_ms: 3_000,
+            flush_on_tick: true,
+            queue_disconnect_threshold: 10_000,
+            max_pending_event_bytes: 64 * 1024 * 1024,
+            max_datagrams_per_tick: 65_536,
+        }
+    }
+}
+
+impl Config {
+    /// Checks that the values can work, with a message naming the field otherwise.
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad = |m: String| Err(Error::InvalidConfig(m));
+        if self.mtu < MIN_MTU || self.mtu > MAX_MTU {
+            return bad(format!("mtu {} is outside {MIN_MTU}..={MAX_MTU}", self.mtu));
+        }
+        if self.no_delay > 2 {
+            return bad(format!("no_delay {} must be 0, 1 or 2", self.no_delay));
+        }
+        if self.send_window_size == 0 || self.send_window_size > 65_535 {
+            return bad(format!(
+                "send_window_size {} must be in 1..=65535",
+                self.send_window_size
+            ));
+        }
+        if self.receive_window_size < 2 || self.receive_window_size > 65_535 {
+            return bad(format!(
+                "receive_window_size {} must be in 2..=65535 (the wnd field is 16 bits)",
+                self.receive_window_size
+            ));
+        }
+        if self.interval_ms == 0 {
+            return bad("interval_ms must be at least 1 (KCP raises it to 10)".into());
+        }
+        if self.timeout_ms == 0 {
+            return bad("timeout_ms must be positive".into());
+        }
+        if self.timeout_ms > i32::MAX as u32 / 2 {
+            return bad(format!("timeout_ms {} is too large", self.timeout_ms));
+        }
+        if self.handshake_timeout_ms == 0 || self.handshake_timeout_ms > i32::MAX as u32 / 2 {
+            return bad(format!(
+                "handshake_timeout_ms {} must be in 1..=1073741823",
+                self.handshake_timeout_ms
+            ));
+        }
+        if self.linger_timeout_ms > i32::MAX as u32 / 2 {
+            return bad(format!(
+                "linger_timeout_ms {} is too large",
+                self.linger_timeout_ms
+            ));
+        }
+        if self.max_retransmits == 0 {
+            return bad("max_retransmits must be positive".into());
+        }
+        if self.max_connections == 0 {
+            return bad("max_connections must be positive".into());
+        }
+        if self.queue_disconnect_threshold == 0 {
+            return bad("queue_disconnect_threshold must be positive".into());
+        }
+        if self.max_datagrams_per_tick == 0 {
+            return bad("max_datagrams_per_tick must be positive".into());
+        }
+        if self.max_pending_event_bytes < self.reliable_max_message_size() + 1 {
+            return bad(format!(
+                "max_pending_event_bytes {} cannot hold one largest reliable message ({} bytes)",
+                self.max_pending_event_bytes,
+                self.reliable_max_message_size() + 1
+            ));
+        }
+        Ok(())
+    }
+
+    /// The MTU KCP works with: `mtu` minus the 5-byte kcp2k header.
+    pub fn kcp_mtu(&self) -> usize {
+        self.mtu.saturating_sub(DATAGRAM_HEADER_LEN)
+    }
+
+    /// The KCP segment payload size, `mtu - 5 - 24` (1171 by default).
+    pub fn kcp_mss(&self) -> usize {
+        self.kcp_mtu().saturating_sub(SEGMENT_HEADER_LEN)
+    }
+
+    /// The largest reliable message payload, by kcp2k's formula
+    /// `(mtu - 24 - 5) * (min(receive_window_size, 255) - 1) - 1`: 148 716 by default.
+    pub fn reliable_max_message_size(&self) -> usize {
+        let frags = (self.receive_window_size.min(255) as usize).saturating_sub(1);
+        (self.kcp_mss() * frags).saturating_sub(1)
+    }
+
+    /// The largest unreliable message payload, `mtu - 5 - 1`: 1194 by default.
+    pub fn unreliable_max_message_size(&self) -> usize {
+        self.mtu.saturating_sub(DATAGRAM_HEADER_LEN + 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_kcp2k() {
+        let c = Config::default();
+        assert!(c.validate().is_ok());
+        assert_eq!(c.kcp_mss(), 1171);
+        assert_eq!(c.reliable_max_message_size(), 148_716);
+        assert_eq!(c.unreliable_max_message_size(), 1194);
+        let big = Config {
+            receive_window_size: 4096,
+            ..Config::default()
+        };
+        assert_eq!(big.reliable_max_message_size(), 297_433);
+        let small = Config {
+            receive_window_size: 32,
+            ..Config::default()
+        };
+        assert_eq!(small.reliable_max_message_size(), 36_300);
+    }
+
+    #[test]
+    fn validate_rejects_impossible_values() {
+        let cases: Vec<(Config, &str)> = vec![
+            (
+                Config {
+                    mtu: 10,
+                    ..Config::default()
+                },
+                "mtu",
+            ),
+            (
+                Config {
+                    mtu: 70_000,
+                    ..Config::default()
+                },
+                "mtu",
+            ),
+            (
+                Config {
+                    send_window_size: 0,
+                    ..Config::default()
+                },
+                "send_window_size",
+            ),
+            (
+                Config {
+                    receive_window_size: 0,
+                    ..Config::default()
+                },
+                "receive_window_size",
+            ),
+            (
+                Config {
+                    receive_window_size: 70_000,
+                    ..Config::default()
+                },
+                "receive_window_size",
+            ),
+            (
+                Config {
+                    no_delay: 3,
+                    ..Config::default()
+                },
+                "no_delay",
+            ),
+            (
+                Config {
+                    interval_ms: 0,
+                    ..Config::default()
+                },
+                "interval_ms",
+            ),
+            (
+                Config {
+                    timeout_ms: 0,
+                    ..Config::default()
+                },
+                "timeout_ms",
+            ),
+            (
+                Config {
+                    max_retransmits: 0,
+                    ..Config::default()
+                },
+                "max_retransmits",
+            ),
+            (
+                Config {
+                    max_connections: 0,
+                    ..Config::default()
+                },
+                "max_connections",
+            ),
+            (
+                Config {
+                    max_pending_event_bytes: 1000,
+                    ..Config::default()
+                },
+                "max_pending_event_bytes",
+            ),
+        ];
+        for (c, field) in cases {
+            match c.validate() {
+                Err(Error::InvalidConfig(m)) => {
+                    assert!(m.contains(field), "{m} should name {field}")
+                }
+                other => panic!("{field}: expected InvalidConfig, got {other:?}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,728 @@
+//! The kcp2k peer state machine, sans-IO: one [`Connection`] per remote endpoint.
+//!
+//! A connection takes datagrams and the time (ms, wrapping `u32`) and produces datagrams
+//! (through [`Tx`]) and events (into the driver's event queue). The drivers
+//! ([`crate::Server`], [`crate::Client`]) own the socket, the clock and the table of
+//! connections; this module holds every protocol rule.
+//!
+//! Life of a connection:
+//! ```text
+//!   client: Connecting --server Hello--> Connected --disconnect / timeout / error--> Disconnected
+//!   server: Connecting (half-open, after a valid client Hello)
+//!             --datagram carrying our cookie--> Connected --...--> Disconnected
+//!   graceful: Connected --disconnect_graceful--> Disconnecting --all data acked or linger--> Disconnected
+//! ```
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+
+use log::{debug, info, trace, warn};
+
+use crate::config::{Config, PING_INTERVAL_MS};
+use crate::error::{Error, ErrorCode};
+use crate::event::{ConnectionId, DisconnectReason, EventQueue};
+use crate::kcp::{time_diff, FragmentLimit, Kcp};
+use crate::stats::ConnectionStats;
+use crate::wire::datagram::{
+    parse_u32_payload, parse_unreliable, Channel, Datagram, ReliableHeader, UnreliableHeader,
+    DATAGRAM_HEADER_LEN,
+};
+
+/// kcp2k sends its unreliable Disconnect this many times (no acknowledgement exists).
+const DISCONNECT_REPEAT: usize = 5;
+/// A half-open server peer may be sent at most this many times the bytes it sent us.
+const AMPLIFICATION_FACTOR: u64 = 3;
+/// Free segment buffers an idle connection keeps (enough for ping traffic).
+const IDLE_POOL_BUFFERS: usize = 2;
+
+/// Where a connection stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConnectionState {
+    /// Handshake in progress (a server calls this side half-open).
+    Connecting,
+    /// Handshake complete; both channels open.
+    Connected,
+    /// Graceful disconnect: flushing queued reliable data, still receiving.
+    Disconnecting,
+    /// Closed; nothing more is sent or delivered.
+    Disconnected,
+}
+
+/// Which end of the handshake this connection is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    Client,
+    Server,
+}
+
+/// Datagram output of a connection, implemented by the drivers.
+pub(crate) trait Tx {
+    /// Sends `head ++ body` to `to`. Returns false if it was not sent.
+    fn send(&mut self, head: &[u8], body: &[u8], to: SocketAddr) -> bool;
+}
+
+/// What a connection needs from its driver for one call.
+pub(crate) struct Ctx<'a> {
+    pub now: u32,
+    pub id: ConnectionId,
+    pub events: &'a mut EventQueue,
+    pub tx: &'a mut dyn Tx,
+}
+
+/// The per-connection constants derived from [`Config`].
+#[derive(Debug, Clone)]
+struct Limits {
+    reliable_max: usize,
+    unreliable_max: usize,
+    timeout: u32,
+    handshake_timeout: u32,
+    linger_timeout: u32,
+    choke: usize,
+    max_pending_event_bytes: usize,
+    flush_on_tick: bool,
+}
+
+/// The remote end: address, cookie, byte accounting and the half-open send budget.
+#[derive(Debug)]
+struct Link {
+    remote: SocketAddr,
+    cookie: u32,
+    /// Server half-open: sends limited to `AMPLIFICATION_FACTOR ×` received bytes.
+    budgeted: bool,
+    stats: ConnectionStats,
+}
+
+impl Link {
+    fn transmit(&mut self, tx: &mut dyn Tx, head: &[u8], body: &[u8]) {
+        let len = (head.len() + body.len()) as u64;
+        if self.budgeted
+            && self.stats.bytes_sent + len > AMPLIFICATION_FACTOR * self.stats.bytes_received
+        {
+            trace!(
+                "{}: half-open send budget exhausted, dropping {len} bytes",
+                self.remote
+            );
+            self.stats.sends_dropped += 1;
+            return;
+        }
+        if tx.send(head, body, self.remote) {
+            self.stats.bytes_sent += len;
+            self.stats.datagrams_sent += 1;
+        } else {
+            self.stats.sends_dropped += 1;
+        }
+    }
+
+    /// KCP output: fills in the reserved kcp2k header and sends.
+    fn transmit_reliable(&mut self, tx: &mut dyn Tx, buf: &mut [u8]) {
+        buf[0] = Channel::Reliable.as_u8();
+        buf[1..DATAGRAM_HEADER_LEN].copy_from_slice(&self.cookie.to_le_bytes());
+        self.transmit(tx, buf, &[]);
+    }
+
+    fn unreliable_header(&self, header: UnreliableHeader) -> [u8; DATAGRAM_HEADER_LEN + 1] {
+        let c = self.cookie.to_le_bytes();
+        [
+            Channel::Unreliable.as_u8(),
+            c[0],
+            c[1],
+            c[2],
+            c[3],
+            header.as_u8(),
+        ]
+    }
+}
+
+/// One kcp2k peer. See the [module docs](self).
+#[derive(Debug)]
+pub(crate) struct Connection {
+    role: Role,
+    state: ConnectionState,
+    /// `Connected` was reported (so `Disconnected` must be).
+    established: bool,
+    /// Server: our Hello is queued.
+    hello_sent: bool,
+    kcp: Kcp,
+    link: Link,
+    limits: Limits,
+    last_receive: u32,
+    last_ping: u32,
+    last_pong_sent: Option<u32>,
+    rtt: Option<u32>,
+    /// Handshake deadline while connecting, linger deadline while disconnecting.
+    deadline: u32,
+}
+
+impl Connection {
+    fn new(role: Role, remote: SocketAddr, cookie: u32, config: &Config, now: u32) -> Self {
+        let mut kcp = Kcp::new(0);
+        kcp.set_reserved(DATAGRAM_HEADER_LEN);
+        // Config::validate guarantees the MTU is large enough.
+        let _ = kcp.set_mtu(config.kcp_mtu() as u32);
+        kcp.set_wndsize(config.send_window_size, config.receive_window_size);
+        kcp.set_nodelay(
+            config.no_delay as i32,
+            config.interval_ms.min(i32::MAX as u32) as i32,
+            config.fast_resend.min(i32::MAX as u32) as i32,
+            if config.congestion_window { 0 } else { 1 },
+        );
+        kcp.set_dead_link(config.max_retransmits);
+        kcp.set_fragment_limit(FragmentLimit::Kcp2k);
+        // kcp2k is built on ikcp 1.7: no fast-ack conservation.
+        kcp.set_fastack_conserve(false);
+        kcp.set_ack_limit(4 * config.receive_window_size.max(128) as usize);
+        Connection {
+            role,
+            state: ConnectionState::Connecting,
+            established: false,
+            hello_sent: false,
+            kcp,
+            link: Link {
+                remote,
+                cookie,
+                budgeted: role == Role::Server,
+                stats: ConnectionStats::default(),
+            },
+            limits: Limits {
+                reliable_max: config.reliable_max_message_size(),
+                unreliable_max: config.unreliable_max_message_size(),
+                timeout: config.timeout_ms,
+                handshake_timeout: config.handshake_timeout_ms,
+                linger_timeout: config.linger_timeout_ms,
+                choke: config.queue_disconnect_threshold,
+                max_pending_event_bytes: config.max_pending_event_bytes,
+                flush_on_tick: config.flush_on_tick,
+            },
+            last_receive: now,
+            last_ping: now,
+            last_pong_sent: None,
+            rtt: None,
+            deadline: now.wrapping_add(config.handshake_timeout_ms),
+        }
+    }
+
+    /// A client connection; its Hello is queued and goes out at the first flush.
+    pub(crate) fn new_client(remote: SocketAddr, config: &Config, now: u32) -> Self {
+        let mut c = Connection::new(Role::Client, remote, 0, config, now);
+        let _ = c.kcp.send(&[ReliableHeader::Hello.as_u8()]);
+        c
+    }
+
+    /// A server-side half-open connection for a peer whose valid Hello just arrived.
+    pub(crate) fn new_server(remote: SocketAddr, cookie: u32, config: &Config, now: u32) -> Self {
+        Connection::new(Role::Server, remote, cookie, config, now)
+    }
+
+    pub(crate) fn state(&self) -> ConnectionState {
+        self.state
+    }
+
+    pub(crate) fn remote(&self) -> SocketAddr {
+        self.link.remote
+    }
+
+    pub(crate) fn is_established(&self) -> bool {
+        self.established
+    }
+
+    pub(crate) fn is_half_open(&self) -> bool {
+        self.role == Role::Server && self.state == ConnectionState::Connecting
+    }
+
+    /// Ping/Pong round-trip time in ms.
+    pub(crate) fn rtt(&self) -> Option<u32> {
+        self.rtt
+    }
+
+    pub(crate) fn stats(&self) -> ConnectionStats {
+        let s = self.kcp.snapshot();
+        ConnectionStats {
+            rtt_ms: self.rtt,
+            srtt_ms: s.rx_srtt.max(0) as u32,
+            rto_ms: s.rx_rto.max(0) as u32,
+            retransmits: s.xmit as u64,
+            fast_retransmits: self.kcp.fast_retransmits(),
+            send_queue: s.nsnd_que,
+            in_flight: s.nsnd_buf,
+            recv_queue: s.nrcv_que,
+            recv_buffer: s.nrcv_buf,
+            remote_window: s.rmt_wnd,
+            ..self.link.stats
+        }
+    }
+
+    /// Heap and inline bytes this connection holds.
+    pub(crate) fn memory_bytes(&self) -> usize {
+        std::mem::size_of::<Self>() + self.kcp.heap_bytes()
+    }
+
+    /// KCP segments queued or in flight (for backpressure decisions by the app).
+    pub(crate) fn wait_snd(&self) -> usize {
+        self.kcp.wait_snd()
+    }
+
+    // ------------------------------------------------------------------ input
+
+    /// Handles one datagram from this connection's remote address. Reliable payloads go into
+    /// KCP (messages are taken out by [`Connection::process`]); unreliable ones are handled
+    /// at once.
+    pub(crate) fn handle_datagram(&mut self, ctx: &mut Ctx<'_>, bytes: &[u8]) {
+        if self.state == ConnectionState::Disconnected {
+            return;
+        }
+        let dgram = match Datagram::parse(bytes) {
+            Ok(d) => d,
+            Err(e) => {
+                trace!("{}: dropping malformed datagram: {e}", self.link.remote);
+                self.link.stats.datagrams_dropped += 1;
+                return;
+            }
+        };
+        if !self.accept_cookie(ctx, dgram.cookie) {
+            self.link.stats.datagrams_dropped += 1;
+            return;
+        }
+        match dgram.channel {
+            Channel::Reliable => {
+                self.kcp.set_current(ctx.now);
+                if let Err(e) = self.kcp.input(dgram.payload) {
+                    debug!("{}: KCP rejected a datagram: {e}", self.link.remote);
+                    self.link.stats.datagrams_dropped += 1;
+                    return;
+                }
+            }
+            Channel::Unreliable => match parse_unreliable(dgram.payload) {
+                Ok((UnreliableHeader::Data, payload)) => {
+                    if matches!(
+                        self.state,
+                        ConnectionState::Connected | ConnectionState::Disconnecting
+                    ) {
+                        if ctx.events.pending_bytes() + payload.len()
+                            > self.limits.max_pending_event_bytes
+                        {
+                            // The application is not draining events: unreliable data may
+                            // be lost, so drop it rather than grow without bound.
+                            self.link.stats.datagrams_dropped += 1;
+                        } else {
+                            self.link.stats.unreliable_received += 1;
+                            ctx.events.push_data(ctx.id, Channel::Unreliable, payload);
+                        }
+                    }
+                }
+                Ok((UnreliableHeader::Disconnect, _)) => {
+                    self.note_received(ctx, bytes.len());
+                    info!("{}: peer disconnected", self.link.remote);
+                    self.close(ctx, DisconnectReason::Remote, None, false);
+                    return;
+                }
+                Err(e) => {
+                    self.note_received(ctx, bytes.len());
+                    self.protocol_error(ctx, format!("invalid unreliable datagram: {e}"));
+                    return;
+                }
+            },
+        }
+        self.note_received(ctx, bytes.len());
+    }
+
+    fn note_received(&mut self, ctx: &Ctx<'_>, len: usize) {
+        self.last_receive = ctx.now;
+        self.link.stats.datagrams_received += 1;
+        self.link.stats.bytes_received += len as u64;
+    }
+
+    /// The cookie rules of PROTOCOL.md §4 with kcpnet's return-routability check.
+    fn accept_cookie(&mut self, ctx: &mut Ctx<'_>, cookie: u32) -> bool {
+        match (self.role, self.state) {
+            (Role::Server, ConnectionState::Connecting) => {
+                if cookie == self.link.cookie {
+                    // The client received our Hello at its address: the handshake is done.
+                    self.state = ConnectionState::Connected;
+                    self.established = true;
+                    self.link.budgeted = false;
+                    self.last_ping = ctx.now;
+                    info!("{} connected as {}", self.link.remote, ctx.id);
+                    ctx.events.push_connected(ctx.id, self.link.remote);
+                    true
+                } else {
+                    // Hello retransmissions sent before the client learned our cookie.
+                    cookie == 0
+                }
+            }
+            (Role::Client, _) if self.link.cookie == 0 => {
+                if cookie == 0 {
+                    return false;
+                }
+                // Adopt the server's cookie from its first datagram (kcp2k rule).
+                self.link.cookie = cookie;
+                true
+            }
+            _ => {
+                if cookie != self.link.cookie {
+                    debug!(
+                        "{}: dropping datagram with wrong cookie {cookie:#x}",
+                        self.link.remote
+                    );
+                    return false;
+                }
+                true
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- process
+
+    /// Runs the timers (timeout, dead link, ping, choke, handshake) and takes every complete
+    /// reliable message out of KCP.
+    pub(crate) fn process(&mut self, ctx: &mut Ctx<'_>) {
+        self.check_timers(ctx);
+        self.drain_messages(ctx);
+    }
+
+    fn check_timers(&mut self, ctx: &mut Ctx<'_>) {
+        let now = ctx.now;
+        match self.state {
+            ConnectionState::Disconnected => {}
+            ConnectionState::Connecting => {
+                if time_diff(now, self.deadline) >= 0 {
+                    let msg = format!(
+                        "handshake with {} not completed within {} ms",
+                        self.link.remote, self.limits.handshake_timeout
+                    );
+                    debug!("{msg}");
+                    self.close(
+                        ctx,
+                        DisconnectReason::Timeout,
+                        Some((ErrorCode::Timeout, msg.into())),
+                        false,
+                    );
+                }
+            }
+            ConnectionState::Connected | ConnectionState::Disconnecting => {
+                if time_diff(now, self.last_receive) >= self.limits.timeout as i32 {
+                    let msg = format!(
+                        "nothing received from {} for {} ms",
+                        self.link.remote, self.limits.timeout
+                    );
+                    warn!("{} timed out: {msg}", ctx.id);
+                    self.close(
+                        ctx,
+                        DisconnectReason::Timeout,
+                        Some((ErrorCode::Timeout, msg.into())),
+                        true,
+                    );
+                    return;
+                }
+                if self.kcp.is_dead() {
+                    let msg = format!(
+                        "dead link to {}: a segment was sent {} times without acknowledgement",
+                        self.link.remote,
+                        self.kcp_dead_link()
+                    );
+                    warn!("{}: {msg}", ctx.id);
+                    self.close(
+                        ctx,
+                        DisconnectReason::Timeout,
+                        Some((ErrorCode::Timeout, msg.into())),
+                        true,
+                    );
+                    return;
+                }
+                if self.state == ConnectionState::Connected
+                    && time_diff(now, self.last_ping) >= PING_INTERVAL_MS as i32
+                {
+                    self.last_ping = now;
+                    if self.kcp.is_idle() {
+                        // Give back what a burst left behind before the ping needs a buffer.
+                        self.kcp.trim_memory(IDLE_POOL_BUFFERS);
+                    }
+                    let _ = self
+                        .kcp
+                        .send_with_header(&[ReliableHeader::Ping.as_u8()], &now.to_le_bytes());
+                }
+                let queued = self.kcp.total_queued();
+                if queued >= self.limits.choke {
+                    let msg = format!(
+                        "{queued} segments queued (threshold {}): the peer or the application \
+                         is not keeping up",
+                        self.limits.choke
+                    );
+                    warn!("{} choked: {msg}", ctx.id);
+                    self.close(
+                        ctx,
+                        DisconnectReason::Congestion,
+                        Some((ErrorCode::Congestion, msg.into())),
+                        true,
+                    );
+                }
+            }
+        }
+    }
+
+    fn kcp_dead_link(&self) -> u32 {
+        self.kcp.dead_link()
+    }
+
+    fn drain_messages(&mut self, ctx: &mut Ctx<'_>) {
+        while self.state != ConnectionState::Disconnected {
+            let size = match self.kcp.peek_size() {
+                Ok(n) => n,
+                Err(_) => break,
+            };
+            if size > 1 + self.limits.reliable_max {
+                self.protocol_error(
+                    ctx,
+                    format!(
+                        "reliable message of {size} bytes exceeds the maximum of {} \
+                         (mismatched mtu/receive window, or an allocation attack)",
+                        1 + self.limits.reliable_max
+                    ),
+                );
+                break;
+            }
+            if size == 0 {
+                self.protocol_error(ctx, "empty reliable message (no header byte)".into());
+                break;
+            }
+            let pending = ctx.events.pending_bytes();
+            if pending > 0 && pending + size > self.limits.max_pending_event_bytes {
+                // Leave it in KCP: its window closes and the sender slows down.
+                break;
+            }
+            let start = ctx.events.reserve(size);
+            if self.kcp.recv(ctx.events.slot_mut(start)).is_err() {
+                ctx.events.unreserve(start);
+                break;
+            }
+            let slot = ctx.events.slot_mut(start);
+            let header = ReliableHeader::try_from(slot[0]);
+            if header == Ok(ReliableHeader::Data) {
+                if slot.len() == 1 {
+                    ctx.events.unreserve(start);
+                    self.protocol_error(ctx, "empty reliable Data message".into());
+                    break;
+                }
+                if !matches!(
+                    self.state,
+                    ConnectionState::Connected | ConnectionState::Disconnecting
+                ) {
+                    ctx.events.unreserve(start);
+                    self.protocol_error(ctx, "Data before the handshake completed".into());
+                    break;
+                }
+                self.link.stats.reliable_received += 1;
+                ctx.events
+                    .commit_reserved(ctx.id, Channel::Reliable, start, 1);
+                continue;
+            }
+            let payload = parse_u32_payload(&slot[1..]);
+            ctx.events.unreserve(start);
+            match header {
+                Ok(ReliableHeader::Hello) => self.on_hello(ctx),
+                Ok(ReliableHeader::Ping) => {
+                    if let (Some(ts), ConnectionState::Connected) = (payload, self.state) {
+                        let due = self
+                            .last_pong_sent
+                            .map_or(true, |t| time_diff(ctx.now, t) >= PING_INTERVAL_MS as i32);
+                        if due {
+                            self.last_pong_sent = Some(ctx.now);
+                            let _ = self.kcp.send_with_header(
+                                &[ReliableHeader::Pong.as_u8()],
+                                &ts.to_le_bytes(),
+                            );
+                        }
+                    }
+                }
+                Ok(ReliableHeader::Pong) => {
+                    if let (Some(ts), ConnectionState::Connected) = (payload, self.state) {
+                        let rtt = time_diff(ctx.now, ts);
+                        if rtt >= 0 {
+                            self.rtt = Some(rtt as u32);
+                        }
+                    }
+                }
+                Ok(ReliableHeader::Data) => {}
+                Err(e) => {
+                    self.protocol_error(ctx, format!("invalid reliable message: {e}"));
+                    break;
+                }
+            }
+        }
+    }
+
+    fn on_hello(&mut self, ctx: &mut Ctx<'_>) {
+        match (self.role, self.state) {
+            (Role::Server, ConnectionState::Connecting) => {
+                if !self.hello_sent {
+                    self.hello_sent = true;
+                    let _ = self.kcp.send(&[ReliableHeader::Hello.as_u8()]);
+                }
+            }
+            (Role::Client, ConnectionState::Connecting) => {
+                self.state = ConnectionState::Connected;
+                self.established = true;
+                self.last_ping = ctx.now;
+                info!("connected to {}", self.link.remote);
+                ctx.events.push_connected(ctx.id, self.link.remote);
+            }
+            _ => self.protocol_error(ctx, "unexpected second Hello".into()),
+        }
+    }
+
+    /// The peer broke the protocol: report `InvalidReceive` and disconnect. A server's
+    /// half-open peer is dropped silently instead (it never became a connection).
+    fn protocol_error(&mut self, ctx: &mut Ctx<'_>, message: String) {
+        warn!("{} ({}): {message}", ctx.id, self.link.remote);
+        self.close(
+            ctx,
+            DisconnectReason::ProtocolError,
+            Some((ErrorCode::InvalidReceive, message.into())),
+            true,
+        );
+    }
+
+    /// Ends the connection. Reports `Error` (if any) and `Disconnected` when the application
+    /// knows the connection (it saw `Connected`, or it is a client's attempt); sends the
+    /// kcp2k Disconnect datagrams when `notify_peer`.
+    pub(crate) fn close(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        reason: DisconnectReason,
+        error: Option<(ErrorCode, Cow<'static, str>)>,
+        notify_peer: bool,
+    ) {
+        if self.state == ConnectionState::Disconnected {
+            return;
+        }
+        if notify_peer {
+            let head = self.link.unreliable_header(UnreliableHeader::Disconnect);
+            for _ in 0..DISCONNECT_REPEAT {
+                self.link.transmit(ctx.tx, &head, &[]);
+            }
+        }
+        if self.established || self.role == Role::Client {
+            if let Some((code, message)) = error {
+                ctx.events.push_error(ctx.id, code, message);
+            }
+            ctx.events.push_disconnected(ctx.id, reason);
+        }
+        if self.established {
+            info!("{} ({}) disconnected: {reason:?}", ctx.id, self.link.remote);
+        }
+        self.state = ConnectionState::Disconnected;
+    }
+
+    // ----------------------------------------------------------------- output
+
+    /// Flushes KCP: on the interval, and at once when ACKs or data are pending and
+    /// `flush_on_tick` is set. Completes a graceful disconnect once everything is acked.
+    pub(crate) fn flush(&mut self, ctx: &mut Ctx<'_>) {
+        if self.state == ConnectionState::Disconnected {
+            return;
+        }
+        let link = &mut self.link;
+        let tx = &mut *ctx.tx;
+        self.kcp
+            .update(ctx.now, |buf| link.transmit_reliable(tx, buf));
+        if self.limits.flush_on_tick && self.kcp.has_pending_output() {
+            self.kcp
+                .flush_at(ctx.now, |buf| link.transmit_reliable(tx, buf));
+        }
+        if self.state == ConnectionState::Disconnecting
+            && (self.kcp.wait_snd() == 0 || time_diff(ctx.now, self.deadline) >= 0)
+        {
+            if self.kcp.wait_snd() > 0 {
+                debug!(
+                    "{}: linger timeout with {} segments unacknowledged",
+                    ctx.id,
+                    self.kcp.wait_snd()
+                );
+            }
+            self.close(ctx, DisconnectReason::Local, None, true);
+        }
+    }
+
+    /// Sends a message. Reliable messages are queued in KCP (sent at the next flush);
+    /// unreliable ones go out at once.
+    pub(crate) fn send(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        data: &[u8],
+        channel: Channel,
+    ) -> Result<(), Error> {
+        if self.state != ConnectionState::Connected {
+            return Err(Error::NotConnected);
+        }
+        if data.is_empty() {
+            return Err(Error::EmptyMessage);
+        }
+        match channel {
+            Channel::Reliable => {
+                if data.len() > self.limits.reliable_max {
+                    return Err(Error::MessageTooLarge {
+                        size: data.len(),
+                        max: self.limits.reliable_max,
+                    });
+                }
+                self.kcp
+                    .send_with_header(&[ReliableHeader::Data.as_u8()], data)
+                    .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+                self.link.stats.reliable_sent += 1;
+            }
+            Channel::Unreliable => {
+                if data.len() > self.limits.unreliable_max {
+                    return Err(Error::MessageTooLarge {
+                        size: data.len(),
+                        max: self.limits.unreliable_max,
+                    });
+                }
+                let head = self.link.unreliable_header(UnreliableHeader::Data);
+                self.link.transmit(ctx.tx, &head, data);
+                self.link.stats.unreliable_sent += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts a graceful disconnect: no more sends, queued reliable data keeps flowing until
+    /// acknowledged or `linger_timeout_ms` passes, then Disconnect is sent.
+    pub(crate) fn disconnect_graceful(&mut self, ctx: &mut Ctx<'_>) {
+        match self.state {
+            ConnectionState::Connected => {
+                self.state = ConnectionState::Disconnecting;
+                self.deadline = ctx.now.wrapping_add(self.limits.linger_timeout);
+            }
+            ConnectionState::Connecting => {
+                self.close(ctx, DisconnectReason::Local, None, true);
+            }
+            _ => {}
+        }
+    }
+
+    /// The absolute time (ms) by which [`Connection::process`] / [`Connection::flush`]
+    /// must run again.
+    pub(crate) fn next_deadline(&self, now: u32) -> u32 {
+        let mut due = now.wrapping_add(60_000);
+        let mut take = |t: u32| {
+            if time_diff(t, due) < 0 {
+                due = t;
+            }
+        };
+        match self.state {
+            ConnectionState::Disconnected => return now,
+            ConnectionState::Connecting => take(self.deadline),
+            ConnectionState::Connected => {
+                take(self.last_receive.wrapping_add(self.limits.timeout));
+                take(self.last_ping.wrapping_add(PING_INTERVAL_MS));
+            }
+            ConnectionState::Disconnecting => {
+                take(self.deadline);
+                take(self.last_receive.wrapping_add(self.limits.timeout));
+            }
+        }
+        if !self.kcp.is_idle() {
+            take(self.kcp.check(now));
+        }
+        due
+    }
+}

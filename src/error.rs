@@ -1,0 +1,126 @@
+//! Error types: [`Error`] for mistakes the application can handle (returned from API
+//! calls), and [`ErrorCode`] for problems reported through [`crate::Event::Error`].
+
+use std::fmt;
+
+/// Why a connection reported an error, with kcp2k's numeric values so logs and
+/// tools line up across the C# and Rust sides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum ErrorCode {
+    /// The host name could not be resolved to an address.
+    DnsResolve = 0,
+    /// Nothing was received for the configured timeout, or the link is dead
+    /// (a segment reached `max_retransmits` transmissions).
+    Timeout = 1,
+    /// The connection's queues grew past the choke threshold.
+    Congestion = 2,
+    /// The peer sent something that violates the protocol.
+    InvalidReceive = 3,
+    /// The application tried to send something that cannot be sent.
+    InvalidSend = 4,
+    /// The socket or the peer closed the connection.
+    ConnectionClosed = 5,
+    /// Anything else.
+    Unexpected = 6,
+}
+
+impl ErrorCode {
+    /// A short name for the code, as used in logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::DnsResolve => "dns-resolve",
+            ErrorCode::Timeout => "timeout",
+            ErrorCode::Congestion => "congestion",
+            ErrorCode::InvalidReceive => "invalid-receive",
+            ErrorCode::InvalidSend => "invalid-send",
+            ErrorCode::ConnectionClosed => "connection-closed",
+            ErrorCode::Unexpected => "unexpected",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Errors returned by kcpnet's API calls.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// An operating-system I/O error (bind, socket options, send).
+    Io(std::io::Error),
+    /// A configuration value is impossible; the message says which and why.
+    InvalidConfig(String),
+    /// An argument passed by the application is out of range.
+    InvalidArgument(String),
+    /// A host name could not be resolved.
+    DnsResolve(String),
+    /// The connection id does not name a live connection (it was closed, or
+    /// its slot now belongs to a newer connection).
+    UnknownConnection,
+    /// The connection is not (or no longer) able to send.
+    NotConnected,
+    /// Empty messages cannot be sent (kcp2k treats them as a protocol error).
+    EmptyMessage,
+    /// The message is larger than the channel allows.
+    MessageTooLarge {
+        /// The size the application asked to send.
+        size: usize,
+        /// The largest size the channel accepts with the current config.
+        max: usize,
+    },
+}
+
+impl Error {
+    /// The kcp2k [`ErrorCode`] that corresponds to this error (`InvalidSend` for rejected
+    /// sends, `DnsResolve` for resolution failures).
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Error::DnsResolve(_) => ErrorCode::DnsResolve,
+            Error::UnknownConnection
+            | Error::NotConnected
+            | Error::EmptyMessage
+            | Error::MessageTooLarge { .. } => ErrorCode::InvalidSend,
+            Error::Io(_) => ErrorCode::ConnectionClosed,
+            Error::InvalidConfig(_) | Error::InvalidArgument(_) => ErrorCode::Unexpected,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io(e) => write!(f, "i/o error: {e}"),
+            Error::InvalidConfig(m) => write!(f, "invalid config: {m}"),
+            Error::InvalidArgument(m) => write!(f, "invalid argument: {m}"),
+            Error::DnsResolve(m) => write!(f, "could not resolve host: {m}"),
+            Error::UnknownConnection => f.write_str("unknown or closed connection id"),
+            Error::NotConnected => f.write_str("not connected"),
+            Error::EmptyMessage => f.write_str("empty messages cannot be sent"),
+            Error::MessageTooLarge { size, max } => {
+                write!(
+                    f,
+                    "message of {size} bytes exceeds the channel maximum of {max}"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::Io(e)
+    }
+}

@@ -1,0 +1,397 @@
+//! Events reported by [`crate::Server`] and [`crate::Client`], and the queue that holds them.
+//!
+//! Message bytes live in one reusable byte arena owned by the queue, so delivering a message
+//! allocates nothing once the arena has grown to the traffic's working size. An [`Event`]
+//! borrows from the arena until the next call that changes the queue.
+
+use std::borrow::Cow;
+use std::collections::VecDeque;
+use std::fmt;
+use std::net::SocketAddr;
+
+use crate::error::ErrorCode;
+use crate::wire::datagram::Channel;
+
+/// Identifies one connection for its whole life. A slot reused by a later connection gets a
+/// new generation, so an old id never reaches the new connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnectionId {
+    index: u32,
+    generation: u32,
+}
+
+impl ConnectionId {
+    pub(crate) fn new(index: usize, generation: u32) -> Self {
+        ConnectionId {
+            index: index as u32,
+            generation,
+        }
+    }
+
+    /// The slot index (reused after the connection closes).
+    pub fn index(self) -> usize {
+        self.index as usize
+    }
+
+    /// The generation: unique among the connections that used this slot.
+    pub fn generation(self) -> u32 {
+        self.generation
+    }
+
+    /// Index and generation packed in one `u64` (for logs or maps keyed by integers).
+    pub fn to_u64(self) -> u64 {
+        (self.generation as u64) << 32 | self.index as u64
+    }
+}
+
+impl fmt::Display for ConnectionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}.{}", self.index, self.generation)
+    }
+}
+
+/// Why a connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DisconnectReason {
+    /// This side called `disconnect` (or a graceful disconnect completed).
+    Local,
+    /// The peer sent Disconnect.
+    Remote,
+    /// Nothing was received for `timeout_ms`, the link died, or the handshake timed out.
+    Timeout,
+    /// The peer violated the protocol (see the preceding [`Event::Error`]).
+    ProtocolError,
+    /// The queues grew past the choke threshold.
+    Congestion,
+    /// The socket reported the peer unreachable, or the server shut down.
+    Closed,
+}
+
+/// Something that happened on a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event<'a> {
+    /// The handshake completed. On a server this happens only after the client proved it
+    /// receives at its address (it echoed the server's cookie).
+    Connected {
+        /// The connection.
+        id: ConnectionId,
+        /// The peer's address (IPv4-mapped IPv6 normalised to IPv4).
+        addr: SocketAddr,
+    },
+    /// A message arrived.
+    Data {
+        /// The connection.
+        id: ConnectionId,
+        /// Reliable (ordered, exactly once) or unreliable.
+        channel: Channel,
+        /// The message, borrowed from the event queue.
+        data: &'a [u8],
+    },
+    /// The connection ended. A server reports exactly one per `Connected`; a client reports
+    /// one at the end of every connection attempt, connected or not. No `Data` follows it.
+    Disconnected {
+        /// The connection.
+        id: ConnectionId,
+        /// Why.
+        reason: DisconnectReason,
+    },
+    /// A problem on a connection; usually followed by `Disconnected`.
+    Error {
+        /// The connection.
+        id: ConnectionId,
+        /// kcp2k's error code.
+        code: ErrorCode,
+        /// A human-readable explanation.
+        message: &'a str,
+    },
+}
+
+impl Event<'_> {
+    /// The connection the event belongs to.
+    pub fn id(&self) -> ConnectionId {
+        match self {
+            Event::Connected { id, .. }
+            | Event::Data { id, .. }
+            | Event::Disconnected { id, .. }
+            | Event::Error { id, .. } => *id,
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Kind {
+    Connected(SocketAddr),
+    Data(Channel),
+    Disconnected(DisconnectReason),
+    Error(ErrorCode, Cow<'static, str>),
+    /// A data record cancelled because the application closed its connection.
+    Cancelled,
+}
+
+#[derive(Debug)]
+struct Record {
+    id: ConnectionId,
+    kind: Kind,
+    start: usize,
+    len: usize,
+}
+
+/// The queue behind `poll_event`: records plus one byte arena for message payloads.
+#[derive(Debug, Default)]
+pub(crate) struct EventQueue {
+    records: VecDeque<Record>,
+    arena: Vec<u8>,
+    /// Arena bytes before this offset belong to records already delivered.
+    consumed: usize,
+    pending_bytes: usize,
+}
+
+impl EventQueue {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Message bytes waiting to be delivered.
+    pub(crate) fn pending_bytes(&self) -> usize {
+        self.pending_bytes
+    }
+
+    pub(crate) fn push_connected(&mut self, id: ConnectionId, addr: SocketAddr) {
+        self.push(id, Kind::Connected(addr));
+    }
+
+    pub(crate) fn push_disconnected(&mut self, id: ConnectionId, reason: DisconnectReason) {
+        self.push(id, Kind::Disconnected(reason));
+    }
+
+    pub(crate) fn push_error(
+        &mut self,
+        id: ConnectionId,
+        code: ErrorCode,
+        message: impl Into<Cow<'static, str>>,
+    ) {
+        self.push(id, Kind::Error(code, message.into()));
+    }
+
+    fn push(&mut self, id: ConnectionId, kind: Kind) {
+        self.records.push_back(Record {
+            id,
+            kind,
+            start: 0,
+            len: 0,
+        });
+    }
+
+    /// Copies a message into the arena and queues a data event.
+    pub(crate) fn push_data(&mut self, id: ConnectionId, channel: Channel, data: &[u8]) {
+        self.prepare();
+        let start = self.arena.len();
+        self.arena.extend_from_slice(data);
+        self.commit(id, channel, start, 0, data.len());
+    }
+
+    /// Reserves `len` bytes at the end of the arena for a message that will be written in
+    /// place (KCP's `recv` writes straight into it). Returns the slot's start offset.
+    pub(crate) fn reserve(&mut self, len: usize) -> usize {
+        self.prepare();
+        let start = self.arena.len();
+        self.arena.resize(start + len, 0);
+        start
+    }
+
+    /// The bytes of a slot made by [`EventQueue::reserve`].
+    pub(crate) fn slot_mut(&mut self, start: usize) -> &mut [u8] {
+        &mut self.arena[start..]
+    }
+
+    /// Queues the reserved slot at `start` as a data event, skipping `skip` header bytes.
+    pub(crate) fn commit_reserved(
+        &mut self,
+        id: ConnectionId,
+        channel: Channel,
+        start: usize,
+        skip: usize,
+    ) {
+        let len = self.arena.len() - start;
+        self.commit(id, channel, start, skip, len.saturating_sub(skip));
+    }
+
+    /// Gives back a reserved slot that will not become an event.
+    pub(crate) fn unreserve(&mut self, start: usize) {
+        self.arena.truncate(start);
+    }
+
+    fn commit(
+        &mut self,
+        id: ConnectionId,
+        channel: Channel,
+        start: usize,
+        skip: usize,
+        len: usize,
+    ) {
+        self.pending_bytes += len;
+        self.records.push_back(Record {
+            id,
+            kind: Kind::Data(channel),
+            start: start + skip,
+            len,
+        });
+    }
+
+    /// Drops delivered bytes from the arena when that is cheap or necessary.
+    fn prepare(&mut self) {
+        if self.records.is_empty() {
+            self.arena.clear();
+            self.consumed = 0;
+        } else if self.consumed > 0 && self.consumed * 2 >= self.arena.len() {
+            // Compact: move the undelivered tail to the front and rebase the records.
+            let c = self.consumed;
+            self.arena.copy_within(c.., 0);
+            self.arena.truncate(self.arena.len() - c);
+            for r in self.records.iter_mut() {
+                if matches!(r.kind, Kind::Data(_)) {
+                    r.start -= c;
+                }
+            }
+            self.consumed = 0;
+        }
+    }
+
+    /// Cancels queued data events of `id` (its connection was closed by the application).
+    pub(crate) fn cancel_data(&mut self, id: ConnectionId) {
+        for r in self.records.iter_mut() {
+            if r.id == id {
+                if let Kind::Data(_) = r.kind {
+                    self.pending_bytes -= r.len;
+                    r.kind = Kind::Cancelled;
+                }
+            }
+        }
+    }
+
+    /// Takes the next event. Its data borrows the queue.
+    pub(crate) fn pop(&mut self) -> Option<Event<'_>> {
+        loop {
+            let Some(r) = self.records.pop_front() else {
+                self.arena.clear();
+                self.consumed = 0;
+                return None;
+            };
+            let id = r.id;
+            return Some(match r.kind {
+                Kind::Cancelled => continue,
+                Kind::Connected(addr) => Event::Connected { id, addr },
+                Kind::Disconnected(reason) => Event::Disconnected { id, reason },
+                Kind::Error(code, message) => {
+                    // Park the message in the arena so the event can borrow it.
+                    let start = self.arena.len();
+                    self.arena.extend_from_slice(message.as_bytes());
+                    self.consumed = self.arena.len();
+                    let text = std::str::from_utf8(&self.arena[start..]).unwrap_or("");
+                    Event::Error {
+                        id,
+                        code,
+                        message: text,
+                    }
+                }
+                Kind::Data(channel) => {
+                    self.pending_bytes -= r.len;
+                    self.consumed = r.start + r.len;
+                    Event::Data {
+                        id,
+                        channel,
+                        data: &self.arena[r.start..r.start + r.len],
+                    }
+                }
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(i: usize) -> ConnectionId {
+        ConnectionId::new(i, 1)
+    }
+
+    #[test]
+    fn queue_delivers_in_order_and_reuses_the_arena() {
+        let mut q = EventQueue::default();
+        let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        q.push_connected(id(0), addr);
+        q.push_data(id(0), Channel::Reliable, b"hello");
+        let s = q.reserve(4);
+        q.slot_mut(s).copy_from_slice(&[3, b'a', b'b', b'c']);
+        q.commit_reserved(id(0), Channel::Reliable, s, 1);
+        q.push_error(id(0), ErrorCode::Timeout, "late");
+        q.push_disconnected(id(0), DisconnectReason::Timeout);
+        assert_eq!(q.pending_bytes(), 8);
+        assert_eq!(q.pop(), Some(Event::Connected { id: id(0), addr }));
+        assert_eq!(
+            q.pop(),
+            Some(Event::Data {
+                id: id(0),
+                channel: Channel::Reliable,
+                data: b"hello"
+            })
+        );
+        assert_eq!(
+            q.pop(),
+            Some(Event::Data {
+                id: id(0),
+                channel: Channel::Reliable,
+                data: b"abc"
+            })
+        );
+        assert_eq!(
+            q.pop(),
+            Some(Event::Error {
+                id: id(0),
+                code: ErrorCode::Timeout,
+                message: "late"
+            })
+        );
+        assert_eq!(
+            q.pop(),
+            Some(Event::Disconnected {
+                id: id(0),
+                reason: DisconnectReason::Timeout
+            })
+        );
+        assert_eq!(q.pop(), None);
+        assert_eq!(q.pending_bytes(), 0);
+        let cap = q.arena.capacity();
+        q.push_data(id(1), Channel::Unreliable, b"xy");
+        assert_eq!(q.arena.capacity(), cap, "arena is reused");
+    }
+
+    #[test]
+    fn cancelled_data_is_skipped_and_compaction_keeps_contents() {
+        let mut q = EventQueue::default();
+        for i in 0..10u8 {
+            q.push_data(id(i as usize % 2), Channel::Reliable, &[i; 100]);
+        }
+        q.cancel_data(id(1));
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            if let Some(Event::Data { data, .. }) = q.pop() {
+                seen.push(data[0]);
+            }
+        }
+        // Pushing now compacts the delivered half away.
+        q.push_data(id(0), Channel::Unreliable, &[42; 10]);
+        while let Some(ev) = q.pop() {
+            if let Event::Data { data, .. } = ev {
+                assert!(data.iter().all(|&b| b == data[0]));
+                seen.push(data[0]);
+            }
+        }
+        assert_eq!(seen, vec![0, 2, 4, 6, 8, 42]);
+    }
+}

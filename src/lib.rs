@@ -1,0 +1,112 @@
+//! # kcpnet
+//!
+//! Reliable UDP for game loops. kcpnet speaks the wire protocol of
+//! [kcp2k](https://github.com/MirrorNetworking/kcp2k) (the KCP transport of Mirror / Unity),
+//! so a Rust dedicated server can host C# kcp2k clients and a Rust client can join a kcp2k
+//! server, over a KCP core that is byte-compatible with the reference C `ikcp`.
+//!
+//! * **Non-blocking, no threads, no async runtime**: the game loop calls
+//!   [`Server::tick_incoming`] and [`Server::tick_outgoing`] once per frame.
+//! * **Two channels**: [`Channel::Reliable`] (ordered, exactly once, messages up to
+//!   148 716 bytes by default) and [`Channel::Unreliable`] (one datagram, up to 1194 bytes).
+//! * **Events** through a drained queue ([`Server::poll_event`]) or callbacks that can reply
+//!   at once ([`Server::tick_incoming_with`]); no allocation per message in steady state.
+//! * **Hardened handshake**: nothing is allocated for strangers, a server reports
+//!   `Connected` only after the client proved it receives at its address, and a half-open
+//!   peer is never sent more than 3× what it sent.
+//! * **Link conditioner** ([`io::LinkConditioner`]): loss, latency, jitter, reordering,
+//!   duplication and bandwidth caps, settable at run time, deterministic under a virtual
+//!   clock.
+//!
+//! ## A server and a client (drained-queue form)
+//! ```
+//! use kcpnet::{Channel, Client, Config, Event, Server};
+//!
+//! # fn main() -> Result<(), kcpnet::Error> {
+//! let mut server = Server::bind("127.0.0.1:0".parse().unwrap(), Config::default())?;
+//! let port = server.local_addr()?.port();
+//! let mut client = Client::connect("127.0.0.1", port, Config::default())?;
+//!
+//! let mut echoed = None;
+//! for _frame in 0..2000 {
+//!     server.tick_incoming();
+//!     while let Some(event) = server.poll_event() {
+//!         if let Event::Data { id, channel, data } = event {
+//!             let reply = data.to_vec(); // the event borrows the server
+//!             server.send(id, &reply, channel)?;
+//!         }
+//!     }
+//!     server.tick_outgoing();
+//!
+//!     client.tick_incoming();
+//!     while let Some(event) = client.poll_event() {
+//!         match event {
+//!             Event::Connected { .. } => {}
+//!             Event::Data { data, .. } => echoed = Some(data.to_vec()),
+//!             other => println!("{other:?}"),
+//!         }
+//!     }
+//!     if client.is_connected() && client.connection_stats().reliable_sent == 0 {
+//!         client.send(b"hello", Channel::Reliable)?;
+//!     }
+//!     client.tick_outgoing();
+//!     if echoed.is_some() {
+//!         break;
+//!     }
+//!     std::thread::sleep(std::time::Duration::from_millis(1));
+//! }
+//! assert_eq!(echoed.as_deref(), Some(&b"hello"[..]));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## Callback form
+//! The handler borrows the message from the receive buffer and can reply through the
+//! context at once:
+//! ```no_run
+//! # use kcpnet::{Config, Event, Server};
+//! # let mut server = Server::bind("[::]:7777".parse().unwrap(), Config::default()).unwrap();
+//! loop {
+//!     server.tick_incoming_with(|ctx, event| match event {
+//!         Event::Data { id, channel, data } => {
+//!             if data == b"KICK" {
+//!                 let _ = ctx.disconnect(id);
+//!             } else {
+//!                 let _ = ctx.send(id, data, channel);
+//!             }
+//!         }
+//!         Event::Error { id, code, message } => eprintln!("{id}: {code}: {message}"),
+//!         _ => {}
+//!     });
+//!     server.tick_outgoing();
+//!     std::thread::sleep(std::time::Duration::from_millis(1));
+//! }
+//! ```
+//!
+//! ## Layers
+//! [`wire`] (datagram and segment codecs) → [`kcp`] (the ARQ core, sans-IO) → the kcp2k
+//! connection state machine → [`Server`] / [`Client`] (drivers) over [`io`] (UDP, an
+//! in-memory network, the link conditioner). See `docs/ARCHITECTURE.md`.
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod client;
+pub mod config;
+mod connection;
+mod driver;
+pub mod error;
+pub mod event;
+pub mod io;
+pub mod kcp;
+mod server;
+pub mod stats;
+pub mod wire;
+
+pub use client::{resolve, Client, ClientCtx};
+pub use config::Config;
+pub use connection::ConnectionState;
+pub use error::{Error, ErrorCode};
+pub use event::{ConnectionId, DisconnectReason, Event};
+pub use server::{Server, ServerCtx};
+pub use stats::{ConnectionStats, EndpointStats};
+pub use wire::datagram::Channel;
