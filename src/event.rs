@@ -118,6 +118,77 @@ impl Event<'_> {
     }
 }
 
+/// An [`Event`] that owns its data, for keeping events past the next queue call or moving
+/// them to another thread. Made by [`Event::to_owned_event`]; this allocates, unlike
+/// [`Event`] itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OwnedEvent {
+    /// See [`Event::Connected`].
+    Connected {
+        /// The connection.
+        id: ConnectionId,
+        /// The peer's address.
+        addr: SocketAddr,
+    },
+    /// See [`Event::Data`].
+    Data {
+        /// The connection.
+        id: ConnectionId,
+        /// The channel.
+        channel: Channel,
+        /// The message.
+        data: Vec<u8>,
+    },
+    /// See [`Event::Disconnected`].
+    Disconnected {
+        /// The connection.
+        id: ConnectionId,
+        /// Why.
+        reason: DisconnectReason,
+    },
+    /// See [`Event::Error`].
+    Error {
+        /// The connection.
+        id: ConnectionId,
+        /// kcp2k's error code.
+        code: ErrorCode,
+        /// The explanation.
+        message: String,
+    },
+}
+
+impl OwnedEvent {
+    /// The connection the event belongs to.
+    pub fn id(&self) -> ConnectionId {
+        match self {
+            OwnedEvent::Connected { id, .. }
+            | OwnedEvent::Data { id, .. }
+            | OwnedEvent::Disconnected { id, .. }
+            | OwnedEvent::Error { id, .. } => *id,
+        }
+    }
+}
+
+impl Event<'_> {
+    /// Copies the event into an [`OwnedEvent`].
+    pub fn to_owned_event(&self) -> OwnedEvent {
+        match *self {
+            Event::Connected { id, addr } => OwnedEvent::Connected { id, addr },
+            Event::Data { id, channel, data } => OwnedEvent::Data {
+                id,
+                channel,
+                data: data.to_vec(),
+            },
+            Event::Disconnected { id, reason } => OwnedEvent::Disconnected { id, reason },
+            Event::Error { id, code, message } => OwnedEvent::Error {
+                id,
+                code,
+                message: message.to_string(),
+            },
+        }
+    }
+}
+
 #[derive(Debug)]
 enum Kind {
     Connected(SocketAddr),

@@ -106,7 +106,7 @@ pub use client::{resolve, Client, ClientCtx};
 pub use config::Config;
 pub use connection::ConnectionState;
 pub use error::{Error, ErrorCode};
-pub use event::{ConnectionId, DisconnectReason, Event};
+pub use event::{ConnectionId, DisconnectReason, Event, OwnedEvent};
 pub use server::{Server, ServerCtx};
 pub use stats::{ConnectionStats, EndpointStats};
 pub use wire::datagram::Channel;

@@ -1241,3 +1241,6 @@ impl Kcp {
         current.wrapping_add(minimal)
     }
 }
+
+#[cfg(test)]
+mod tests;
