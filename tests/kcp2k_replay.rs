@@ -38,7 +38,10 @@ struct Line {
 }
 
 fn load_capture() -> Vec<Line> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/kcp2k/capture_basic.txt");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/vectors/kcp2k/capture_basic.txt"
+    );
     let text = std::fs::read_to_string(path).expect("capture file");
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
@@ -83,10 +86,8 @@ fn decode(datagrams: &[Vec<u8>]) -> Decoded {
                     d.commands.insert(h.cmd.as_u8());
                     d.last_una = h.una;
                     match h.cmd {
-                        Command::Push => {
-                            if seen.insert(h.sn) {
-                                d.pushes.push((h.sn, h.frg, h.len, payload.to_vec()));
-                            }
+                        Command::Push if seen.insert(h.sn) => {
+                            d.pushes.push((h.sn, h.frg, h.len, payload.to_vec()));
                         }
                         Command::Ack => {
                             d.acked.insert(h.sn);
@@ -159,7 +160,13 @@ fn real_kcp2k_client_against_kcpnet_server() {
         }
         // Run the server up to this datagram's recorded time.
         while (clock.now().as_secs_f64() * 1000.0) < line.t_ms {
-            tick(&mut server, &mut client, &mut events, &mut ours, &mut our_cookie);
+            tick(
+                &mut server,
+                &mut client,
+                &mut events,
+                &mut ours,
+                &mut our_cookie,
+            );
         }
         let mut dg = line.bytes.clone();
         let cookie = u32::from_le_bytes(dg[1..5].try_into().unwrap());
@@ -168,7 +175,13 @@ fn real_kcp2k_client_against_kcpnet_server() {
             dg[1..5].copy_from_slice(&ours.to_le_bytes());
         }
         client.send_to(&dg, server_addr, clock.now()).unwrap();
-        tick(&mut server, &mut client, &mut events, &mut ours, &mut our_cookie);
+        tick(
+            &mut server,
+            &mut client,
+            &mut events,
+            &mut ours,
+            &mut our_cookie,
+        );
         if connected_after.is_none()
             && events
                 .iter()
@@ -178,11 +191,21 @@ fn real_kcp2k_client_against_kcpnet_server() {
         }
     }
     for _ in 0..50 {
-        tick(&mut server, &mut client, &mut events, &mut ours, &mut our_cookie);
+        tick(
+            &mut server,
+            &mut client,
+            &mut events,
+            &mut ours,
+            &mut our_cookie,
+        );
     }
 
     // Connected only once the client's datagram #002 echoed our cookie, not on its Hello.
-    assert_eq!(connected_after, Some(2), "Connected must follow the cookie echo");
+    assert_eq!(
+        connected_after,
+        Some(2),
+        "Connected must follow the cookie echo"
+    );
 
     // The events, exactly.
     let id = events[0].id();
@@ -226,7 +249,11 @@ fn real_kcp2k_client_against_kcpnet_server() {
     // Our replies against the real server's.
     let real = decode(&real_s2c);
     let mine = decode(&ours);
-    assert_eq!(mine.pushes.len(), real.pushes.len(), "number of PUSH segments");
+    assert_eq!(
+        mine.pushes.len(),
+        real.pushes.len(),
+        "number of PUSH segments"
+    );
     for (m, r) in mine.pushes.iter().zip(&real.pushes) {
         assert_eq!(
             (m.0, m.1, m.2),

@@ -175,6 +175,19 @@ impl UdpTransport {
         UdpTransport::bind(any, opts)
     }
 
+    /// Connect the socket to `remote` (a client's server): the OS then delivers only that
+    /// peer's datagrams, and reports an ICMP "port unreachable" from it as
+    /// [`take_connection_refused`](Transport::take_connection_refused), which Linux does not
+    /// do for unconnected sockets. `send_to` and `recv_from` keep working as before.
+    ///
+    /// # Errors
+    ///
+    /// Whatever `connect(2)` reports (e.g. a remote of the other address family).
+    pub fn connect(&mut self, remote: SocketAddr) -> io::Result<()> {
+        let target = self.target(remote)?;
+        self.socket.connect(target)
+    }
+
     fn apply_buffer_size(
         socket: &Socket,
         which: &str,
@@ -379,6 +392,30 @@ mod tests {
         assert_eq!(&buf[..len], b"pong");
         assert_eq!(from, b_addr);
         assert!(!a.take_connection_refused());
+    }
+
+    #[test]
+    fn connected_socket_reports_port_unreachable() {
+        // A port nobody listens on: bind one, note its address, close it.
+        let closed = {
+            let s = UdpTransport::bind("127.0.0.1:0".parse().unwrap(), &SocketOptions::default())
+                .unwrap();
+            s.local_addr().unwrap()
+        };
+        let mut a = UdpTransport::bind_any_for(closed, &SocketOptions::default()).unwrap();
+        a.connect(closed).unwrap();
+        let mut buf = [0u8; 64];
+        let mut refused = false;
+        for _ in 0..200 {
+            let _ = a.send_to(b"hello?", closed, Duration::ZERO);
+            let _ = a.recv_from(&mut buf, Duration::ZERO);
+            if a.take_connection_refused() {
+                refused = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(refused, "ICMP port unreachable was not reported");
     }
 
     #[test]
