@@ -749,6 +749,16 @@ impl Kcp {
         Ok(len)
     }
 
+    /// True when the first queued message can never be completed: its first fragment
+    /// announces more fragments than the receive window can hold (ikcp keeps at most
+    /// `rcv_wnd` segments in the receive queue). ikcp would stall forever; a peer with a
+    /// larger receive window than ours, or a hostile one, causes it.
+    pub fn is_recv_stalled(&self) -> bool {
+        self.rcv_queue
+            .front()
+            .is_some_and(|seg| seg.frg as u32 + 1 > self.rcv_wnd)
+    }
+
     /// Takes the next complete message into `buf` and returns its length.
     pub fn recv(&mut self, buf: &mut [u8]) -> Result<usize, KcpError> {
         if self.rcv_queue.is_empty() {
