@@ -358,10 +358,12 @@ impl EventQueue {
                 Kind::Connected(addr) => Event::Connected { id, addr },
                 Kind::Disconnected(reason) => Event::Disconnected { id, reason },
                 Kind::Error(code, message) => {
-                    // Park the message in the arena so the event can borrow it.
+                    // Park the message in the arena so the event can borrow it. `consumed`
+                    // stays: data of later records may lie before the parked text, and
+                    // compaction must not drop or rebase past it. The text is dead once the
+                    // event is gone and is cleared with the rest of the arena.
                     let start = self.arena.len();
                     self.arena.extend_from_slice(message.as_bytes());
-                    self.consumed = self.arena.len();
                     let text = std::str::from_utf8(&self.arena[start..]).unwrap_or("");
                     Event::Error {
                         id,

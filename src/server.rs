@@ -33,6 +33,8 @@ struct Slot {
     dirty: bool,
     /// Counted in `Server::half_open`.
     half_open: bool,
+    /// Listed in `Server::throttled`.
+    throttled: bool,
 }
 
 /// A kcp2k-compatible server. See the crate docs for a complete loop.
@@ -53,6 +55,8 @@ pub struct Server {
     next_generation: u32,
     timers: BinaryHeap<Reverse<(u64, usize, u32)>>,
     dirty: Vec<usize>,
+    /// Connections whose complete messages wait for room in the event queue.
+    throttled: Vec<usize>,
     events: EventQueue,
     /// Ids closed by the application during a callback dispatch.
     closed_in_dispatch: Vec<ConnectionId>,
@@ -110,6 +114,7 @@ impl Server {
             next_generation: 1,
             timers: BinaryHeap::new(),
             dirty: Vec::new(),
+            throttled: Vec::new(),
             events: EventQueue::default(),
             closed_in_dispatch: Vec::new(),
             recv_buf: vec![0; RECV_BUFFER_LEN],
@@ -191,6 +196,7 @@ impl Server {
         }
         self.recv_buf = buf;
         self.collect_due();
+        self.retry_throttled();
         for i in 0..self.dirty.len() {
             let idx = self.dirty[i];
             self.with_conn(idx, |c, ctx| c.process(ctx));
@@ -441,6 +447,7 @@ impl Server {
             scheduled: u64::MAX,
             dirty: false,
             half_open: true,
+            throttled: false,
         });
         self.half_open += 1;
         self.by_addr.insert(from, idx);
@@ -497,6 +504,10 @@ impl Server {
                 self.stats.handshakes_expired += 1;
             }
         }
+        if slot.conn.is_throttled() && !slot.throttled {
+            slot.throttled = true;
+            self.throttled.push(idx);
+        }
         if slot.conn.state() == ConnectionState::Disconnected {
             let remote = slot.conn.remote();
             self.slots.remove(idx);
@@ -509,6 +520,27 @@ impl Server {
             slot.scheduled = due;
             self.timers.push(Reverse((due, idx, slot.generation)));
         }
+    }
+
+    /// Marks the connections that stopped taking messages for lack of event-queue room as
+    /// dirty once there is room again, so their messages are taken and their window
+    /// reopens now rather than at their next timer.
+    fn retry_throttled(&mut self) {
+        if self.throttled.is_empty()
+            || self.events.pending_bytes() >= self.config.max_pending_event_bytes
+        {
+            return;
+        }
+        let throttled = std::mem::take(&mut self.throttled);
+        for &idx in &throttled {
+            if let Some(slot) = self.slots.get_mut(idx) {
+                slot.throttled = false;
+            }
+            self.mark_dirty(idx);
+        }
+        // Keep the allocation; `settle` lists them again if they are still held back.
+        self.throttled = throttled;
+        self.throttled.clear();
     }
 
     /// Marks every connection whose timer is due as dirty.

@@ -34,6 +34,8 @@ const DISCONNECT_REPEAT: usize = 5;
 const AMPLIFICATION_FACTOR: u64 = 3;
 /// Free segment buffers an idle connection keeps (enough for ping traffic).
 const IDLE_POOL_BUFFERS: usize = 2;
+/// An idle connection whose KCP holds more heap than this gives the excess back.
+const TRIM_ABOVE_BYTES: usize = 8 * 1024;
 
 /// Where a connection stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -151,6 +153,10 @@ pub(crate) struct Connection {
     rtt: Option<u32>,
     /// Handshake deadline while connecting, linger deadline while disconnecting.
     deadline: u32,
+    /// [`Connection::app_messages`] at the last Ping.
+    activity_at_ping: u64,
+    /// Complete messages wait in KCP because the event queue is over its byte budget.
+    throttled: bool,
 }
 
 impl Connection {
@@ -198,7 +204,15 @@ impl Connection {
             last_pong_sent: None,
             rtt: None,
             deadline: now.wrapping_add(config.handshake_timeout_ms),
+            activity_at_ping: 0,
+            throttled: false,
         }
+    }
+
+    /// Reliable application messages sent and received so far (the traffic that uses KCP's
+    /// buffers).
+    fn app_messages(&self) -> u64 {
+        self.link.stats.reliable_sent + self.link.stats.reliable_received
     }
 
     /// A client connection; its Hello is queued and goes out at the first flush.
@@ -227,6 +241,12 @@ impl Connection {
 
     pub(crate) fn is_half_open(&self) -> bool {
         self.role == Role::Server && self.state == ConnectionState::Connecting
+    }
+
+    /// Messages wait in KCP for room in the event queue: process again once the
+    /// application has taken events.
+    pub(crate) fn is_throttled(&self) -> bool {
+        self.throttled && self.state != ConnectionState::Disconnected
     }
 
     /// Ping/Pong round-trip time in ms.
@@ -432,10 +452,21 @@ impl Connection {
                     && time_diff(now, self.last_ping) >= PING_INTERVAL_MS as i32
                 {
                     self.last_ping = now;
-                    if self.kcp.is_idle() {
-                        // Give back what a burst left behind before the ping needs a buffer.
+                    // Give back what a burst left behind before the ping needs a buffer, once
+                    // a whole ping interval passed without reliable messages. Not
+                    // `Kcp::is_idle`: it also wants no pending ACKs, but the peer's Ping
+                    // arrives in the very tick our own Ping is due (the two ping clocks start
+                    // one one-way delay apart), so a server never trimmed. Only trim above
+                    // the idle working set: trimming that would make the next pings allocate
+                    // again every second.
+                    let activity = self.app_messages();
+                    if self.kcp.wait_snd() == 0
+                        && activity == self.activity_at_ping
+                        && self.kcp.heap_bytes() > TRIM_ABOVE_BYTES
+                    {
                         self.kcp.trim_memory(IDLE_POOL_BUFFERS);
                     }
+                    self.activity_at_ping = activity;
                     let _ = self
                         .kcp
                         .send_with_header(&[ReliableHeader::Ping.as_u8()], &now.to_le_bytes());
@@ -464,6 +495,7 @@ impl Connection {
     }
 
     fn drain_messages(&mut self, ctx: &mut Ctx<'_>) {
+        self.throttled = false;
         while self.state != ConnectionState::Disconnected {
             let size = match self.kcp.peek_size() {
                 Ok(n) => n,
@@ -486,7 +518,11 @@ impl Connection {
             }
             let pending = ctx.events.pending_bytes();
             if pending > 0 && pending + size > self.limits.max_pending_event_bytes {
-                // Leave it in KCP: its window closes and the sender slows down.
+                // Leave it in KCP: its window closes and the sender slows down. The driver
+                // must process us again once the application took events (see
+                // `is_throttled`): no datagram may come to do it, the sender waits for
+                // our window update.
+                self.throttled = true;
                 break;
             }
             let start = ctx.events.reserve(size);
