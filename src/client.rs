@@ -57,13 +57,10 @@ impl Client {
             recv_buffer_size: config.recv_buffer_size,
             send_buffer_size: config.send_buffer_size,
         };
-        #[allow(unused_mut)]
         let mut udp = UdpTransport::bind_any_for(remote, &opts)?;
-        // Linux reports the server's ICMP "port unreachable" only on a connected socket, so
-        // connect: an attempt at a closed port then ends at once instead of at the handshake
-        // timeout. Windows reports it on any socket. Not on macOS/BSD: there `sendto` on a
-        // connected socket fails with EISCONN.
-        #[cfg(any(target_os = "linux", target_os = "android"))]
+        // The OS reports the server's ICMP "port unreachable" only on a connected socket
+        // (Linux, BSD), so connect: an attempt at a closed port then ends at once instead
+        // of at the handshake timeout. It also filters datagrams from other sources.
         udp.connect(remote)?;
         let conditioner = LinkConditioner::new(udp, rand::random());
         Client::with_transport(

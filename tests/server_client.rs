@@ -2062,3 +2062,136 @@ fn client_callback_form_replies_and_disconnects_cleanly() {
         vec![DisconnectReason::Remote]
     );
 }
+
+#[test]
+fn a_connecting_client_adopts_the_cookie_only_from_a_valid_datagram() {
+    // A raw socket plays the server, so the test controls every byte the client gets.
+    let sim = Sim::new(Config::default(), 31);
+    let mut injector = sim.net.bind("10.9.9.9:1".parse().unwrap()).unwrap();
+    let server_addr = injector.local_addr().unwrap();
+    let socket = sim.net.bind(client_addr(7)).unwrap();
+    let mut client = Client::with_transport(
+        Box::new(socket),
+        Box::new(sim.clock.clone()),
+        server_addr,
+        Config::default(),
+    )
+    .unwrap();
+    client.tick_outgoing();
+    let mut buf = vec![0u8; 2048];
+    let (n, _) = injector
+        .recv_from(&mut buf, sim.clock.now())
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        &buf[..5],
+        &[1, 0, 0, 0, 0],
+        "Hello with cookie 0 ({n} bytes)"
+    );
+    // A datagram with a non-zero cookie that KCP rejects (conv 7, not 0): not adopted.
+    let mut junk = vec![1u8, 0xEF, 0xBE, 0xAD, 0xDE];
+    let mut seg = SegmentHeader {
+        conv: 7,
+        cmd: Command::Ack,
+        frg: 0,
+        wnd: 128,
+        ts: 0,
+        sn: 0,
+        una: 1,
+        len: 0,
+    }
+    .to_bytes()
+    .to_vec();
+    junk.append(&mut seg);
+    injector
+        .send_to(&junk, client_addr(7), sim.clock.now())
+        .unwrap();
+    client.tick_incoming();
+    // Now the real reply: ACK of the Hello plus the server's Hello, with cookie 0x01020304.
+    let cookie = 0x0102_0304u32;
+    let mut reply = vec![1u8];
+    reply.extend_from_slice(&cookie.to_le_bytes());
+    for (cmd, sn, len) in [(Command::Ack, 0u32, 0u32), (Command::Push, 0, 1)] {
+        let h = SegmentHeader {
+            conv: 0,
+            cmd,
+            frg: 0,
+            wnd: 128,
+            ts: 0,
+            sn,
+            una: if cmd == Command::Push { 1 } else { 0 },
+            len,
+        };
+        reply.extend_from_slice(&h.to_bytes());
+    }
+    reply.push(1); // Hello
+    injector
+        .send_to(&reply, client_addr(7), sim.clock.now())
+        .unwrap();
+    client.tick_incoming();
+    assert!(
+        client.is_connected(),
+        "the junk's cookie must not have been adopted: {:?}",
+        client.connection_stats()
+    );
+    assert!(matches!(client.poll_event(), Some(Event::Connected { .. })));
+    // Everything the client sends from now on carries the real cookie.
+    client.tick_outgoing();
+    let (n, _) = injector
+        .recv_from(&mut buf, sim.clock.now())
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf[1..5], &cookie.to_le_bytes(), "{:?}", &buf[..n]);
+}
+
+#[test]
+fn mismatched_receive_windows_are_reported_not_stalled() {
+    // The client may send messages of 254 fragments (receive window 4096); the server's
+    // window of 128 can never hold them. kcp2k stalls until the timeout; we report it.
+    let server_config = Config::default();
+    let client_config = Config {
+        receive_window_size: 4096,
+        send_window_size: 256,
+        ..Config::default()
+    };
+    let mut sim = Sim::new(server_config, 32);
+    sim.add_client(client_config.clone());
+    sim.connect_all(100);
+    let id = sim.server_id_of(0).unwrap();
+    let big = payload(1, 1, client_config.reliable_max_message_size());
+    assert_eq!(big.len(), 297_433);
+    sim.clients[0].send(&big, Channel::Reliable).unwrap();
+    sim.run_until(2_000, |s| {
+        s.server_events
+            .iter()
+            .any(|e| matches!(e, OwnedEvent::Disconnected { .. }))
+    });
+    let errors: Vec<_> = sim
+        .server_events
+        .iter()
+        .filter_map(|e| match e {
+            OwnedEvent::Error {
+                id: i,
+                code,
+                message,
+            } if *i == id => Some((*code, message.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(errors.len(), 1, "{:?}", sim.server_events);
+    assert_eq!(errors[0].0, ErrorCode::InvalidReceive);
+    assert!(
+        errors[0].1.contains("receive_window_size"),
+        "{}",
+        errors[0].1
+    );
+    assert_eq!(
+        disconnects(&sim.server_events, id),
+        vec![DisconnectReason::ProtocolError]
+    );
+    assert!(
+        sim.steps < 2_000,
+        "reported long before any timeout (took {} ms)",
+        sim.steps
+    );
+}

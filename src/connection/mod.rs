@@ -37,6 +37,14 @@ const IDLE_POOL_BUFFERS: usize = 2;
 /// An idle connection whose KCP holds more heap than this gives the excess back.
 const TRIM_ABOVE_BYTES: usize = 8 * 1024;
 
+/// The verdict on a datagram's cookie.
+enum CookieCheck {
+    Reject,
+    Accept,
+    /// A client learning the server's cookie: keep it if the datagram proves valid.
+    Adopt,
+}
+
 /// Where a connection stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ConnectionState {
@@ -298,10 +306,14 @@ impl Connection {
                 return;
             }
         };
-        if !self.accept_cookie(ctx, dgram.cookie) {
-            self.link.stats.datagrams_dropped += 1;
-            return;
-        }
+        let adopt = match self.accept_cookie(ctx, dgram.cookie) {
+            CookieCheck::Reject => {
+                self.link.stats.datagrams_dropped += 1;
+                return;
+            }
+            CookieCheck::Accept => false,
+            CookieCheck::Adopt => true,
+        };
         match dgram.channel {
             Channel::Reliable => {
                 self.kcp.set_current(ctx.now);
@@ -309,6 +321,11 @@ impl Connection {
                     debug!("{}: KCP rejected a datagram: {e}", self.link.remote);
                     self.link.stats.datagrams_dropped += 1;
                     return;
+                }
+                if adopt {
+                    // Adopted only from a datagram KCP accepted, so junk carrying a random
+                    // cookie cannot lock the client out of its server.
+                    self.link.cookie = dgram.cookie;
                 }
             }
             Channel::Unreliable => match parse_unreliable(dgram.payload) {
@@ -352,7 +369,14 @@ impl Connection {
     }
 
     /// The cookie rules of PROTOCOL.md §4 with kcpnet's return-routability check.
-    fn accept_cookie(&mut self, ctx: &mut Ctx<'_>, cookie: u32) -> bool {
+    fn accept_cookie(&mut self, ctx: &mut Ctx<'_>, cookie: u32) -> CookieCheck {
+        let check = |ok: bool| {
+            if ok {
+                CookieCheck::Accept
+            } else {
+                CookieCheck::Reject
+            }
+        };
         match (self.role, self.state) {
             (Role::Server, ConnectionState::Connecting) => {
                 if cookie == self.link.cookie {
@@ -363,19 +387,19 @@ impl Connection {
                     self.last_ping = ctx.now;
                     info!("{} connected as {}", self.link.remote, ctx.id);
                     ctx.events.push_connected(ctx.id, self.link.remote);
-                    true
+                    CookieCheck::Accept
                 } else {
                     // Hello retransmissions sent before the client learned our cookie.
-                    cookie == 0
+                    check(cookie == 0)
                 }
             }
             (Role::Client, _) if self.link.cookie == 0 => {
+                // Adopt the server's cookie from its first valid datagram (kcp2k rule).
                 if cookie == 0 {
-                    return false;
+                    CookieCheck::Reject
+                } else {
+                    CookieCheck::Adopt
                 }
-                // Adopt the server's cookie from its first datagram (kcp2k rule).
-                self.link.cookie = cookie;
-                true
             }
             _ => {
                 if cookie != self.link.cookie {
@@ -383,9 +407,8 @@ impl Connection {
                         "{}: dropping datagram with wrong cookie {cookie:#x}",
                         self.link.remote
                     );
-                    return false;
                 }
-                true
+                check(cookie == self.link.cookie)
             }
         }
     }
@@ -404,6 +427,18 @@ impl Connection {
         match self.state {
             ConnectionState::Disconnected => {}
             ConnectionState::Connecting => {
+                if self.role == Role::Client
+                    && time_diff(now, self.last_ping) >= PING_INTERVAL_MS as i32
+                {
+                    // As kcp2k's client does. Once the client knows the cookie this also
+                    // completes the server's return-routability check when the server's
+                    // Hello retransmissions are lost and nothing else is left to send, and
+                    // either way it refills a half-open peer's send budget.
+                    self.last_ping = now;
+                    let _ = self
+                        .kcp
+                        .send_with_header(&[ReliableHeader::Ping.as_u8()], &now.to_le_bytes());
+                }
                 if time_diff(now, self.deadline) >= 0 {
                     let msg = format!(
                         "handshake with {} not completed within {} ms",
@@ -499,7 +534,20 @@ impl Connection {
         while self.state != ConnectionState::Disconnected {
             let size = match self.kcp.peek_size() {
                 Ok(n) => n,
-                Err(_) => break,
+                Err(_) => {
+                    if self.kcp.is_recv_stalled() {
+                        self.protocol_error(
+                            ctx,
+                            format!(
+                                "the peer sent a message of more fragments than our receive \
+                                 window of {} segments can hold (mismatched \
+                                 receive_window_size?)",
+                                self.kcp.rcv_wnd()
+                            ),
+                        );
+                    }
+                    break;
+                }
             };
             if size > 1 + self.limits.reliable_max {
                 self.protocol_error(
@@ -746,7 +794,12 @@ impl Connection {
         };
         match self.state {
             ConnectionState::Disconnected => return now,
-            ConnectionState::Connecting => take(self.deadline),
+            ConnectionState::Connecting => {
+                take(self.deadline);
+                if self.role == Role::Client {
+                    take(self.last_ping.wrapping_add(PING_INTERVAL_MS));
+                }
+            }
             ConnectionState::Connected => {
                 take(self.last_receive.wrapping_add(self.limits.timeout));
                 take(self.last_ping.wrapping_add(PING_INTERVAL_MS));

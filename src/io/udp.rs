@@ -66,6 +66,9 @@ pub struct UdpTransport {
     recv_buffer_size: usize,
     send_buffer_size: usize,
     connection_refused: bool,
+    /// The peer set by [`UdpTransport::connect`]: datagrams to it use `send`, since BSD
+    /// kernels refuse `sendto` with an address on a connected socket (EISCONN).
+    peer: Option<SocketAddr>,
 }
 
 /// How many consecutive skippable errors `recv_from` swallows in one call
@@ -157,6 +160,7 @@ impl UdpTransport {
             recv_buffer_size,
             send_buffer_size,
             connection_refused: false,
+            peer: None,
         })
     }
 
@@ -185,7 +189,9 @@ impl UdpTransport {
     /// Whatever `connect(2)` reports (e.g. a remote of the other address family).
     pub fn connect(&mut self, remote: SocketAddr) -> io::Result<()> {
         let target = self.target(remote)?;
-        self.socket.connect(target)
+        self.socket.connect(target)?;
+        self.peer = Some(target);
+        Ok(())
     }
 
     fn apply_buffer_size(
@@ -313,7 +319,12 @@ impl Transport for UdpTransport {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            match self.socket.send_to(data, target) {
+            let sent = if self.peer == Some(target) {
+                self.socket.send(data)
+            } else {
+                self.socket.send_to(data, target)
+            };
+            match sent {
                 Ok(_) => return Ok(true),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted && attempts < 8 => continue,
