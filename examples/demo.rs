@@ -134,9 +134,9 @@ OPTIONS:
                        are still missing the loop waits up to 30 s more before judging
                        (under heavy loss KCP's retransmission backoff makes a long tail).
     --rate HZ          bot send rate, 1..=500 ticks per second       [default: {rate}]
-    --seed S           seed of message sizes and content (u64)       [default: {seed}]
-                       (the conditioner's loss pattern is seeded randomly per socket by
-                       the library, so losses differ between runs)
+    --seed S           seed of message sizes, content and each bot's link conditioner
+                       (u64) [default: {seed}]; over real sockets the loss pattern still
+                       varies with timing between runs
     --quiet            print only the final summary and verdict
     -h, --help         print this help
 
@@ -617,6 +617,9 @@ fn run(o: &Options) -> Result<bool, String> {
         client
             .set_conditions(Direction::Both, conditions.clone())
             .map_err(|e| format!("cannot set link conditions: {e}"))?;
+        if let Some(conditioner) = client.conditioner() {
+            conditioner.reseed(key(o.seed, b'L', i as u32, 0));
+        }
         bots.push(Bot {
             client,
             st: BotState {

@@ -11,8 +11,8 @@ use crate::driver::{Now, TransportTx, RECV_BUFFER_LEN};
 use crate::error::{Error, ErrorCode};
 use crate::event::{ConnectionId, DisconnectReason, Event, EventQueue};
 use crate::io::{
-    Clock, Conditions, Direction, LinkConditioner, SocketOptions, SystemClock, Transport,
-    UdpTransport,
+    Clock, ConditionerControl, Conditions, Direction, LinkConditioner, SocketOptions, SystemClock,
+    Transport, UdpTransport,
 };
 use crate::stats::{ConnectionStats, EndpointStats};
 use crate::wire::datagram::Channel;
@@ -159,6 +159,13 @@ impl Client {
                 "this client's transport has no link conditioner".into(),
             )),
         }
+    }
+
+    /// The link conditioner of this client's transport, for everything beyond
+    /// `set_conditions`: per-peer conditions, statistics, reseeding. `None` if the transport
+    /// given to `with_transport` is not a conditioner.
+    pub fn conditioner(&mut self) -> Option<&mut dyn ConditionerControl> {
+        self.transport.conditioner()
     }
 
     /// When the client next needs a tick, as a clock reading.

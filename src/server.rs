@@ -16,8 +16,8 @@ use crate::driver::{Now, TransportTx, RECV_BUFFER_LEN};
 use crate::error::Error;
 use crate::event::{ConnectionId, DisconnectReason, Event, EventQueue};
 use crate::io::{
-    Clock, Conditions, Direction, LinkConditioner, SocketOptions, SystemClock, Transport,
-    UdpTransport,
+    Clock, ConditionerControl, Conditions, Direction, LinkConditioner, SocketOptions, SystemClock,
+    Transport, UdpTransport,
 };
 use crate::stats::{ConnectionStats, EndpointStats};
 use crate::wire::datagram::{is_hello_datagram, Channel};
@@ -156,6 +156,13 @@ impl Server {
                 "this server's transport has no link conditioner".into(),
             )),
         }
+    }
+
+    /// The link conditioner of this server's transport, for everything beyond
+    /// `set_conditions`: per-peer conditions, statistics, reseeding. `None` if the transport
+    /// given to `with_transport` is not a conditioner.
+    pub fn conditioner(&mut self) -> Option<&mut dyn ConditionerControl> {
+        self.transport.conditioner()
     }
 
     /// Sets link conditions for one peer address, overriding the global ones.

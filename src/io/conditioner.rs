@@ -339,6 +339,11 @@ pub trait ConditionerControl {
 
     /// The counters of both directions combined.
     fn conditioner_stats(&self) -> ConditionerStats;
+
+    /// Restart the random streams from `seed`, derived as in [`LinkConditioner::new`], so
+    /// that the fates of the datagrams from now on are reproducible (over a virtual clock and
+    /// the in-memory network, exactly; over real sockets, up to timing).
+    fn reseed(&mut self, seed: u64);
 }
 
 /// A small, fast, seedable generator (SplitMix64): the same seed always gives
@@ -812,6 +817,12 @@ impl<T: Transport> Transport for LinkConditioner<T> {
 }
 
 impl<T: Transport> ConditionerControl for LinkConditioner<T> {
+    fn reseed(&mut self, seed: u64) {
+        let mut seeder = SplitMix64(seed);
+        self.send.rng = SplitMix64(seeder.next_u64());
+        self.recv.rng = SplitMix64(seeder.next_u64());
+    }
+
     fn set_conditions(
         &mut self,
         direction: Direction,
@@ -1145,6 +1156,32 @@ mod tests {
         assert!(first.len() > 1000);
         assert_eq!(first, second);
         assert_ne!(first, simulate(4321));
+    }
+
+    #[test]
+    fn reseeding_makes_fates_reproducible() {
+        let fates = |c: &mut LinkConditioner<MemorySocket>, b: &mut MemorySocket| {
+            let t = Duration::ZERO;
+            (0..2000u32)
+                .map(|i| {
+                    c.send_to(&i.to_le_bytes(), b_addr(), t).unwrap();
+                    !drain(b, t).is_empty()
+                })
+                .collect::<Vec<bool>>()
+        };
+        let (_n1, mut a1, mut b1) = pair(1);
+        let (_n2, mut a2, mut b2) = pair(2);
+        for a in [&mut a1, &mut a2] {
+            a.set_conditions(Direction::Send, Conditions::lossy(0.3))
+                .unwrap();
+        }
+        assert_ne!(fates(&mut a1, &mut b1), fates(&mut a2, &mut b2));
+        a1.reseed(77);
+        a2.reseed(77);
+        let (f1, f2) = (fates(&mut a1, &mut b1), fates(&mut a2, &mut b2));
+        assert_eq!(f1, f2);
+        let lost = f1.iter().filter(|ok| !**ok).count();
+        assert!((500..700).contains(&lost), "{lost} of 2000 lost at 30%");
     }
 
     #[test]
