@@ -7,7 +7,7 @@ use log::{debug, trace, warn};
 
 use crate::config::Config;
 use crate::connection::{Connection, ConnectionState, Ctx};
-use crate::driver::{Now, TransportTx, RECV_BUFFER_LEN};
+use crate::driver::{require_conditioner, Now, TransportTx, RECV_BUFFER_LEN};
 use crate::error::{Error, ErrorCode};
 use crate::event::{ConnectionId, DisconnectReason, Event, EventQueue};
 use crate::io::{
@@ -153,12 +153,7 @@ impl Client {
         direction: Direction,
         conditions: Conditions,
     ) -> Result<(), Error> {
-        match self.transport.conditioner() {
-            Some(c) => c.set_conditions(direction, conditions),
-            None => Err(Error::InvalidArgument(
-                "this client's transport has no link conditioner".into(),
-            )),
-        }
+        require_conditioner(self.transport.as_mut())?.set_conditions(direction, conditions)
     }
 
     /// The link conditioner of this client's transport, for everything beyond

@@ -6,7 +6,8 @@ use std::time::Duration;
 use log::debug;
 
 use crate::connection::Tx;
-use crate::io::{Clock, Transport};
+use crate::error::Error;
+use crate::io::{Clock, ConditionerControl, Transport};
 use crate::stats::EndpointStats;
 
 /// Datagram output of a driver: writes to its transport and counts.
@@ -79,3 +80,12 @@ impl Now {
 /// accepted (a peer with a larger MTU is a configuration mismatch that shows up as a clear
 /// error when a too-large message arrives, rather than as silent truncation).
 pub(crate) const RECV_BUFFER_LEN: usize = 65_536;
+
+/// The transport's link conditioner, or the error `set_conditions` reports without one.
+pub(crate) fn require_conditioner(
+    transport: &mut dyn Transport,
+) -> Result<&mut dyn ConditionerControl, Error> {
+    transport
+        .conditioner()
+        .ok_or_else(|| Error::InvalidArgument("the transport has no link conditioner".into()))
+}

@@ -12,7 +12,7 @@ use slab::Slab;
 
 use crate::config::Config;
 use crate::connection::{Connection, ConnectionState, Ctx};
-use crate::driver::{Now, TransportTx, RECV_BUFFER_LEN};
+use crate::driver::{require_conditioner, Now, TransportTx, RECV_BUFFER_LEN};
 use crate::error::Error;
 use crate::event::{ConnectionId, DisconnectReason, Event, EventQueue};
 use crate::io::{
@@ -150,12 +150,7 @@ impl Server {
         direction: Direction,
         conditions: Conditions,
     ) -> Result<(), Error> {
-        match self.transport.conditioner() {
-            Some(c) => c.set_conditions(direction, conditions),
-            None => Err(Error::InvalidArgument(
-                "this server's transport has no link conditioner".into(),
-            )),
-        }
+        require_conditioner(self.transport.as_mut())?.set_conditions(direction, conditions)
     }
 
     /// The link conditioner of this server's transport, for everything beyond
@@ -172,12 +167,8 @@ impl Server {
         direction: Direction,
         conditions: Conditions,
     ) -> Result<(), Error> {
-        match self.transport.conditioner() {
-            Some(c) => c.set_peer_conditions(peer, direction, conditions),
-            None => Err(Error::InvalidArgument(
-                "this server's transport has no link conditioner".into(),
-            )),
-        }
+        require_conditioner(self.transport.as_mut())?
+            .set_peer_conditions(peer, direction, conditions)
     }
 
     // ------------------------------------------------------------------ ticks

@@ -93,15 +93,7 @@ fn step_queue(sim: &mut Sim, mut on_server: impl FnMut(&mut Server, &OwnedEvent)
         sim.server_events.push(ev);
     }
     sim.server.tick_outgoing();
-    for (i, client) in sim.clients.iter_mut().enumerate() {
-        client.tick_incoming();
-        while let Some(ev) = client.poll_event() {
-            sim.client_events[i].push(ev.to_owned_event());
-        }
-        client.tick_outgoing();
-    }
-    sim.clock.advance(Duration::from_millis(sim.step_ms));
-    sim.steps += 1;
+    sim.step_clients();
 }
 
 /// One step in which the server is ticked but its events are never taken, and client
@@ -109,15 +101,7 @@ fn step_queue(sim: &mut Sim, mut on_server: impl FnMut(&mut Server, &OwnedEvent)
 fn step_server_never_drained(sim: &mut Sim) {
     sim.server.tick_incoming();
     sim.server.tick_outgoing();
-    for (i, client) in sim.clients.iter_mut().enumerate() {
-        client.tick_incoming();
-        while let Some(ev) = client.poll_event() {
-            sim.client_events[i].push(ev.to_owned_event());
-        }
-        client.tick_outgoing();
-    }
-    sim.clock.advance(Duration::from_millis(sim.step_ms));
-    sim.steps += 1;
+    sim.step_clients();
 }
 
 fn now_ms(sim: &Sim) -> u64 {

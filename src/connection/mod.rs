@@ -460,12 +460,7 @@ impl Connection {
                         self.link.remote, self.limits.timeout
                     );
                     warn!("{} timed out: {msg}", ctx.id);
-                    self.close(
-                        ctx,
-                        DisconnectReason::Timeout,
-                        Some((ErrorCode::Timeout, msg.into())),
-                        true,
-                    );
+                    self.fail(ctx, DisconnectReason::Timeout, ErrorCode::Timeout, msg);
                     return;
                 }
                 if self.kcp.is_dead() {
@@ -475,12 +470,7 @@ impl Connection {
                         self.kcp_dead_link()
                     );
                     warn!("{}: {msg}", ctx.id);
-                    self.close(
-                        ctx,
-                        DisconnectReason::Timeout,
-                        Some((ErrorCode::Timeout, msg.into())),
-                        true,
-                    );
+                    self.fail(ctx, DisconnectReason::Timeout, ErrorCode::Timeout, msg);
                     return;
                 }
                 if self.state == ConnectionState::Connected
@@ -514,11 +504,11 @@ impl Connection {
                         self.limits.choke
                     );
                     warn!("{} choked: {msg}", ctx.id);
-                    self.close(
+                    self.fail(
                         ctx,
                         DisconnectReason::Congestion,
-                        Some((ErrorCode::Congestion, msg.into())),
-                        true,
+                        ErrorCode::Congestion,
+                        msg,
                     );
                 }
             }
@@ -657,12 +647,23 @@ impl Connection {
     /// half-open peer is dropped silently instead (it never became a connection).
     fn protocol_error(&mut self, ctx: &mut Ctx<'_>, message: String) {
         warn!("{} ({}): {message}", ctx.id, self.link.remote);
-        self.close(
+        self.fail(
             ctx,
             DisconnectReason::ProtocolError,
-            Some((ErrorCode::InvalidReceive, message.into())),
-            true,
+            ErrorCode::InvalidReceive,
+            message,
         );
+    }
+
+    /// Reports an error, notifies the peer and closes.
+    fn fail(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        reason: DisconnectReason,
+        code: ErrorCode,
+        message: String,
+    ) {
+        self.close(ctx, reason, Some((code, message.into())), true);
     }
 
     /// Ends the connection. Reports `Error` (if any) and `Disconnected` when the application

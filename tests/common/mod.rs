@@ -122,6 +122,20 @@ impl Sim {
         self.steps += 1;
     }
 
+    /// The second half of a step for tests that drive the server themselves: ticks every
+    /// client (recording its events) and advances the clock.
+    pub fn step_clients(&mut self) {
+        for (i, client) in self.clients.iter_mut().enumerate() {
+            client.tick_incoming();
+            while let Some(ev) = client.poll_event() {
+                self.client_events[i].push(ev.to_owned_event());
+            }
+            client.tick_outgoing();
+        }
+        self.clock.advance(Duration::from_millis(self.step_ms));
+        self.steps += 1;
+    }
+
     /// One step in which the server echoes every message on its channel.
     pub fn step_echo(&mut self) {
         self.step_with(
