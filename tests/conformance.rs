@@ -986,6 +986,13 @@ fn run_file(set: Set, path: &Path) -> Result<usize, String> {
     ))
 }
 
+/// Writes a summary line to the process's stderr directly: the test harness captures
+/// `println!` of passing tests, and these lines belong in every `cargo test` log.
+fn report(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
 fn run_set(set: Set) {
     let mut failures = Vec::new();
     for path in set.files() {
@@ -998,13 +1005,13 @@ fn run_set(set: Set) {
         let res = catch_unwind(AssertUnwindSafe(|| run_file(set, &path)));
         match res {
             Ok(Ok(n)) => {
-                println!(
+                report(&format!(
                     "conformance {}/{scen}: {n} events compared, identical",
                     set.name()
-                );
+                ));
             }
             Ok(Err(msg)) => {
-                println!("conformance {}/{scen}: MISMATCH", set.name());
+                report(&format!("conformance {}/{scen}: MISMATCH", set.name()));
                 println!("{msg}");
                 // The details were just printed; keep the final panic short.
                 failures.push(msg.lines().next().unwrap_or_default().to_owned());
@@ -1015,10 +1022,10 @@ fn run_set(set: Set) {
                     .cloned()
                     .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
                     .unwrap_or_else(|| "<non-string panic>".to_owned());
-                println!(
+                report(&format!(
                     "conformance {}/{scen}: MISMATCH (panic: {what})",
                     set.name()
-                );
+                ));
                 failures.push(format!("{}/{scen}: panicked: {what}", set.name()));
             }
         }
