@@ -408,9 +408,9 @@ impl Server {
         self.stats.datagrams_received += 1;
         self.stats.bytes_received += data.len() as u64;
         if let Some(&idx) = self.by_addr.get(&from) {
-            let dropped_before = self.slots[idx].conn.stats().datagrams_dropped;
+            let dropped_before = self.slots[idx].conn.datagrams_dropped();
             self.with_conn(idx, |c, ctx| c.handle_datagram(ctx, data));
-            if self.slots[idx].conn.stats().datagrams_dropped != dropped_before {
+            if self.slots[idx].conn.datagrams_dropped() != dropped_before {
                 self.stats.dropped_invalid += 1;
             }
             self.mark_dirty(idx);

@@ -279,6 +279,11 @@ impl Connection {
         }
     }
 
+    /// Datagrams this connection dropped so far (a plain counter read, for the hot path).
+    pub(crate) fn datagrams_dropped(&self) -> u64 {
+        self.link.stats.datagrams_dropped
+    }
+
     /// Heap and inline bytes this connection holds.
     pub(crate) fn memory_bytes(&self) -> usize {
         std::mem::size_of::<Self>() + self.kcp.heap_bytes()
