@@ -279,6 +279,13 @@ impl Connection {
         }
     }
 
+    /// Starts the ping schedule of a newly connected peer at a phase drawn from its random
+    /// cookie, so that peers which connected together (a server restart, a match start) do
+    /// not all ping, and flush, in the same tick every second.
+    fn start_ping_clock(&mut self, now: u32) {
+        self.last_ping = now.wrapping_sub(self.link.cookie % PING_INTERVAL_MS);
+    }
+
     /// Datagrams this connection dropped so far (a plain counter read, for the hot path).
     pub(crate) fn datagrams_dropped(&self) -> u64 {
         self.link.stats.datagrams_dropped
@@ -389,7 +396,7 @@ impl Connection {
                     self.state = ConnectionState::Connected;
                     self.established = true;
                     self.link.budgeted = false;
-                    self.last_ping = ctx.now;
+                    self.start_ping_clock(ctx.now);
                     info!("{} connected as {}", self.link.remote, ctx.id);
                     ctx.events.push_connected(ctx.id, self.link.remote);
                     CookieCheck::Accept
@@ -640,7 +647,7 @@ impl Connection {
             (Role::Client, ConnectionState::Connecting) => {
                 self.state = ConnectionState::Connected;
                 self.established = true;
-                self.last_ping = ctx.now;
+                self.start_ping_clock(ctx.now);
                 info!("connected to {}", self.link.remote);
                 ctx.events.push_connected(ctx.id, self.link.remote);
             }
