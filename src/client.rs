@@ -252,7 +252,11 @@ impl Client {
             }
             std::mem::swap(&mut queue, &mut self.events);
         }
-        self.events = queue;
+        // Both queues are empty now: keep the one whose arena has grown, so that a
+        // disconnect inside the handler does not cost the next tick a reallocation.
+        if queue.arena_capacity() >= self.events.arena_capacity() {
+            self.events = queue;
+        }
     }
 
     /// The next event, if any. Message data borrows the client until the next call.

@@ -226,6 +226,11 @@ impl EventQueue {
         self.records.len()
     }
 
+    /// Bytes the arena can hold without growing.
+    pub(crate) fn arena_capacity(&self) -> usize {
+        self.arena.capacity()
+    }
+
     /// Message bytes waiting to be delivered.
     pub(crate) fn pending_bytes(&self) -> usize {
         self.pending_bytes
