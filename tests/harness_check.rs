@@ -5,12 +5,9 @@ use common::*;
 use kcpnet::{Channel, Config, OwnedEvent};
 
 fn data_of(events: &[OwnedEvent]) -> Vec<Vec<u8>> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            OwnedEvent::Data { data, .. } => Some(data.clone()),
-            _ => None,
-        })
+    common::data_of(events, None)
+        .into_iter()
+        .map(|(_, d)| d.to_vec())
         .collect()
 }
 

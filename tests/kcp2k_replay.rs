@@ -24,7 +24,7 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use kcpnet::io::{ManualClock, MemoryNetwork, Transport};
+use kcpnet::io::{ManualClock, MemoryNetwork, MemorySocket, Transport};
 use kcpnet::wire::datagram::{parse_unreliable, Datagram, UnreliableHeader};
 use kcpnet::wire::segment::{segments, Command};
 use kcpnet::{Channel, Config, DisconnectReason, Event, OwnedEvent, Server};
@@ -105,6 +105,44 @@ fn decode(datagrams: &[Vec<u8>]) -> Decoded {
     d
 }
 
+/// The server under test, a raw socket playing the real client, and what the server sent.
+struct Replay {
+    server: Server,
+    client: MemorySocket,
+    clock: ManualClock,
+    events: Vec<OwnedEvent>,
+    ours: Vec<Vec<u8>>,
+    our_cookie: Option<u32>,
+    buf: Vec<u8>,
+}
+
+impl Replay {
+    /// One server tick (echoing like the capture's server did), collecting its replies, then
+    /// one virtual millisecond.
+    fn tick(&mut self) {
+        let events = &mut self.events;
+        self.server.tick_incoming_with(|ctx, ev| {
+            events.push(ev.to_owned_event());
+            if let Event::Data { id, channel, data } = ev {
+                ctx.send(id, data, channel).unwrap();
+            }
+        });
+        self.server.tick_outgoing();
+        while let Some((n, _)) = self
+            .client
+            .recv_from(&mut self.buf, self.clock.now())
+            .unwrap()
+        {
+            let dg = self.buf[..n].to_vec();
+            if self.our_cookie.is_none() {
+                self.our_cookie = Some(u32::from_le_bytes(dg[1..5].try_into().unwrap()));
+            }
+            self.ours.push(dg);
+        }
+        self.clock.advance(Duration::from_millis(1));
+    }
+}
+
 #[test]
 fn real_kcp2k_client_against_kcpnet_server() {
     let capture = load_capture();
@@ -121,34 +159,16 @@ fn real_kcp2k_client_against_kcpnet_server() {
     )
     .unwrap();
     server.seed_cookies_for_testing(42);
-    let mut client = net.bind(client_addr).unwrap();
+    let client = net.bind(client_addr).unwrap();
 
-    let mut events: Vec<OwnedEvent> = Vec::new();
-    let mut ours: Vec<Vec<u8>> = Vec::new();
-    let mut our_cookie: Option<u32> = None;
-    let mut buf = vec![0u8; 65536];
-
-    // One server tick per virtual millisecond, echoing like the capture's server did.
-    let mut tick = |server: &mut Server,
-                    client: &mut kcpnet::io::MemorySocket,
-                    events: &mut Vec<OwnedEvent>,
-                    ours: &mut Vec<Vec<u8>>,
-                    our_cookie: &mut Option<u32>| {
-        server.tick_incoming_with(|ctx, ev| {
-            events.push(ev.to_owned_event());
-            if let Event::Data { id, channel, data } = ev {
-                ctx.send(id, data, channel).unwrap();
-            }
-        });
-        server.tick_outgoing();
-        while let Some((n, _)) = client.recv_from(&mut buf, clock.now()).unwrap() {
-            let dg = buf[..n].to_vec();
-            if our_cookie.is_none() {
-                *our_cookie = Some(u32::from_le_bytes(dg[1..5].try_into().unwrap()));
-            }
-            ours.push(dg);
-        }
-        clock.advance(Duration::from_millis(1));
+    let mut run = Replay {
+        server,
+        client,
+        clock: clock.clone(),
+        events: Vec::new(),
+        ours: Vec::new(),
+        our_cookie: None,
+        buf: vec![0u8; 65536],
     };
 
     let mut real_s2c = Vec::new();
@@ -160,30 +180,21 @@ fn real_kcp2k_client_against_kcpnet_server() {
         }
         // Run the server up to this datagram's recorded time.
         while (clock.now().as_secs_f64() * 1000.0) < line.t_ms {
-            tick(
-                &mut server,
-                &mut client,
-                &mut events,
-                &mut ours,
-                &mut our_cookie,
-            );
+            run.tick();
         }
         let mut dg = line.bytes.clone();
         let cookie = u32::from_le_bytes(dg[1..5].try_into().unwrap());
         if cookie == REAL_COOKIE {
-            let ours = our_cookie.expect("the client echoes a cookie only after our Hello");
+            let ours = run
+                .our_cookie
+                .expect("the client echoes a cookie only after our Hello");
             dg[1..5].copy_from_slice(&ours.to_le_bytes());
         }
-        client.send_to(&dg, server_addr, clock.now()).unwrap();
-        tick(
-            &mut server,
-            &mut client,
-            &mut events,
-            &mut ours,
-            &mut our_cookie,
-        );
+        run.client.send_to(&dg, server_addr, clock.now()).unwrap();
+        run.tick();
         if connected_after.is_none()
-            && events
+            && run
+                .events
                 .iter()
                 .any(|e| matches!(e, OwnedEvent::Connected { .. }))
         {
@@ -191,14 +202,16 @@ fn real_kcp2k_client_against_kcpnet_server() {
         }
     }
     for _ in 0..50 {
-        tick(
-            &mut server,
-            &mut client,
-            &mut events,
-            &mut ours,
-            &mut our_cookie,
-        );
+        run.tick();
     }
+
+    let Replay {
+        server,
+        events,
+        ours,
+        our_cookie,
+        ..
+    } = run;
 
     // Connected only once the client's datagram #002 echoed our cookie, not on its Hello.
     assert_eq!(

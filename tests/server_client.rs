@@ -30,19 +30,26 @@ fn hex(s: &str) -> Vec<u8> {
 
 // ------------------------------------------------------------------ helpers
 
-/// Messages in `events` that belong to `id`, with their channels.
+/// Messages in `events` that belong to `id`, with their channels (owned copies).
 fn data_of(events: &[OwnedEvent], id: ConnectionId) -> Vec<(Channel, Vec<u8>)> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            OwnedEvent::Data {
-                id: i,
-                channel,
-                data,
-            } if *i == id => Some((*channel, data.clone())),
-            _ => None,
-        })
+    common::data_of(events, Some(id))
+        .into_iter()
+        .map(|(c, d)| (c, d.to_vec()))
         .collect()
+}
+
+/// Asserts that `pair` is an `Error` with `code` followed by `Disconnected { id, reason }`.
+fn assert_error_then_disconnected(
+    pair: &[OwnedEvent],
+    code: ErrorCode,
+    id: ConnectionId,
+    reason: DisconnectReason,
+) {
+    assert!(
+        matches!(&pair[0], OwnedEvent::Error { code: c, .. } if *c == code),
+        "{pair:?}"
+    );
+    assert_eq!(pair[1], OwnedEvent::Disconnected { id, reason });
 }
 
 fn disconnects(events: &[OwnedEvent], id: ConnectionId) -> Vec<DisconnectReason> {
@@ -561,20 +568,7 @@ fn idle_connection_stays_up_then_a_silent_link_times_out() {
     );
     let ctl = control_events(&sim.server_events, id);
     assert_eq!(ctl.len(), 3, "{ctl:?}");
-    assert!(matches!(
-        ctl[1],
-        OwnedEvent::Error {
-            code: ErrorCode::Timeout,
-            ..
-        }
-    ));
-    assert_eq!(
-        ctl[2],
-        OwnedEvent::Disconnected {
-            id,
-            reason: DisconnectReason::Timeout
-        }
-    );
+    assert_error_then_disconnected(&ctl[1..], ErrorCode::Timeout, id, DisconnectReason::Timeout);
     assert_eq!(sim.server.connection_count(), 0);
     assert_eq!(sim.server.state(id), None);
     // The client, hearing nothing either, timed out too, once.
@@ -676,22 +670,11 @@ fn a_reader_that_never_drains_chokes_the_sender() {
     }
     let ctl = control_events(&sim.client_events[0], cid);
     assert_eq!(ctl.len(), 3, "{ctl:?}");
-    assert!(
-        matches!(
-            ctl[1],
-            OwnedEvent::Error {
-                code: ErrorCode::Congestion,
-                ..
-            }
-        ),
-        "{ctl:?}"
-    );
-    assert_eq!(
-        ctl[2],
-        OwnedEvent::Disconnected {
-            id: cid,
-            reason: DisconnectReason::Congestion
-        }
+    assert_error_then_disconnected(
+        &ctl[1..],
+        ErrorCode::Congestion,
+        cid,
+        DisconnectReason::Congestion,
     );
     // The choke came from the backlog: about threshold messages were queued, not all sent.
     assert!(seq >= 2000, "choked after only {seq} messages");
@@ -1361,19 +1344,11 @@ fn client_gives_up_when_nothing_answers() {
     }
     assert!(net.stats().sent > 0, "the client tried");
     assert_eq!(events.len(), 2, "{events:?}");
-    assert!(matches!(
-        events[0],
-        OwnedEvent::Error {
-            code: ErrorCode::Timeout,
-            ..
-        }
-    ));
-    assert_eq!(
-        events[1],
-        OwnedEvent::Disconnected {
-            id: client.id(),
-            reason: DisconnectReason::Timeout
-        }
+    assert_error_then_disconnected(
+        &events,
+        ErrorCode::Timeout,
+        client.id(),
+        DisconnectReason::Timeout,
     );
     let done_at = done_at.unwrap();
     assert!((2000..=2100).contains(&done_at), "{done_at}");

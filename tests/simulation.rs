@@ -205,21 +205,6 @@ fn check_stream(label: &str, stream: &Stream, got: &[(Channel, &[u8])]) -> Recei
     }
 }
 
-/// The data events of connection `id` in `events`, in order.
-fn data_of(events: &[OwnedEvent], id: Option<ConnectionId>) -> Vec<(Channel, &[u8])> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            OwnedEvent::Data {
-                id: i,
-                channel,
-                data,
-            } if id.map_or(true, |id| id == *i) => Some((*channel, data.as_slice())),
-            _ => None,
-        })
-        .collect()
-}
-
 fn assert_no_trouble(label: &str, events: &[OwnedEvent]) {
     for e in events {
         assert!(

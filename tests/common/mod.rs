@@ -11,7 +11,7 @@ use kcpnet::io::{
     ConditionerControl, Conditions, Direction, LinkConditioner, ManualClock, MemoryNetwork,
     MemorySocket,
 };
-use kcpnet::{Client, Config, ConnectionId, Event, OwnedEvent, Server, ServerCtx};
+use kcpnet::{Channel, Client, Config, ConnectionId, Event, OwnedEvent, Server, ServerCtx};
 
 /// The server's address on the simulated network.
 pub const SERVER_ADDR: &str = "10.0.0.1:7777";
@@ -190,6 +190,22 @@ impl Sim {
             _ => None,
         })
     }
+}
+
+/// The data events in `events` (of connection `id`, or of every connection for `None`), in
+/// order, borrowing their bytes.
+pub fn data_of(events: &[OwnedEvent], id: Option<ConnectionId>) -> Vec<(Channel, &[u8])> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            OwnedEvent::Data {
+                id: i,
+                channel,
+                data,
+            } if id.map_or(true, |id| id == *i) => Some((*channel, data.as_slice())),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Deterministic message content: byte `j` of message `seq` from sender `who`.
