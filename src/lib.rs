@@ -171,3 +171,13 @@ pub use event::{ConnectionId, DisconnectReason, Event, OwnedEvent};
 pub use server::{Server, ServerCtx};
 pub use stats::{ConnectionStats, EndpointStats};
 pub use wire::datagram::Channel;
+
+#[cfg(test)]
+mod thread_safety {
+    /// Engines (bevy) hold endpoints as ordinary resources: they must be `Send + Sync`.
+    const _: () = {
+        const fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<crate::Server>();
+        assert_send_sync::<crate::Client>();
+    };
+}

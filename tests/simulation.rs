@@ -752,13 +752,13 @@ fn conditions_change_at_run_time() {
 // ------------------------------------------------------------ known bugs
 
 /// A transport that drops received datagrams chosen by a predicate: surgical loss.
-struct DropIncoming<F: FnMut(&[u8], Duration) -> bool + Send> {
+struct DropIncoming<F: FnMut(&[u8], Duration) -> bool + Send + Sync> {
     inner: MemorySocket,
     drop_if: F,
     dropped: Arc<AtomicUsize>,
 }
 
-impl<F: FnMut(&[u8], Duration) -> bool + Send> Transport for DropIncoming<F> {
+impl<F: FnMut(&[u8], Duration) -> bool + Send + Sync> Transport for DropIncoming<F> {
     fn recv_from(
         &mut self,
         buf: &mut [u8],

@@ -63,7 +63,7 @@ pub use udp::{SocketOptions, UdpTransport};
 /// arbitrary origin); real sockets ignore it, simulated ones are driven by it.
 ///
 /// No method blocks and no method panics.
-pub trait Transport: Send {
+pub trait Transport: Send + Sync {
     /// Receive one datagram into `buf`.
     ///
     /// Returns `Ok(Some((len, from)))` if one was pending and `Ok(None)` when
@@ -151,7 +151,7 @@ impl<T: Transport + ?Sized> Transport for Box<T> {
 }
 
 /// A source of monotonic time for the drivers.
-pub trait Clock: Send {
+pub trait Clock: Send + Sync {
     /// The time elapsed since this clock's (arbitrary) origin. Never decreases.
     fn now(&self) -> Duration;
 }
