@@ -10,7 +10,7 @@ use std::{
 };
 
 use super::Transport;
-use crate::Error;
+use crate::error::Error;
 
 /// The longest `latency`, `jitter` or `reorder_delay` [`Conditions::validate`]
 /// accepts: one hour.
@@ -813,6 +813,12 @@ impl<T: Transport> Transport for LinkConditioner<T> {
 
     fn take_connection_refused(&mut self) -> bool {
         self.inner.take_connection_refused()
+    }
+
+    /// Waits on the wrapped transport. Delayed datagrams held here are not waited for:
+    /// the caller caps `timeout` by [`Transport::next_wakeup`].
+    fn wait(&mut self, timeout: Duration) -> io::Result<()> {
+        self.inner.wait(timeout)
     }
 }
 

@@ -114,6 +114,15 @@ pub trait Transport: Send + Sync {
     fn take_connection_refused(&mut self) -> bool {
         false
     }
+
+    /// Blocks until a datagram may be readable or `timeout` passed, whichever is first
+    /// (spurious early returns are allowed). The drivers' `wait` calls it with the time
+    /// until their next timer. [`UdpTransport`] sleeps in the OS poller; the default, used
+    /// by in-memory transports driven by a virtual clock, returns at once.
+    fn wait(&mut self, timeout: Duration) -> io::Result<()> {
+        let _ = timeout;
+        Ok(())
+    }
 }
 
 impl<T: Transport + ?Sized> Transport for Box<T> {
@@ -147,6 +156,10 @@ impl<T: Transport + ?Sized> Transport for Box<T> {
 
     fn take_connection_refused(&mut self) -> bool {
         (**self).take_connection_refused()
+    }
+
+    fn wait(&mut self, timeout: Duration) -> io::Result<()> {
+        (**self).wait(timeout)
     }
 }
 

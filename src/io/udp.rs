@@ -69,7 +69,17 @@ pub struct UdpTransport {
     /// The peer set by [`UdpTransport::connect`]: datagrams to it use `send`, since BSD
     /// kernels refuse `sendto` with an address on a connected socket (EISCONN).
     peer: Option<SocketAddr>,
+    /// The poller behind [`Transport::wait`], created (and the socket registered) at the
+    /// first wait.
+    poller: Option<mio::Poll>,
+    events: Option<mio::Events>,
+    /// The last `recv_from` found the socket empty (`WouldBlock`). mio's readiness is
+    /// edge-triggered, so `wait` may only sleep once the socket has been drained.
+    drained: bool,
 }
+
+/// The token of the socket in the transport's own poller.
+const SOCKET_TOKEN: mio::Token = mio::Token(0);
 
 /// How many consecutive skippable errors `recv_from` swallows in one call
 /// before reporting "nothing pending" (each one consumes a queued socket error,
@@ -161,6 +171,9 @@ impl UdpTransport {
             send_buffer_size,
             connection_refused: false,
             peer: None,
+            poller: None,
+            events: None,
+            drained: false,
         })
     }
 
@@ -191,6 +204,8 @@ impl UdpTransport {
         let target = self.target(remote)?;
         self.socket.connect(target)?;
         self.peer = Some(target);
+        // Connecting picks the source address: report it instead of the wildcard.
+        self.local = normalise(self.socket.local_addr()?);
         Ok(())
     }
 
@@ -239,7 +254,9 @@ impl UdpTransport {
     }
 
     /// Register the socket with a [`mio::Registry`] for readable events, so an
-    /// application can sleep in [`mio::Poll::poll`] until datagrams arrive.
+    /// application can sleep in its own [`mio::Poll::poll`] until datagrams arrive
+    /// (most applications use [`Transport::wait`] instead, which needs no registration;
+    /// a socket registered here can no longer use `wait`).
     ///
     /// mio's events are edge-triggered: after a wakeup, call
     /// [`recv_from`](Transport::recv_from) until it returns `Ok(None)`.
@@ -297,8 +314,14 @@ impl Transport for UdpTransport {
     ) -> io::Result<Option<(usize, SocketAddr)>> {
         for _ in 0..MAX_SKIPPED_ERRORS {
             match self.socket.recv_from(buf) {
-                Ok((len, from)) => return Ok(Some((len, normalise(from)))),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Ok((len, from)) => {
+                    self.drained = false;
+                    return Ok(Some((len, normalise(from))));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.drained = true;
+                    return Ok(None);
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if is_refused(&e) => {
                     log::debug!("udp {}: ignoring ICMP unreachable on recv: {e}", self.local);
@@ -349,6 +372,31 @@ impl Transport for UdpTransport {
     /// refused/reset) on this socket, then `false` until the next such report.
     fn take_connection_refused(&mut self) -> bool {
         std::mem::take(&mut self.connection_refused)
+    }
+
+    /// Sleeps in the OS poller (epoll, kqueue, IOCP through mio) until the socket is
+    /// readable or `timeout` passed. Returns at once if the last `recv_from` did not
+    /// find the socket empty, since datagrams may still be queued.
+    fn wait(&mut self, timeout: Duration) -> io::Result<()> {
+        if !self.drained || timeout.is_zero() {
+            return Ok(());
+        }
+        if self.poller.is_none() {
+            let poller = mio::Poll::new()?;
+            poller
+                .registry()
+                .register(&mut self.socket, SOCKET_TOKEN, mio::Interest::READABLE)?;
+            self.poller = Some(poller);
+            self.events = Some(mio::Events::with_capacity(4));
+        }
+        let (Some(poller), Some(events)) = (self.poller.as_mut(), self.events.as_mut()) else {
+            return Ok(());
+        };
+        match poller.poll(events, Some(timeout)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -574,5 +622,38 @@ mod tests {
         let (len, _) = b.recv_from(&mut buf, Duration::ZERO).unwrap().unwrap();
         assert_eq!(&buf[..len], b"wake");
         b.deregister(poll.registry()).unwrap();
+    }
+
+    #[test]
+    fn wait_returns_on_a_datagram_and_on_timeout() {
+        let mut a = UdpTransport::bind("127.0.0.1:0".parse().unwrap(), &small_opts()).unwrap();
+        let mut b = UdpTransport::bind("127.0.0.1:0".parse().unwrap(), &small_opts()).unwrap();
+        let mut buf = [0u8; 64];
+        // Not drained yet: returns at once even with a long timeout.
+        let t = Instant::now();
+        a.wait(Duration::from_secs(5)).unwrap();
+        assert!(t.elapsed() < Duration::from_secs(4));
+        assert!(a.recv_from(&mut buf, Duration::ZERO).unwrap().is_none());
+        // Drained, nothing coming: returns after the timeout with nothing to read.
+        a.wait(Duration::from_millis(30)).unwrap();
+        assert!(a.recv_from(&mut buf, Duration::ZERO).unwrap().is_none());
+        // A datagram wakes it long before the timeout.
+        b.send_to(b"x", a.local_addr().unwrap(), Duration::ZERO).unwrap();
+        let t = Instant::now();
+        a.wait(Duration::from_secs(5)).unwrap();
+        assert!(t.elapsed() < Duration::from_secs(4));
+        assert_eq!(recv_wait(&mut a, &mut buf).map(|(n, _)| n), Some(1));
+    }
+
+    #[test]
+    fn connected_socket_reports_its_source_address() {
+        let server = UdpTransport::bind("127.0.0.1:0".parse().unwrap(), &small_opts()).unwrap();
+        let remote = server.local_addr().unwrap();
+        let mut c = UdpTransport::bind_any_for(remote, &small_opts()).unwrap();
+        assert!(c.local_addr().unwrap().ip().is_unspecified());
+        c.connect(remote).unwrap();
+        let local = c.local_addr().unwrap();
+        assert_eq!(local.ip(), remote.ip(), "the loopback source address, not 0.0.0.0");
+        assert_ne!(local.port(), 0);
     }
 }
