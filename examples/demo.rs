@@ -389,6 +389,7 @@ impl BotState {
                     self.fail(format!("disconnected unexpectedly ({reason:?})"));
                 }
             }
+            other => self.fail(format!("unexpected event {other:?}")),
         }
     }
 
@@ -572,7 +573,7 @@ fn run(o: &Options) -> Result<bool, String> {
     let send_phase = duration - drain;
     let period = Duration::from_secs_f64(1.0 / f64::from(o.rate_hz));
 
-    let mut server = Server::bind("127.0.0.1:0".parse().unwrap(), Config::default())
+    let mut server = Server::bind("127.0.0.1:0", Config::default())
         .map_err(|e| format!("cannot bind the server: {e}"))?;
     let port = server
         .local_addr()
@@ -612,7 +613,7 @@ fn run(o: &Options) -> Result<bool, String> {
     };
     let mut bots = Vec::with_capacity(o.bots);
     for i in 0..o.bots {
-        let mut client = Client::connect("127.0.0.1", port, bot_config.clone())
+        let mut client = Client::connect(("127.0.0.1", port), bot_config.clone())
             .map_err(|e| format!("cannot create bot {i}'s socket: {e}"))?;
         client
             .set_conditions(Direction::Both, conditions.clone())
@@ -680,6 +681,7 @@ fn run(o: &Options) -> Result<bool, String> {
             Event::Connected { .. } => srv.connected += 1,
             Event::Disconnected { .. } => srv.disconnected += 1,
             Event::Error { .. } => srv.errors += 1,
+            _ => {}
         });
         server.tick_outgoing();
 

@@ -373,7 +373,7 @@ fn main() {
     common::init_logging();
     let args = parse_args();
     let started = Instant::now();
-    let mut client = match Client::connect(&args.host, args.port, args.config.clone()) {
+    let mut client = match Client::connect((args.host.as_str(), args.port), args.config.clone()) {
         Ok(client) => client,
         Err(e) => {
             eprintln!(
@@ -440,6 +440,7 @@ fn drive(
                     last_error = Some(format!("{code}: {message}"));
                 }
                 Event::Disconnected { reason, .. } => disconnected = Some(reason),
+                other => eprintln!("{PROG}: unexpected event {other:?}"),
             }
         }
         if let Some(e) = echo_error {

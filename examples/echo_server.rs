@@ -110,6 +110,7 @@ fn print_event(event: &Event<'_>) {
         Event::Error { id, code, message } => {
             println!("{id} error {} ({code}): {message}", code as u8)
         }
+        ref other => println!("{other:?}"),
     }
 }
 
@@ -160,7 +161,11 @@ fn main() {
         if deadline.is_some_and(|d| Instant::now() >= d) {
             break;
         }
-        std::thread::sleep(Duration::from_millis(1));
+        // Sleep in the OS poller until a datagram arrives or a timer is due.
+        if let Err(e) = server.wait(Duration::from_millis(100)) {
+            eprintln!("{PROG}: wait failed: {e}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     server.shutdown();

@@ -1,63 +1,106 @@
 //! The client driver: one connection to one server, driven from the game loop.
+//!
+//! What is particular to a client lives here: the one connection and the filter that keeps
+//! datagrams from anyone but its server out. The receive loop, event dispatch and transport
+//! access are the shared [`Core`].
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
-use log::{debug, trace, warn};
+use log::trace;
 
 use crate::config::Config;
 use crate::connection::{Connection, ConnectionState, Ctx};
-use crate::driver::{require_conditioner, Now, TransportTx, RECV_BUFFER_LEN};
+use crate::driver::{socket_options, Core, Endpoint, EventDrain, Peers};
 use crate::error::{Error, ErrorCode};
-use crate::event::{ConnectionId, DisconnectReason, Event, EventQueue};
+use crate::event::{ConnectionId, DisconnectReason, Event};
 use crate::io::{
-    Clock, ConditionerControl, Conditions, Direction, LinkConditioner, SocketOptions, SystemClock,
-    Transport, UdpTransport,
+    Clock, ConditionerControl, Conditions, Direction, LinkConditioner, SystemClock, Transport,
+    UdpTransport,
 };
+use crate::server::first_addr;
 use crate::stats::{ConnectionStats, EndpointStats};
 use crate::wire::datagram::Channel;
+
+/// The client's one connection.
+struct Peer {
+    conn: Connection,
+    id: ConnectionId,
+}
+
+impl Peer {
+    fn run<R>(&mut self, core: &mut Core, f: impl FnOnce(&mut Connection, &mut Ctx<'_>) -> R) -> R {
+        core.with_conn(&mut self.conn, self.id, f)
+    }
+}
+
+impl Peers for Peer {
+    fn on_datagram(&mut self, core: &mut Core, data: &[u8], from: SocketAddr) {
+        if from != self.conn.remote() {
+            trace!("dropping {} bytes from {from}: not our server", data.len());
+            core.stats.dropped_unknown += 1;
+            return;
+        }
+        self.run(core, |c, ctx| c.handle_datagram(ctx, data));
+    }
+
+    fn on_connection_refused(&mut self, core: &mut Core) {
+        let remote = self.conn.remote();
+        self.run(core, |c, ctx| {
+            c.close(
+                ctx,
+                DisconnectReason::Closed,
+                Some((
+                    ErrorCode::ConnectionClosed,
+                    format!("{remote} is unreachable (ICMP port unreachable)").into(),
+                )),
+                false,
+            )
+        });
+    }
+
+    fn after_receive(&mut self, core: &mut Core) {
+        self.run(core, |c, ctx| c.process(ctx));
+    }
+
+    fn flush(&mut self, core: &mut Core) {
+        self.run(core, |c, ctx| {
+            c.process(ctx);
+            c.flush(ctx);
+        });
+    }
+}
 
 /// A kcp2k-compatible client: one connection attempt to one server.
 ///
 /// The handshake starts at the first [`Client::tick_outgoing`]. Every attempt ends with
 /// exactly one [`Event::Disconnected`], preceded by [`Event::Connected`] if the handshake
-/// completed. To reconnect, create a new `Client`.
+/// completed. To reconnect, create a new `Client`. Dropping a client that is still
+/// connected sends the kcp2k Disconnect, so the server forgets it at once.
+/// `Client` is `Send + Sync`.
 pub struct Client {
-    transport: Box<dyn Transport>,
-    clock: Box<dyn Clock>,
-    config: Config,
-    conn: Connection,
-    id: ConnectionId,
-    events: EventQueue,
-    closed_in_dispatch: bool,
-    recv_buf: Vec<u8>,
-    send_buf: Vec<u8>,
-    stats: EndpointStats,
-    now: Now,
+    core: Core,
+    peer: Peer,
 }
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
-            .field("remote", &self.conn.remote())
-            .field("state", &self.conn.state())
+            .field("remote", &self.peer.conn.remote())
+            .field("state", &self.peer.conn.state())
             .finish()
     }
 }
 
 impl Client {
-    /// Resolves `host` (a name or an address) and starts connecting to `host:port` over a
-    /// new UDP socket. A name that does not resolve gives [`Error::DnsResolve`], whose
-    /// [`Error::code`] is [`ErrorCode::DnsResolve`].
-    pub fn connect(host: &str, port: u16, config: Config) -> Result<Client, Error> {
+    /// Starts connecting to `addr` over a new UDP socket: anything [`ToSocketAddrs`] takes,
+    /// such as `"127.0.0.1:7777"`, `("game.example.com", 7777)` or a [`SocketAddr`] (the
+    /// first address it resolves to is used). A name that does not resolve gives
+    /// [`Error::DnsResolve`], whose [`Error::code`] is [`ErrorCode::DnsResolve`].
+    pub fn connect(addr: impl ToSocketAddrs, config: Config) -> Result<Client, Error> {
         config.validate()?;
-        let remote = resolve(host, port)?;
-        let opts = SocketOptions {
-            dual_mode: false,
-            recv_buffer_size: config.recv_buffer_size,
-            send_buffer_size: config.send_buffer_size,
-        };
-        let mut udp = UdpTransport::bind_any_for(remote, &opts)?;
+        let remote = first_addr(addr)?;
+        let mut udp = UdpTransport::bind_any_for(remote, &socket_options(&config, false))?;
         // The OS reports the server's ICMP "port unreachable" only on a connected socket
         // (Linux, BSD), so connect: an attempt at a closed port then ends at once instead
         // of at the handshake timeout. It also filters datagrams from other sources.
@@ -79,72 +122,71 @@ impl Client {
         remote: SocketAddr,
         config: Config,
     ) -> Result<Client, Error> {
-        config.validate()?;
-        let now = Now::read(clock.as_ref());
-        let conn = Connection::new_client(remote, &config, now.kcp());
+        let core = Core::new(transport, clock, config)?;
+        let conn = Connection::new_client(remote, &core.config, core.now.kcp());
         Ok(Client {
-            transport,
-            clock,
-            config,
-            conn,
-            id: ConnectionId::new(0, 1),
-            events: EventQueue::default(),
-            closed_in_dispatch: false,
-            recv_buf: vec![0; RECV_BUFFER_LEN],
-            send_buf: Vec::new(),
-            stats: EndpointStats::default(),
-            now,
+            core,
+            peer: Peer {
+                conn,
+                id: ConnectionId::new(0, 1),
+            },
         })
     }
 
     /// The configuration in use.
     pub fn config(&self) -> &Config {
-        &self.config
+        &self.core.config
     }
 
     /// The id used in this client's events.
     pub fn id(&self) -> ConnectionId {
-        self.id
+        self.peer.id
     }
 
-    /// The local socket address.
+    /// The local socket address (for a client made by [`Client::connect`], the source
+    /// address the OS chose for the server, not the wildcard).
     pub fn local_addr(&self) -> Result<SocketAddr, Error> {
-        Ok(self.transport.local_addr()?)
+        Ok(self.core.transport.local_addr()?)
     }
 
     /// The server's address.
     pub fn remote_addr(&self) -> SocketAddr {
-        self.conn.remote()
+        self.peer.conn.remote()
     }
 
     /// The connection state.
     pub fn state(&self) -> ConnectionState {
-        self.conn.state()
+        self.peer.conn.state()
     }
 
     /// True once the handshake completed and until the connection closes.
     pub fn is_connected(&self) -> bool {
-        self.conn.state() == ConnectionState::Connected
+        self.peer.conn.state() == ConnectionState::Connected
     }
 
     /// Round-trip time from kcp2k Ping/Pong, in ms (`None` until measured).
     pub fn rtt(&self) -> Option<u32> {
-        self.conn.rtt()
+        self.peer.conn.rtt()
     }
 
     /// Statistics of the connection.
     pub fn connection_stats(&self) -> ConnectionStats {
-        self.conn.stats()
+        self.peer.conn.stats()
     }
 
     /// Endpoint counters (datagrams, bytes, drops).
     pub fn stats(&self) -> EndpointStats {
-        self.stats
+        self.core.stats
     }
 
     /// KCP segments queued or in flight: a measure of send backlog.
     pub fn send_backlog(&self) -> usize {
-        self.conn.wait_snd()
+        self.peer.conn.wait_snd()
+    }
+
+    /// Bytes of memory the connection holds (its state plus its buffers).
+    pub fn connection_memory(&self) -> usize {
+        self.peer.conn.memory_bytes()
     }
 
     /// Sets link conditions on this client's transport (see [`Client::connect`]).
@@ -153,185 +195,149 @@ impl Client {
         direction: Direction,
         conditions: Conditions,
     ) -> Result<(), Error> {
-        require_conditioner(self.transport.as_mut())?.set_conditions(direction, conditions)
+        self.core.set_conditions(direction, conditions)
+    }
+
+    /// Sets link conditions for one peer address on this client's transport.
+    pub fn set_peer_conditions(
+        &mut self,
+        peer: SocketAddr,
+        direction: Direction,
+        conditions: Conditions,
+    ) -> Result<(), Error> {
+        self.core.set_peer_conditions(peer, direction, conditions)
     }
 
     /// The link conditioner of this client's transport, for everything beyond
     /// `set_conditions`: per-peer conditions, statistics, reseeding. `None` if the transport
     /// given to `with_transport` is not a conditioner.
     pub fn conditioner(&mut self) -> Option<&mut dyn ConditionerControl> {
-        self.transport.conditioner()
-    }
-
-    /// When the client next needs a tick, as a clock reading.
-    pub fn next_wakeup(&self) -> Option<Duration> {
-        let conn = Duration::from_millis(self.now.to_ms(self.conn.next_deadline(self.now.kcp())));
-        Some(match self.transport.next_wakeup() {
-            Some(t) => t.min(conn),
-            None => conn,
-        })
+        self.core.transport.conditioner()
     }
 
     // ------------------------------------------------------------------ ticks
 
     /// Reads every pending datagram, runs the connection's timers and takes its complete
-    /// messages out of KCP. Events are then ready in [`Client::poll_event`].
+    /// messages out of KCP. Events are then ready in [`Client::drain_events`] /
+    /// [`Client::poll_event`].
     pub fn tick_incoming(&mut self) {
-        self.now = Now::read(self.clock.as_ref());
-        if let Err(e) = self.transport.poll(self.now.at) {
-            debug!("transport poll failed: {e}");
-        }
-        let mut buf = std::mem::take(&mut self.recv_buf);
-        for _ in 0..self.config.max_datagrams_per_tick {
-            match self.transport.recv_from(&mut buf, self.now.at) {
-                Ok(Some((len, from))) => {
-                    self.stats.datagrams_received += 1;
-                    self.stats.bytes_received += len as u64;
-                    if from != self.conn.remote() {
-                        trace!("dropping {len} bytes from {from}: not our server");
-                        self.stats.dropped_unknown += 1;
-                        continue;
-                    }
-                    let data = &buf[..len];
-                    self.with_conn(|c, ctx| c.handle_datagram(ctx, data));
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    warn!("socket receive failed: {e}");
-                    break;
-                }
-            }
-        }
-        self.recv_buf = buf;
-        if self.transport.take_connection_refused() {
-            let remote = self.conn.remote();
-            self.with_conn(|c, ctx| {
-                c.close(
-                    ctx,
-                    DisconnectReason::Closed,
-                    Some((
-                        ErrorCode::ConnectionClosed,
-                        format!("{remote} is unreachable (ICMP port unreachable)").into(),
-                    )),
-                    false,
-                )
-            });
-        }
-        self.with_conn(|c, ctx| c.process(ctx));
+        self.core.tick_incoming(&mut self.peer);
     }
 
     /// Flushes KCP (handshake, messages, ACKs, retransmissions, pings).
     pub fn tick_outgoing(&mut self) {
-        self.now = Now::read(self.clock.as_ref());
-        self.with_conn(|c, ctx| {
-            c.process(ctx);
-            c.flush(ctx);
+        self.core.tick_outgoing(&mut self.peer);
+    }
+
+    /// Blocks until a datagram may have arrived, the connection's next timer is due, or
+    /// `max` passed, whichever is first (see [`crate::Server::wait`]). Returns at once when
+    /// events are waiting; after the connection ended it waits only for `max`.
+    pub fn wait(&mut self, max: Duration) -> Result<(), Error> {
+        let delay = self.poll_delay();
+        self.core.wait(delay, max)
+    }
+
+    /// How long until the client needs a tick; `Some(ZERO)` if work is due now, `None`
+    /// once the connection has ended and nothing else is scheduled. Never in the past.
+    pub fn poll_delay(&self) -> Option<Duration> {
+        let conn = &self.peer.conn;
+        let due = (conn.state() != ConnectionState::Disconnected).then(|| {
+            let now = self.core.now;
+            now.to_ms(conn.next_deadline(now.kcp()))
         });
-        if let Err(e) = self.transport.poll(self.now.at) {
-            debug!("transport poll failed: {e}");
-        }
+        self.core.poll_delay(due)
     }
 
     /// [`Client::tick_incoming`], then hands every event to `handler` with a [`ClientCtx`]
-    /// through which it can send or disconnect at once.
-    pub fn tick_incoming_with<F>(&mut self, mut handler: F)
+    /// through which it can send, disconnect and query at once.
+    pub fn tick_incoming_with<F>(&mut self, handler: F)
     where
         F: FnMut(&mut ClientCtx<'_>, Event<'_>),
     {
         self.tick_incoming();
-        let mut queue = std::mem::take(&mut self.events);
-        loop {
-            while let Some(ev) = queue.pop() {
-                handler(&mut ClientCtx { client: self }, ev);
-                if std::mem::take(&mut self.closed_in_dispatch) {
-                    queue.cancel_data(self.id);
-                }
-            }
-            if self.events.is_empty() {
-                break;
-            }
-            std::mem::swap(&mut queue, &mut self.events);
-        }
-        // Both queues are empty now: keep the one whose arena has grown, so that a
-        // disconnect inside the handler does not cost the next tick a reallocation.
-        if queue.arena_capacity() >= self.events.arena_capacity() {
-            self.events = queue;
-        }
+        Core::dispatch(ClientCtx { client: self }, handler);
     }
 
-    /// The next event, if any. Message data borrows the client until the next call.
+    /// The queued events, each handed out with a [`ClientCtx`] so the application can reply
+    /// while it holds the event (see [`EventDrain`]).
+    pub fn drain_events(&mut self) -> EventDrain<ClientCtx<'_>> {
+        EventDrain::new(ClientCtx { client: self })
+    }
+
+    /// The next event, if any. Message data borrows the client until the next call; to
+    /// reply while holding an event use [`Client::drain_events`].
     pub fn poll_event(&mut self) -> Option<Event<'_>> {
-        self.events.pop()
+        self.core.events.pop()
     }
 
     // ---------------------------------------------------------- app requests
 
     /// Sends a message. Reliable messages go out at the next [`Client::tick_outgoing`];
-    /// unreliable ones at once. See [`crate::Server::send`] for the errors.
+    /// unreliable ones at once. See [`crate::Server::send`] for the errors
+    /// ([`Error::NotConnected`] while connecting, [`Error::ConnectionClosed`] once ended).
     pub fn send(&mut self, data: &[u8], channel: Channel) -> Result<(), Error> {
-        self.with_conn(|c, ctx| c.send(ctx, data, channel))
+        self.peer
+            .run(&mut self.core, |c, ctx| c.send(ctx, data, channel))
     }
 
     /// Closes the connection at once (five unreliable Disconnect datagrams). A
     /// `Disconnected { reason: Local }` event follows; undelivered data events are dropped.
     pub fn disconnect(&mut self) {
-        self.with_conn(|c, ctx| c.close(ctx, DisconnectReason::Local, None, true));
-        self.events.cancel_data(self.id);
+        self.core.refresh_now();
+        self.peer.run(&mut self.core, |c, ctx| {
+            c.close(ctx, DisconnectReason::Local, None, true)
+        });
+        self.core.closed_by_app(self.peer.id);
+        let _ = self.core.transport.poll(self.core.now.at);
     }
 
     /// Closes the connection once queued reliable data is acknowledged (or
     /// `linger_timeout_ms` passed). Keep ticking until `Disconnected` arrives.
     pub fn disconnect_graceful(&mut self) {
-        self.with_conn(|c, ctx| c.disconnect_graceful(ctx));
-    }
-
-    fn with_conn<R>(&mut self, f: impl FnOnce(&mut Connection, &mut Ctx<'_>) -> R) -> R {
-        let mut tx = TransportTx {
-            transport: self.transport.as_mut(),
-            now: self.now.at,
-            stats: &mut self.stats,
-            scratch: &mut self.send_buf,
-        };
-        let mut ctx = Ctx {
-            now: self.now.kcp(),
-            id: self.id,
-            events: &mut self.events,
-            tx: &mut tx,
-        };
-        f(&mut self.conn, &mut ctx)
+        self.peer
+            .run(&mut self.core, |c, ctx| c.disconnect_graceful(ctx));
     }
 }
 
-/// The client as seen from an event handler of [`Client::tick_incoming_with`].
+impl Drop for Client {
+    /// Tells the server (kcp2k Disconnect) if the connection is still open, so it does not
+    /// hold the connection until its timeout.
+    fn drop(&mut self) {
+        if matches!(
+            self.peer.conn.state(),
+            ConnectionState::Connected | ConnectionState::Disconnecting
+        ) {
+            self.disconnect();
+        }
+    }
+}
+
+/// The client as seen while handling an event ([`Client::tick_incoming_with`],
+/// [`Client::drain_events`]): it dereferences to the [`Client`], so everything a client
+/// offers (send, disconnect, `is_connected`, `send_backlog`, statistics) is available.
 pub struct ClientCtx<'a> {
     client: &'a mut Client,
 }
 
-impl ClientCtx<'_> {
-    /// See [`Client::send`].
-    pub fn send(&mut self, data: &[u8], channel: Channel) -> Result<(), Error> {
-        self.client.send(data, channel)
+impl std::ops::Deref for ClientCtx<'_> {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        self.client
     }
+}
 
-    /// See [`Client::disconnect`].
-    pub fn disconnect(&mut self) {
-        self.client.disconnect();
-        self.client.closed_in_dispatch = true;
+impl std::ops::DerefMut for ClientCtx<'_> {
+    fn deref_mut(&mut self) -> &mut Client {
+        self.client
     }
+}
 
-    /// See [`Client::disconnect_graceful`].
-    pub fn disconnect_graceful(&mut self) {
-        self.client.disconnect_graceful();
-    }
+impl crate::driver::drain::sealed::Sealed for ClientCtx<'_> {}
 
-    /// See [`Client::state`].
-    pub fn state(&self) -> ConnectionState {
-        self.client.state()
-    }
-
-    /// See [`Client::rtt`].
-    pub fn rtt(&self) -> Option<u32> {
-        self.client.rtt()
+impl Endpoint for ClientCtx<'_> {
+    #[allow(private_interfaces)] // sealed: `Endpoint` cannot be named outside the crate
+    fn core(&mut self) -> &mut Core {
+        &mut self.client.core
     }
 }
 

@@ -103,6 +103,39 @@ impl Default for Config {
 }
 
 impl Config {
+    /// kcp2k's `KcpConfig` defaults: the same as [`Config::default`]. Matches a plain kcp2k
+    /// peer (kcp2k's own examples and tests), not Mirror's `KcpTransport` component, whose
+    /// defaults differ: see [`Config::mirror`].
+    pub fn kcp2k() -> Config {
+        Config::default()
+    }
+
+    /// The defaults of Mirror's `KcpTransport` component (what a stock Mirror / Unity game
+    /// uses): send and receive windows 4096, fast resend 2, max retransmits 40, no
+    /// congestion window, dual mode, no-delay 1, interval 10 ms, timeout 10 000 ms, mtu
+    /// 1200, 7 MiB socket buffers.
+    ///
+    /// With it the largest reliable message is 297 433 bytes (the fragment count is capped
+    /// at 255) and one connection can move far more than with kcp2k's 32/128 windows. The
+    /// receive window and the mtu must match the peer's: a kcpnet server on
+    /// `Config::default()` cannot reassemble the largest messages of a Mirror client.
+    ///
+    /// ```
+    /// let config = kcpnet::Config::mirror();
+    /// assert_eq!((config.send_window_size, config.receive_window_size), (4096, 4096));
+    /// assert_eq!(config.reliable_max_message_size(), 297_433);
+    /// ```
+    pub fn mirror() -> Config {
+        Config {
+            send_window_size: 4096,
+            receive_window_size: 4096,
+            fast_resend: 2,
+            max_retransmits: 40,
+            congestion_window: false,
+            ..Config::default()
+        }
+    }
+
     /// Checks that the values can work, with a message naming the field otherwise.
     pub fn validate(&self) -> Result<(), Error> {
         let bad = |m: String| Err(Error::InvalidConfig(m));
@@ -147,6 +180,9 @@ impl Config {
         }
         if self.max_retransmits == 0 {
             return bad("max_retransmits must be positive".into());
+        }
+        if self.max_half_open == 0 {
+            return bad("max_half_open must be positive (no client could connect)".into());
         }
         if self.max_connections == 0 {
             return bad("max_connections must be positive".into());
@@ -211,6 +247,25 @@ mod tests {
             ..Config::default()
         };
         assert_eq!(small.reliable_max_message_size(), 36_300);
+    }
+
+    #[test]
+    fn mirror_preset_matches_kcp_transport() {
+        let m = Config::mirror();
+        assert!(m.validate().is_ok());
+        assert_eq!(m.send_window_size, 4096);
+        assert_eq!(m.receive_window_size, 4096);
+        assert_eq!(m.fast_resend, 2);
+        assert_eq!(m.max_retransmits, 40);
+        assert!(!m.congestion_window);
+        assert!(m.dual_mode);
+        assert_eq!(
+            (m.no_delay, m.interval_ms, m.timeout_ms, m.mtu),
+            (1, 10, 10_000, 1200)
+        );
+        assert_eq!(m.recv_buffer_size, 7 * 1024 * 1024);
+        assert_eq!(m.send_buffer_size, 7 * 1024 * 1024);
+        assert_eq!(Config::kcp2k(), Config::default());
     }
 
     #[test]
@@ -285,6 +340,13 @@ mod tests {
                     ..Config::default()
                 },
                 "max_connections",
+            ),
+            (
+                Config {
+                    max_half_open: 0,
+                    ..Config::default()
+                },
+                "max_half_open",
             ),
             (
                 Config {

@@ -7,6 +7,7 @@ use std::fmt;
 /// tools line up across the C# and Rust sides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
+#[non_exhaustive]
 pub enum ErrorCode {
     /// The host name could not be resolved to an address.
     DnsResolve = 0,
@@ -58,9 +59,13 @@ pub enum Error {
     InvalidArgument(String),
     /// A host name could not be resolved.
     DnsResolve(String),
-    /// The connection id does not name a live connection (it was closed, or
-    /// its slot now belongs to a newer connection).
+    /// The connection id was never handed out by this endpoint.
     UnknownConnection,
+    /// The connection has closed: the peer left, timed out or was disconnected, possibly
+    /// in the same tick whose events the application is still handling. Not a fault of
+    /// the application and not fatal: its remaining events explain why
+    /// (`Disconnected { reason }`), and nothing more can be sent to it.
+    ConnectionClosed,
     /// The connection is not (or no longer) able to send.
     NotConnected,
     /// Empty messages cannot be sent (kcp2k treats them as a protocol error).
@@ -80,6 +85,7 @@ impl Error {
     pub fn code(&self) -> ErrorCode {
         match self {
             Error::DnsResolve(_) => ErrorCode::DnsResolve,
+            Error::ConnectionClosed => ErrorCode::ConnectionClosed,
             Error::UnknownConnection
             | Error::NotConnected
             | Error::EmptyMessage
@@ -97,7 +103,8 @@ impl fmt::Display for Error {
             Error::InvalidConfig(m) => write!(f, "invalid config: {m}"),
             Error::InvalidArgument(m) => write!(f, "invalid argument: {m}"),
             Error::DnsResolve(m) => write!(f, "could not resolve host: {m}"),
-            Error::UnknownConnection => f.write_str("unknown or closed connection id"),
+            Error::UnknownConnection => f.write_str("unknown connection id"),
+            Error::ConnectionClosed => f.write_str("the connection has closed"),
             Error::NotConnected => f.write_str("not connected"),
             Error::EmptyMessage => f.write_str("empty messages cannot be sent"),
             Error::MessageTooLarge { size, max } => {

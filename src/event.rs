@@ -52,6 +52,7 @@ impl fmt::Display for ConnectionId {
 
 /// Why a connection ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum DisconnectReason {
     /// This side called `disconnect` (or a graceful disconnect completed).
     Local,
@@ -69,6 +70,7 @@ pub enum DisconnectReason {
 
 /// Something that happened on a connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Event<'a> {
     /// The handshake completed. On a server this happens only after the client proved it
     /// receives at its address (it echoed the server's cookie).
@@ -122,6 +124,7 @@ impl Event<'_> {
 /// them to another thread. Made by [`Event::to_owned_event`]; this allocates, unlike
 /// [`Event`] itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum OwnedEvent {
     /// See [`Event::Connected`].
     Connected {
@@ -335,6 +338,48 @@ impl EventQueue {
             }
             self.consumed = 0;
         }
+    }
+
+    /// Moves every record of `other` to the end of this queue (its message bytes are copied
+    /// into this arena), leaving `other` empty.
+    pub(crate) fn append(&mut self, other: &mut EventQueue) {
+        if other.records.is_empty() {
+            other.arena.clear();
+            other.consumed = 0;
+            return;
+        }
+        if self.records.is_empty() {
+            // Nothing to keep here: take the other queue whole, keeping the larger arena.
+            if self.arena.capacity() > other.arena.capacity() {
+                self.arena.clear();
+                self.arena.extend_from_slice(&other.arena);
+                self.records = std::mem::take(&mut other.records);
+                self.consumed = other.consumed;
+                self.pending_bytes = other.pending_bytes;
+            } else {
+                std::mem::swap(self, other);
+            }
+            other.records.clear();
+            other.arena.clear();
+            other.consumed = 0;
+            other.pending_bytes = 0;
+            return;
+        }
+        while let Some(r) = other.records.pop_front() {
+            match r.kind {
+                Kind::Data(channel) => {
+                    self.prepare();
+                    let start = self.arena.len();
+                    self.arena
+                        .extend_from_slice(&other.arena[r.start..r.start + r.len]);
+                    self.commit(r.id, channel, start, 0, r.len);
+                }
+                kind => self.push(r.id, kind),
+            }
+        }
+        other.arena.clear();
+        other.consumed = 0;
+        other.pending_bytes = 0;
     }
 
     /// Cancels queued data events of `id` (its connection was closed by the application).

@@ -23,9 +23,9 @@
 //! use kcpnet::{Channel, Client, Config, Event, Server};
 //!
 //! # fn main() -> Result<(), kcpnet::Error> {
-//! let mut server = Server::bind("127.0.0.1:0".parse().unwrap(), Config::default())?;
+//! let mut server = Server::bind("127.0.0.1:0", Config::default())?;
 //! let port = server.local_addr()?.port();
-//! let mut client = Client::connect("127.0.0.1", port, Config::default())?;
+//! let mut client = Client::connect(("127.0.0.1", port), Config::default())?;
 //!
 //! let mut echoed = None;
 //! for _frame in 0..2000 {
@@ -65,7 +65,7 @@
 //! context at once:
 //! ```no_run
 //! # use kcpnet::{Config, Event, Server};
-//! # let mut server = Server::bind("[::]:7777".parse().unwrap(), Config::default()).unwrap();
+//! # let mut server = Server::bind("[::]:7777", Config::default()).unwrap();
 //! loop {
 //!     server.tick_incoming_with(|ctx, event| match event {
 //!         Event::Data { id, channel, data } => {
@@ -166,6 +166,7 @@ pub mod wire;
 pub use client::{resolve, Client, ClientCtx};
 pub use config::Config;
 pub use connection::ConnectionState;
+pub use driver::EventDrain;
 pub use error::{Error, ErrorCode};
 pub use event::{ConnectionId, DisconnectReason, Event, OwnedEvent};
 pub use server::{Server, ServerCtx};

@@ -462,6 +462,7 @@ fn check_stream(label: &str, events: &[&OwnedEvent]) -> Result<bool, TestCaseErr
                     events
                 );
             }
+            other => prop_assert!(false, "unexpected event {:?}", other),
         }
     }
     Ok(disconnected)
@@ -891,6 +892,7 @@ fn check_client_attempt(events: &[OwnedEvent]) -> Result<bool, TestCaseError> {
                     events
                 );
             }
+            other => prop_assert!(false, "unexpected event {:?}", other),
         }
     }
     Ok(done)

@@ -434,16 +434,16 @@ fn invalid_sends_are_refused_without_disconnecting() {
     sim.server.disconnect(other).unwrap();
     for ch in [Channel::Reliable, Channel::Unreliable] {
         let e = sim.server.send(other, b"x", ch).unwrap_err();
-        assert!(matches!(e, Error::UnknownConnection), "{e:?}");
-        assert_eq!(e.code(), ErrorCode::InvalidSend);
+        assert!(matches!(e, Error::ConnectionClosed), "{e:?}");
+        assert_eq!(e.code(), ErrorCode::ConnectionClosed);
     }
     assert!(matches!(
         sim.server.disconnect(other),
-        Err(Error::UnknownConnection)
+        Err(Error::ConnectionClosed)
     ));
     assert!(matches!(
         sim.server.disconnect_graceful(other),
-        Err(Error::UnknownConnection)
+        Err(Error::ConnectionClosed)
     ));
     assert_eq!(sim.server.state(other), None);
     // The first connection is untouched.
@@ -1042,7 +1042,7 @@ fn kick_scenario(callback_form: bool) {
     assert_eq!(sim.server.state(id), None);
     assert!(matches!(
         sim.server.disconnect(id),
-        Err(Error::UnknownConnection)
+        Err(Error::ConnectionClosed)
     ));
     // The bystander is unaffected.
     assert_eq!(
@@ -1118,7 +1118,7 @@ fn connection_ids_never_alias_a_reused_slot() {
     assert_ne!(new.to_u64(), old.to_u64());
     assert!(matches!(
         sim.server.send(old, b"x", Channel::Reliable),
-        Err(Error::UnknownConnection)
+        Err(Error::ConnectionClosed)
     ));
     assert_eq!(sim.server.remote_addr(old), None);
     assert_eq!(sim.server.state(old), None);
@@ -1127,7 +1127,7 @@ fn connection_ids_never_alias_a_reused_slot() {
     assert_eq!(sim.server.connection_memory(old), None);
     assert!(matches!(
         sim.server.disconnect(old),
-        Err(Error::UnknownConnection)
+        Err(Error::ConnectionClosed)
     ));
     assert_eq!(sim.server.remote_addr(new), Some(client_addr(b)));
     sim.server.send(new, b"to-b", Channel::Reliable).unwrap();
@@ -1209,7 +1209,7 @@ fn graceful_disconnect_delivers_everything_first() {
     assert_eq!(sim.clients[0].state(), ConnectionState::Disconnected);
     assert!(matches!(
         sim.clients[0].send(b"late", Channel::Reliable),
-        Err(Error::NotConnected)
+        Err(Error::ConnectionClosed)
     ));
 }
 
@@ -1355,13 +1355,13 @@ fn client_gives_up_when_nothing_answers() {
     assert_eq!(client.state(), ConnectionState::Disconnected);
     assert!(matches!(
         client.send(b"x", Channel::Reliable),
-        Err(Error::NotConnected)
+        Err(Error::ConnectionClosed)
     ));
 }
 
 #[test]
 fn client_connect_reports_dns_failure() {
-    let e = Client::connect("no-such-host.invalid", 1, Config::default()).unwrap_err();
+    let e = Client::connect(("no-such-host.invalid", 1), Config::default()).unwrap_err();
     assert_eq!(e.code(), ErrorCode::DnsResolve, "{e:?}");
     assert!(matches!(e, Error::DnsResolve(_)));
 }
@@ -1395,11 +1395,11 @@ fn invalid_configs_are_refused_by_every_constructor() {
         other => panic!("expected InvalidConfig, got {other:?}"),
     }
     assert!(matches!(
-        Server::bind("127.0.0.1:0".parse().unwrap(), bad.clone()),
+        Server::bind("127.0.0.1:0", bad.clone()),
         Err(Error::InvalidConfig(_))
     ));
     assert!(matches!(
-        Client::connect("127.0.0.1", 9, bad),
+        Client::connect(("127.0.0.1", 9), bad),
         Err(Error::InvalidConfig(_))
     ));
 }
@@ -1812,13 +1812,13 @@ fn churn_keeps_event_streams_clean() {
                         // further down the queue).
                         match sim.server.disconnect(id) {
                             Ok(()) => kicks += 1,
-                            Err(Error::UnknownConnection) => {}
+                            Err(Error::ConnectionClosed) => {}
                             Err(e) => panic!("{e:?}"),
                         }
                     } else if r < 5 {
                         match sim.server.disconnect_graceful(id) {
                             Ok(()) => graceful += 1,
-                            Err(Error::UnknownConnection) => {}
+                            Err(Error::ConnectionClosed) => {}
                             Err(e) => panic!("{e:?}"),
                         }
                     } else if r < 100 {
@@ -1837,6 +1837,7 @@ fn churn_keeps_event_streams_clean() {
                 OwnedEvent::Error { .. } => {
                     assert_eq!(state.get(&id), Some(&1), "Error for {id} outside its life");
                 }
+                other => panic!("unexpected event {other:?}"),
             }
             sim.server_events.push(ev);
         }
@@ -1869,6 +1870,7 @@ fn churn_keeps_event_streams_clean() {
                 }
                 OwnedEvent::Connected { .. } => panic!("late Connected"),
                 OwnedEvent::Error { .. } => assert_eq!(state.get(&id), Some(&1)),
+                other => panic!("unexpected event {other:?}"),
             }
         }
         sim.server.tick_outgoing();

@@ -29,7 +29,7 @@ impl Echo {
 
     fn bind_with(addr: &str, config: Config) -> Echo {
         Echo {
-            server: Server::bind(addr.parse().unwrap(), config).unwrap(),
+            server: Server::bind(addr, config).unwrap(),
             events: Vec::new(),
         }
     }
@@ -70,7 +70,7 @@ struct Peer {
 impl Peer {
     fn connect(host: &str, port: u16) -> Peer {
         Peer {
-            client: Client::connect(host, port, Config::default()).unwrap(),
+            client: Client::connect((host, port), Config::default()).unwrap(),
             events: Vec::new(),
         }
     }
@@ -296,7 +296,7 @@ fn two_clients_at_once() {
 fn client_notices_a_closed_port_before_its_handshake_timeout() {
     // A port nobody listens on: bind a server, note its port, drop it.
     let port = {
-        let s = Server::bind("127.0.0.1:0".parse().unwrap(), Config::default()).unwrap();
+        let s = Server::bind("127.0.0.1:0", Config::default()).unwrap();
         s.local_addr().unwrap().port()
     };
     let mut peer = Peer::connect("127.0.0.1", port);
@@ -342,7 +342,7 @@ fn client_notices_a_closed_port_before_its_handshake_timeout() {
 
 #[test]
 fn callback_form_over_udp() {
-    let mut server = Server::bind("127.0.0.1:0".parse().unwrap(), Config::default()).unwrap();
+    let mut server = Server::bind("127.0.0.1:0", Config::default()).unwrap();
     let port = server.local_addr().unwrap().port();
     let mut peer = Peer::connect("127.0.0.1", port);
     let mut sent = false;

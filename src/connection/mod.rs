@@ -82,6 +82,8 @@ pub(crate) struct Ctx<'a> {
 /// The per-connection constants derived from [`Config`].
 #[derive(Debug, Clone)]
 struct Limits {
+    mtu: usize,
+    receive_window: u32,
     reliable_max: usize,
     unreliable_max: usize,
     timeout: u32,
@@ -165,6 +167,9 @@ pub(crate) struct Connection {
     activity_at_ping: u64,
     /// Complete messages wait in KCP because the event queue is over its byte budget.
     throttled: bool,
+    /// The receive window the peer advertised with its Hello (segments), for mismatch
+    /// reports.
+    peer_window: u32,
 }
 
 impl Connection {
@@ -198,6 +203,8 @@ impl Connection {
                 stats: ConnectionStats::default(),
             },
             limits: Limits {
+                mtu: config.mtu,
+                receive_window: config.receive_window_size,
                 reliable_max: config.reliable_max_message_size(),
                 unreliable_max: config.unreliable_max_message_size(),
                 timeout: config.timeout_ms,
@@ -214,6 +221,7 @@ impl Connection {
             deadline: now.wrapping_add(config.handshake_timeout_ms),
             activity_at_ping: 0,
             throttled: false,
+            peer_window: 0,
         }
     }
 
@@ -310,6 +318,18 @@ impl Connection {
         if self.state == ConnectionState::Disconnected {
             return;
         }
+        if bytes.len() > self.limits.mtu {
+            self.note_received(ctx, bytes.len());
+            let msg = format!(
+                "received a datagram of {} bytes, larger than our mtu of {} bytes: the peer's \
+                 mtu is at least {}; both ends must use the same mtu",
+                bytes.len(),
+                self.limits.mtu,
+                bytes.len()
+            );
+            self.protocol_error(ctx, msg);
+            return;
+        }
         let dgram = match Datagram::parse(bytes) {
             Ok(d) => d,
             Err(e) => {
@@ -361,6 +381,9 @@ impl Connection {
                 Ok((UnreliableHeader::Disconnect, _)) => {
                     self.note_received(ctx, bytes.len());
                     info!("{}: peer disconnected", self.link.remote);
+                    // Reliable messages that arrived before the Disconnect (possibly in the
+                    // same batch of datagrams) are delivered before `Disconnected`.
+                    self.drain_messages(ctx, true);
                     self.close(ctx, DisconnectReason::Remote, None, false);
                     return;
                 }
@@ -431,7 +454,7 @@ impl Connection {
     /// reliable message out of KCP.
     pub(crate) fn process(&mut self, ctx: &mut Ctx<'_>) {
         self.check_timers(ctx);
-        self.drain_messages(ctx);
+        self.drain_messages(ctx, false);
     }
 
     fn check_timers(&mut self, ctx: &mut Ctx<'_>) {
@@ -471,7 +494,7 @@ impl Connection {
                         "nothing received from {} for {} ms",
                         self.link.remote, self.limits.timeout
                     );
-                    warn!("{} timed out: {msg}", ctx.id);
+                    info!("{} timed out: {msg}", ctx.id);
                     self.fail(ctx, DisconnectReason::Timeout, ErrorCode::Timeout, msg);
                     return;
                 }
@@ -481,7 +504,7 @@ impl Connection {
                         self.link.remote,
                         self.kcp_dead_link()
                     );
-                    warn!("{}: {msg}", ctx.id);
+                    info!("{}: {msg}", ctx.id);
                     self.fail(ctx, DisconnectReason::Timeout, ErrorCode::Timeout, msg);
                     return;
                 }
@@ -531,35 +554,37 @@ impl Connection {
         self.kcp.dead_link()
     }
 
-    fn drain_messages(&mut self, ctx: &mut Ctx<'_>) {
+    /// Takes complete reliable messages out of KCP into the event queue. With `closing`, the
+    /// event queue's byte budget is ignored: the connection is about to end, and what KCP
+    /// holds (at most a receive window) must not be lost.
+    fn drain_messages(&mut self, ctx: &mut Ctx<'_>, closing: bool) {
         self.throttled = false;
         while self.state != ConnectionState::Disconnected {
             let size = match self.kcp.peek_size() {
                 Ok(n) => n,
                 Err(_) => {
                     if self.kcp.is_recv_stalled() {
-                        self.protocol_error(
-                            ctx,
-                            format!(
-                                "the peer sent a message of more fragments than our receive \
-                                 window of {} segments can hold (mismatched \
-                                 receive_window_size?)",
-                                self.kcp.rcv_wnd()
-                            ),
+                        let msg = format!(
+                            "the peer sent a message of more fragments than our receive \
+                             window of {} segments can hold: {}",
+                            self.kcp.rcv_wnd(),
+                            self.window_mismatch()
                         );
+                        self.protocol_error(ctx, msg);
                     }
                     break;
                 }
             };
             if size > 1 + self.limits.reliable_max {
-                self.protocol_error(
-                    ctx,
-                    format!(
-                        "reliable message of {size} bytes exceeds the maximum of {} \
-                         (mismatched mtu/receive window, or an allocation attack)",
-                        1 + self.limits.reliable_max
-                    ),
+                let msg = format!(
+                    "reliable message of {size} bytes exceeds our maximum of {} \
+                     (mtu {} and receive_window_size {}): {}",
+                    1 + self.limits.reliable_max,
+                    self.limits.mtu,
+                    self.limits.receive_window,
+                    self.window_mismatch()
                 );
+                self.protocol_error(ctx, msg);
                 break;
             }
             if size == 0 {
@@ -567,7 +592,7 @@ impl Connection {
                 break;
             }
             let pending = ctx.events.pending_bytes();
-            if pending > 0 && pending + size > self.limits.max_pending_event_bytes {
+            if !closing && pending > 0 && pending + size > self.limits.max_pending_event_bytes {
                 // Leave it in KCP: its window closes and the sender slows down. The driver
                 // must process us again once the application took events (see
                 // `is_throttled`): no datagram may come to do it, the sender waits for
@@ -636,7 +661,25 @@ impl Connection {
         }
     }
 
+    /// The window part of a mismatch report: both ends' receive windows.
+    fn window_mismatch(&self) -> String {
+        let ours = self.limits.receive_window;
+        match self.peer_window {
+            0 => format!(
+                "our receive_window_size is {ours}; both ends must use the same \
+                 receive_window_size and mtu"
+            ),
+            theirs => format!(
+                "the peer's receive window is {theirs} segments, ours is {ours} \
+                 (receive_window_size); both ends must use the same receive_window_size \
+                 and mtu"
+            ),
+        }
+    }
+
     fn on_hello(&mut self, ctx: &mut Ctx<'_>) {
+        // The Hello is the peer's first segment: its wnd is the peer's whole receive window.
+        self.peer_window = self.peer_window.max(self.kcp.snapshot().rmt_wnd);
         match (self.role, self.state) {
             (Role::Server, ConnectionState::Connecting) => {
                 if !self.hello_sent {
@@ -747,8 +790,10 @@ impl Connection {
         data: &[u8],
         channel: Channel,
     ) -> Result<(), Error> {
-        if self.state != ConnectionState::Connected {
-            return Err(Error::NotConnected);
+        match self.state {
+            ConnectionState::Connected => {}
+            ConnectionState::Disconnected => return Err(Error::ConnectionClosed),
+            _ => return Err(Error::NotConnected),
         }
         if data.is_empty() {
             return Err(Error::EmptyMessage);

@@ -638,7 +638,8 @@ mod tests {
         a.wait(Duration::from_millis(30)).unwrap();
         assert!(a.recv_from(&mut buf, Duration::ZERO).unwrap().is_none());
         // A datagram wakes it long before the timeout.
-        b.send_to(b"x", a.local_addr().unwrap(), Duration::ZERO).unwrap();
+        b.send_to(b"x", a.local_addr().unwrap(), Duration::ZERO)
+            .unwrap();
         let t = Instant::now();
         a.wait(Duration::from_secs(5)).unwrap();
         assert!(t.elapsed() < Duration::from_secs(4));
@@ -653,7 +654,11 @@ mod tests {
         assert!(c.local_addr().unwrap().ip().is_unspecified());
         c.connect(remote).unwrap();
         let local = c.local_addr().unwrap();
-        assert_eq!(local.ip(), remote.ip(), "the loopback source address, not 0.0.0.0");
+        assert_eq!(
+            local.ip(),
+            remote.ip(),
+            "the loopback source address, not 0.0.0.0"
+        );
         assert_ne!(local.port(), 0);
     }
 }
