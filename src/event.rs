@@ -225,6 +225,14 @@ impl EventQueue {
         self.records.is_empty()
     }
 
+    /// True when no event is left to hand out (cancelled records are dropped first).
+    pub(crate) fn is_drained(&mut self) -> bool {
+        while matches!(self.records.front(), Some(r) if matches!(r.kind, Kind::Cancelled)) {
+            self.records.pop_front();
+        }
+        self.records.is_empty()
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.records.len()
     }

@@ -104,6 +104,8 @@ fn pair(seed: u64) -> Pair {
 #[derive(Clone, Copy, PartialEq)]
 enum Form {
     Queue,
+    /// `drain_events`: reply while holding the event, no copy.
+    Drain,
     Callback,
 }
 
@@ -141,6 +143,23 @@ fn step(p: &mut Pair, form: Form, msg: Option<(&[u8], Channel)>, t: &mut Tally) 
                     }
                 }
             }
+        }
+        Form::Drain => {
+            counted(t, "Server::tick_incoming", || p.server.tick_incoming());
+            let id = &mut p.id;
+            let server = &mut p.server;
+            counted(t, "Server::drain_events", || {
+                let mut drain = server.drain_events();
+                while let Some((ev, server)) = drain.next() {
+                    match ev {
+                        Event::Data { id, channel, data } => {
+                            server.send(id, data, channel).unwrap()
+                        }
+                        Event::Connected { id: i, .. } => *id = Some(i),
+                        _ => {}
+                    }
+                }
+            });
         }
         Form::Callback => {
             let id = &mut p.id;
@@ -212,15 +231,15 @@ fn steady_state_echo_allocates_nothing_per_message() {
         (Channel::Reliable, 5000),
         (Channel::Unreliable, 1194),
     ] {
-        for form in [Form::Queue, Form::Callback] {
+        for form in [Form::Queue, Form::Drain, Form::Callback] {
             let (tally, echoed) = measure(form, channel, size);
             let allocs: u64 = tally.values().sum();
             let name = format!(
                 "{} form, {channel:?} {size} bytes",
-                if form == Form::Queue {
-                    "queue"
-                } else {
-                    "callback"
+                match form {
+                    Form::Queue => "queue",
+                    Form::Drain => "drain",
+                    Form::Callback => "callback",
                 },
             );
             println!("{name}: {allocs} allocations for {echoed} echoed messages");

@@ -66,7 +66,7 @@ impl<E: Endpoint> EventDrain<E> {
         for id in core.closed_in_dispatch.drain(..) {
             self.queue.cancel_data(id);
         }
-        if self.queue.is_empty() && !core.events.is_empty() {
+        if self.queue.is_drained() && !core.events.is_empty() {
             std::mem::swap(&mut self.queue, &mut core.events);
         }
         let event = self.queue.pop()?;
