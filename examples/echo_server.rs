@@ -129,7 +129,8 @@ fn main() {
         .map_or_else(|e| format!("? ({e})"), |a| a.to_string());
     let c = server.config();
     println!(
-        "listening on {local} (mtu {}, windows {} {}, interval {} ms, timeout {} ms, nodelay {}; \
+        "listening on {local} (mtu {}, windows {} {}, interval {} ms, timeout {} ms, nodelay {}, \
+         fast resend {}, max retransmits {}; \
          max reliable {} bytes, max unreliable {} bytes)",
         c.mtu,
         c.send_window_size,
@@ -137,6 +138,8 @@ fn main() {
         c.interval_ms,
         c.timeout_ms,
         c.no_delay,
+        c.fast_resend,
+        c.max_retransmits,
         c.reliable_max_message_size(),
         c.unreliable_max_message_size()
     );

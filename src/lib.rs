@@ -9,8 +9,12 @@
 //!   [`Server::tick_incoming`] and [`Server::tick_outgoing`] once per frame.
 //! * **Two channels**: [`Channel::Reliable`] (ordered, exactly once, messages up to
 //!   148 716 bytes by default) and [`Channel::Unreliable`] (one datagram, up to 1194 bytes).
-//! * **Events** through a drained queue ([`Server::poll_event`]) or callbacks that can reply
-//!   at once ([`Server::tick_incoming_with`]); no allocation per message in steady state.
+//! * **Events** through a drained queue that hands out each event with the endpoint, so the
+//!   application replies without copying ([`Server::drain_events`]), a plain queue
+//!   ([`Server::poll_event`]), or callbacks ([`Server::tick_incoming_with`]); no allocation
+//!   per message in steady state.
+//! * **Waits in the OS poller** ([`Server::wait`]) until a datagram or a timer is due, so an
+//!   idle server costs almost no CPU; `Server` and `Client` are `Send + Sync`.
 //! * **Hardened handshake**: nothing is allocated for strangers, a server reports
 //!   `Connected` only after the client proved it receives at its address, and a half-open
 //!   peer is never sent more than 3× what it sent.
@@ -20,7 +24,7 @@
 //!
 //! ## A server and a client (drained-queue form)
 //! ```
-//! use kcpnet::{Channel, Client, Config, Event, Server};
+//! use kcpnet::{Channel, Client, Config, Error, Event, Server};
 //!
 //! # fn main() -> Result<(), kcpnet::Error> {
 //! let mut server = Server::bind("127.0.0.1:0", Config::default())?;
@@ -30,12 +34,17 @@
 //! let mut echoed = None;
 //! for _frame in 0..2000 {
 //!     server.tick_incoming();
-//!     while let Some(event) = server.poll_event() {
+//!     // Each event comes with the server: reply while holding it, without a copy.
+//!     let mut events = server.drain_events();
+//!     while let Some((event, server)) = events.next() {
 //!         if let Event::Data { id, channel, data } = event {
-//!             let reply = data.to_vec(); // the event borrows the server
-//!             server.send(id, &reply, channel)?;
+//!             match server.send(id, data, channel) {
+//!                 Ok(()) | Err(Error::ConnectionClosed) => {} // it may have left this tick
+//!                 Err(e) => return Err(e),
+//!             }
 //!         }
 //!     }
+//!     drop(events);
 //!     server.tick_outgoing();
 //!
 //!     client.tick_incoming();
@@ -53,7 +62,8 @@
 //!     if echoed.is_some() {
 //!         break;
 //!     }
-//!     std::thread::sleep(std::time::Duration::from_millis(1));
+//!     // Sleep in the OS poller until a datagram arrives or a timer is due (at most 1 ms).
+//!     server.wait(std::time::Duration::from_millis(1))?;
 //! }
 //! assert_eq!(echoed.as_deref(), Some(&b"hello"[..]));
 //! # Ok(())
@@ -79,7 +89,7 @@
 //!         _ => {}
 //!     });
 //!     server.tick_outgoing();
-//!     std::thread::sleep(std::time::Duration::from_millis(1));
+//!     server.wait(std::time::Duration::from_millis(16)).unwrap();
 //! }
 //! ```
 //!
@@ -119,13 +129,11 @@
 //!
 //! let mut received = 0;
 //! for step in 0..5_000 {
-//!     server.tick_incoming();
-//!     while let Some(event) = server.poll_event() {
+//!     server.tick_incoming_with(|server, event| {
 //!         if let Event::Data { id, channel, data } = event {
-//!             let copy = data.to_vec();
-//!             server.send(id, &copy, channel).unwrap(); // echo
+//!             server.send(id, data, channel).unwrap(); // echo
 //!         }
-//!     }
+//!     });
 //!     server.tick_outgoing();
 //!     client.tick_incoming();
 //!     while let Some(event) = client.poll_event() {
@@ -172,6 +180,16 @@ pub use event::{ConnectionId, DisconnectReason, Event, OwnedEvent};
 pub use server::{Server, ServerCtx};
 pub use stats::{ConnectionStats, EndpointStats};
 pub use wire::datagram::Channel;
+
+/// The README's code blocks, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
+/// The Mirror guide's code blocks, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/MIRROR.md")]
+pub struct MirrorGuideDoctests;
 
 #[cfg(test)]
 mod thread_safety {

@@ -52,16 +52,33 @@ fn config_help() -> String {
     let d = Config::default();
     format!(
         "\
-KCP config flags (default = kcp2k's KcpConfig; both ends should use the same --mtu and
-receive window, since the largest reliable message is derived from them):
-  --mtu N              datagram size in bytes, kcp2k header included [default: {mtu}]
-  --window SND RCV     KCP send and receive windows in segments [default: {snd} {rcv}]
-  --interval MS        KCP flush interval in ms (KCP clamps it to 10..=5000) [default: {interval}]
-  --timeout MS         disconnect after MS ms without receiving anything [default: {timeout}]
-  --nodelay 0|1|2      KCP no-delay mode: 0 off, 1 on, 2 aggressive [default: {nodelay}]
+KCP config flags (every kcpnet::Config field; default = kcp2k's KcpConfig). Both ends must
+use the same --mtu and receive window: the largest reliable message is derived from them.
+  --preset kcp2k|mirror  start from kcp2k's KcpConfig (default) or Mirror's KcpTransport
+                         (windows 4096 4096, fast resend 2, max retransmits 40); the other
+                         flags then change single fields, in any order
+  --mtu N                datagram size in bytes, kcp2k header included [default: {mtu}]
+  --window SND RCV       KCP send and receive windows in segments [default: {snd} {rcv}]
+  --interval MS          KCP flush interval in ms (KCP clamps it to 10..=5000) [default: {interval}]
+  --timeout MS           disconnect after MS ms without receiving anything [default: {timeout}]
+  --nodelay 0|1|2        KCP no-delay mode: 0 off, 1 on, 2 aggressive [default: {nodelay}]
+  --fast-resend N        fast retransmit after N later ACKs, 0 off [default: {fast}]
+  --congestion-window true|false  KCP congestion control [default: {cwnd}]
+  --max-retransmits N    dead link after N sends of one segment [default: {maxrt}]
+  --dual-mode true|false server: IPv6 socket that also accepts IPv4 [default: {dual}]
+  --recv-buffer BYTES    SO_RCVBUF [default: {rbuf}]
+  --send-buffer BYTES    SO_SNDBUF [default: {sbuf}]
+  --handshake-timeout MS give up a handshake after MS ms [default: {hs}]
+  --max-half-open N      server: most half-open peers [default: {half}]
+  --max-connections N    server: most connections [default: {conns}]
+  --linger MS            graceful disconnect: flush for at most MS ms [default: {linger}]
+  --flush-on-tick true|false  flush ACKs/data every tick, not only on the interval [default: {fot}]
+  --choke N              disconnect when N segments are queued [default: {choke}]
+  --max-pending-event-bytes BYTES  received bytes held for the app [default: {peb}]
+  --max-datagrams-per-tick N  datagrams read per tick [default: {dpt}]
 
 Other:
-  -h, --help           print this help and exit
+  -h, --help             print this help and exit
 Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=debug) to see more than warnings.
 Exit code 2: invalid command line or configuration.",
         mtu = d.mtu,
@@ -70,7 +87,30 @@ Exit code 2: invalid command line or configuration.",
         interval = d.interval_ms,
         timeout = d.timeout_ms,
         nodelay = d.no_delay,
+        fast = d.fast_resend,
+        cwnd = d.congestion_window,
+        maxrt = d.max_retransmits,
+        dual = d.dual_mode,
+        rbuf = d.recv_buffer_size,
+        sbuf = d.send_buffer_size,
+        hs = d.handshake_timeout_ms,
+        half = d.max_half_open,
+        conns = d.max_connections,
+        linger = d.linger_timeout_ms,
+        fot = d.flush_on_tick,
+        choke = d.queue_disconnect_threshold,
+        peb = d.max_pending_event_bytes,
+        dpt = d.max_datagrams_per_tick,
     )
+}
+
+/// The config a `--preset` name stands for.
+fn preset(name: &str) -> Result<Config, lexopt::Error> {
+    match name {
+        "kcp2k" | "default" => Ok(Config::kcp2k()),
+        "mirror" => Ok(Config::mirror()),
+        other => Err(format!("--preset: unknown preset {other:?} (kcp2k or mirror)").into()),
+    }
 }
 
 /// Handles `--name` if it is one of the config flags; `Ok(false)` if it is not one.
@@ -80,6 +120,10 @@ fn config_flag(
     config: &mut Config,
 ) -> Result<bool, lexopt::Error> {
     match name {
+        // Applied before every other flag (see `parse_args`); only consumed here.
+        "preset" => {
+            let _: String = value(parser, name)?;
+        }
         "mtu" => config.mtu = value(parser, name)?,
         "window" => {
             let values: Vec<OsString> = parser.values()?.take(2).collect();
@@ -92,9 +136,40 @@ fn config_flag(
         "interval" => config.interval_ms = value(parser, name)?,
         "timeout" => config.timeout_ms = value(parser, name)?,
         "nodelay" => config.no_delay = value(parser, name)?,
+        "fast-resend" => config.fast_resend = value(parser, name)?,
+        "congestion-window" => config.congestion_window = value(parser, name)?,
+        "max-retransmits" => config.max_retransmits = value(parser, name)?,
+        "dual-mode" => config.dual_mode = value(parser, name)?,
+        "recv-buffer" => config.recv_buffer_size = value(parser, name)?,
+        "send-buffer" => config.send_buffer_size = value(parser, name)?,
+        "handshake-timeout" => config.handshake_timeout_ms = value(parser, name)?,
+        "max-half-open" => config.max_half_open = value(parser, name)?,
+        "max-connections" => config.max_connections = value(parser, name)?,
+        "linger" => config.linger_timeout_ms = value(parser, name)?,
+        "flush-on-tick" => config.flush_on_tick = value(parser, name)?,
+        "choke" => config.queue_disconnect_threshold = value(parser, name)?,
+        "max-pending-event-bytes" => config.max_pending_event_bytes = value(parser, name)?,
+        "max-datagrams-per-tick" => config.max_datagrams_per_tick = value(parser, name)?,
         _ => return Ok(false),
     }
     Ok(true)
+}
+
+/// The `--preset` of the command line (the last one given), applied before the other flags
+/// so that `--window 64 64 --preset mirror` keeps the windows.
+fn preset_of_args() -> Result<Config, lexopt::Error> {
+    let mut config = Config::default();
+    let mut args = std::env::args_os().skip(1);
+    while let Some(arg) = args.next() {
+        let text = arg.to_string_lossy();
+        if let Some(name) = text.strip_prefix("--preset=") {
+            config = preset(name)?;
+        } else if text == "--preset" {
+            let name = args.next().ok_or("--preset needs a value (kcp2k or mirror)")?;
+            config = preset(&name.to_string_lossy())?;
+        }
+    }
+    Ok(config)
 }
 
 /// Parses the command line: `own_flag` is offered every long option first (it returns
@@ -106,7 +181,7 @@ pub fn parse_args(
     usage: &str,
     mut own_flag: impl FnMut(&str, &mut Parser) -> Result<bool, lexopt::Error>,
 ) -> Config {
-    let mut config = Config::default();
+    let mut config = preset_of_args().unwrap_or_else(|e| usage_error(prog, e));
     let mut parser = Parser::from_env();
     let result = (|| -> Result<(), lexopt::Error> {
         while let Some(arg) = parser.next()? {
