@@ -582,7 +582,6 @@ fn wait_for_frame(server: &mut Server, srv: &mut ServerCounters, next_frame: Ins
     }
 }
 
-
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let opts = match parse_args() {

@@ -165,7 +165,9 @@ fn preset_of_args() -> Result<Config, lexopt::Error> {
         if let Some(name) = text.strip_prefix("--preset=") {
             config = preset(name)?;
         } else if text == "--preset" {
-            let name = args.next().ok_or("--preset needs a value (kcp2k or mirror)")?;
+            let name = args
+                .next()
+                .ok_or("--preset needs a value (kcp2k or mirror)")?;
             config = preset(&name.to_string_lossy())?;
         }
     }
