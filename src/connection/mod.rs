@@ -634,7 +634,7 @@ impl Connection {
                     if let (Some(ts), ConnectionState::Connected) = (payload, self.state) {
                         let due = self
                             .last_pong_sent
-                            .map_or(true, |t| time_diff(ctx.now, t) >= PING_INTERVAL_MS as i32);
+                            .is_none_or(|t| time_diff(ctx.now, t) >= PING_INTERVAL_MS as i32);
                         if due {
                             self.last_pong_sent = Some(ctx.now);
                             let _ = self.kcp.send_with_header(

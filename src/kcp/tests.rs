@@ -779,7 +779,7 @@ mod timing {
             }
             for d in out(&mut a, t) {
                 n_ab += 1;
-                if drop_every == 0 || n_ab % drop_every != 0 {
+                if drop_every == 0 || !n_ab.is_multiple_of(drop_every) {
                     b.input(&d).unwrap();
                 }
             }
