@@ -830,7 +830,7 @@ fn run(o: &Options) -> Result<bool, String> {
                         if note.is_empty() { "" } else { " " }
                     );
                 }
-                if rows % HEADER_EVERY == 0 {
+                if rows.is_multiple_of(HEADER_EVERY) {
                     println!("{}", header());
                 }
                 rows += 1;

@@ -178,7 +178,7 @@ fn step(p: &mut Pair, form: Form, msg: Option<(&[u8], Channel)>, t: &mut Tally) 
     let mut echoed = 0;
     loop {
         let got = counted(t, "Client::poll_event", || match p.client.poll_event() {
-            Some(Event::Data { data, .. }) => Some(msg.map_or(true, |(m, _)| m == data)),
+            Some(Event::Data { data, .. }) => Some(msg.is_none_or(|(m, _)| m == data)),
             Some(_) => Some(true),
             None => None,
         });

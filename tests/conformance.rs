@@ -1075,11 +1075,11 @@ fn segment_headers_skip_payloads() {
     let mut d = vec![0u8; 24];
     d[20] = 3;
     d.extend_from_slice(&[0xAA, 0xBB, 0xCC]);
-    d.extend(std::iter::repeat(0x11).take(20));
+    d.extend(std::iter::repeat_n(0x11, 20));
     d.extend_from_slice(&[0, 0, 0, 0]);
     let mut expect = vec![0u8; 24];
     expect[20] = 3;
-    expect.extend(std::iter::repeat(0x11).take(20));
+    expect.extend(std::iter::repeat_n(0x11, 20));
     expect.extend_from_slice(&[0, 0, 0, 0]);
     assert_eq!(seg_headers_hex(&d), to_hex(&expect));
 }

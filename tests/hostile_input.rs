@@ -751,7 +751,7 @@ fn forged_segments_fill_at_most_the_receive_window() {
             d.extend_from_slice(&(sn + round * 100_000).to_le_bytes());
             d.extend_from_slice(&0u32.to_le_bytes()); // una
             d.extend_from_slice(&(mss as u32).to_le_bytes());
-            d.extend(std::iter::repeat(0xAB).take(mss));
+            d.extend(std::iter::repeat_n(0xAB, mss));
             p.inject(&d);
             sent += 1;
             if sn % 10 == 0 {

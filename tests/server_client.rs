@@ -1268,7 +1268,7 @@ fn forms_scenario(callback_form: bool) -> (Vec<OwnedEvent>, Vec<Vec<OwnedEvent>>
             for i in 0..2 {
                 if sim.clients[i].is_connected() {
                     let len = rng.range(1, 3000);
-                    let ch = if len <= 1000 && rng.next_u64() % 2 == 0 {
+                    let ch = if len <= 1000 && rng.next_u64().is_multiple_of(2) {
                         Channel::Unreliable
                     } else {
                         Channel::Reliable
@@ -1755,7 +1755,7 @@ fn churn_keeps_event_streams_clean() {
             .iter()
             .filter(|c| c.state() != ConnectionState::Disconnected)
             .count();
-        if step < STEPS - 3000 && live < 12 && rng.next_u64() % 50 == 0 {
+        if step < STEPS - 3000 && live < 12 && rng.next_u64().is_multiple_of(50) {
             let i = sim.add_client(Config::default());
             let conditions = Conditions::lossy(0.05).with_latency(Duration::from_millis(2));
             sim.clients[i]

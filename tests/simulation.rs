@@ -309,7 +309,7 @@ fn run(sc: &Scenario) -> Outcome {
                 client.send(&m, Channel::Reliable).unwrap();
                 stream.reliable_sent += 1;
             }
-            if step % UNRELIABLE_EVERY == 0 {
+            if step.is_multiple_of(UNRELIABLE_EVERY) {
                 if let Some(m) = stream.next_unreliable() {
                     client.send(&m, Channel::Unreliable).unwrap();
                     stream.unreliable_sent += 1;
@@ -655,7 +655,7 @@ fn conditions_change_at_run_time() {
                     client.send(&m, Channel::Reliable).unwrap();
                     sent[i] += 1;
                 }
-                if u_sent[i] < limit && step % 4 == 0 {
+                if u_sent[i] < limit && step.is_multiple_of(4) {
                     let seq = u_sent[i];
                     let m = unreliable_msg(i as u64, seq as u64, u_sizes[i][seq]);
                     client.send(&m, Channel::Unreliable).unwrap();

@@ -202,7 +202,7 @@ pub fn data_of(events: &[OwnedEvent], id: Option<ConnectionId>) -> Vec<(Channel,
                 id: i,
                 channel,
                 data,
-            } if id.map_or(true, |id| id == *i) => Some((*channel, data.as_slice())),
+            } if id.is_none_or(|id| id == *i) => Some((*channel, data.as_slice())),
             _ => None,
         })
         .collect()
