@@ -49,13 +49,12 @@ pub struct Config {
     pub timeout_ms: u32,
     /// Disconnect (dead link) once a segment has been sent this many times. Default 20.
     pub max_retransmits: u32,
-    /// A handshake not completed within this time fails (client: `Timeout` error; server:
-    /// the half-open peer is forgotten silently). Default 10 000 ms.
+    /// Client: a handshake not completed within this time fails with a `Timeout` error.
+    /// (A server stores nothing before the handshake completes: see `docs/PROTOCOL.md`.)
+    /// Default 10 000 ms.
     pub handshake_timeout_ms: u32,
-    /// Server: most half-open peers (valid Hello, cookie not echoed yet) held at once;
-    /// further Hellos are dropped. Default 1024.
-    pub max_half_open: usize,
-    /// Server: most connections (half-open included). Default 65 536.
+    /// Server: most connections. A peer that proves its address while the table is full is
+    /// dropped (counted in `EndpointStats::dropped_limit`); it retries. Default 65 536.
     pub max_connections: usize,
     /// Graceful disconnect: how long to keep flushing queued reliable data before sending
     /// Disconnect anyway. Default 3 000 ms.
@@ -91,7 +90,6 @@ impl Default for Config {
             timeout_ms: 10_000,
             max_retransmits: 20,
             handshake_timeout_ms: 10_000,
-            max_half_open: 1024,
             max_connections: 65_536,
             linger_timeout_ms: 3_000,
             flush_on_tick: true,
@@ -180,9 +178,6 @@ impl Config {
         }
         if self.max_retransmits == 0 {
             return bad("max_retransmits must be positive".into());
-        }
-        if self.max_half_open == 0 {
-            return bad("max_half_open must be positive (no client could connect)".into());
         }
         if self.max_connections == 0 {
             return bad("max_connections must be positive".into());
@@ -340,13 +335,6 @@ mod tests {
                     ..Config::default()
                 },
                 "max_connections",
-            ),
-            (
-                Config {
-                    max_half_open: 0,
-                    ..Config::default()
-                },
-                "max_half_open",
             ),
             (
                 Config {

@@ -10,11 +10,12 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use log::{debug, trace};
-use rand::rngs::StdRng;
+use rand::rngs::{OsRng, StdRng};
 use rand::{Rng, SeedableRng};
 use slab::Slab;
 
 use crate::config::Config;
+use crate::connection::handshake::{hello_reply, is_handshake_reply, CookieKey, HELLO_REPLY_LEN};
 use crate::connection::{Connection, ConnectionState, Ctx};
 use crate::driver::{socket_options, Core, Endpoint, EventDrain, Peers};
 use crate::error::Error;
@@ -24,7 +25,7 @@ use crate::io::{
     UdpTransport,
 };
 use crate::stats::{ConnectionStats, EndpointStats};
-use crate::wire::datagram::{is_hello_datagram, Channel};
+use crate::wire::datagram::{Channel, Datagram};
 
 /// One slab entry.
 #[derive(Debug)]
@@ -35,8 +36,6 @@ struct Slot {
     scheduled: u64,
     /// Listed in `Table::dirty`.
     dirty: bool,
-    /// Counted in `Table::half_open`.
-    half_open: bool,
     /// Listed in `Table::throttled`.
     throttled: bool,
 }
@@ -50,8 +49,8 @@ struct Table {
     dirty: Vec<usize>,
     /// Connections whose complete messages wait for room in the event queue.
     throttled: Vec<usize>,
-    half_open: usize,
-    rng: StdRng,
+    /// The secret behind the stateless handshake's cookies.
+    key: CookieKey,
 }
 
 impl Table {
@@ -102,15 +101,6 @@ impl Table {
         let Some(slot) = self.slots.get_mut(idx) else {
             return;
         };
-        if slot.half_open && !slot.conn.is_half_open() {
-            slot.half_open = false;
-            self.half_open -= 1;
-            if slot.conn.is_established() {
-                core.stats.connections_accepted += 1;
-            } else {
-                core.stats.handshakes_expired += 1;
-            }
-        }
         if slot.conn.is_throttled() && !slot.throttled {
             slot.throttled = true;
             self.throttled.push(idx);
@@ -168,36 +158,62 @@ impl Table {
         }
     }
 
-    /// A valid Hello from an address without a connection.
-    fn admit(&mut self, core: &mut Core, data: &[u8], from: SocketAddr) {
-        if self.half_open >= core.config.max_half_open
-            || self.slots.len() >= core.config.max_connections
+    /// A datagram from an endpoint without a connection. Nothing is stored for it: a valid
+    /// Hello gets the stateless reply, a reliable datagram whose cookie verifies creates the
+    /// connection, anything else is dropped.
+    fn on_stranger(&mut self, core: &mut Core, data: &[u8], from: SocketAddr) {
+        let Ok(d) = Datagram::parse(data) else {
+            trace!("dropping {} bytes from unknown {from}", data.len());
+            core.stats.dropped_unknown += 1;
+            return;
+        };
+        if d.channel == Channel::Reliable
+            && self.key.verify(&from, d.cookie, core.now.ms)
+            && is_handshake_reply(d.payload)
         {
-            debug!("dropping Hello from {from}: connection limits reached");
+            self.admit(core, data, from, d.cookie);
+            return;
+        }
+        let cookie = self.key.current(&from, core.now.ms);
+        let wnd = core.config.receive_window_size.min(u16::MAX as u32) as u16;
+        let mut reply = [0u8; HELLO_REPLY_LEN];
+        match hello_reply(data, cookie, wnd, core.now.kcp(), &mut reply) {
+            Some(n) => {
+                trace!("stateless Hello reply to {from}");
+                core.stats.hello_replies += 1;
+                core.send_datagram(&reply[..n], from);
+            }
+            None => {
+                trace!("dropping {} bytes from unknown {from}", data.len());
+                core.stats.dropped_unknown += 1;
+            }
+        }
+    }
+
+    /// Creates the connection of a peer that proved it receives at `from` (its datagram
+    /// carries the cookie of our stateless reply), and feeds it that datagram.
+    fn admit(&mut self, core: &mut Core, data: &[u8], from: SocketAddr, cookie: u32) {
+        if self.slots.len() >= core.config.max_connections {
+            debug!("dropping {from}: max_connections reached");
             core.stats.dropped_limit += 1;
             return;
         }
-        let cookie = loop {
-            let c: u32 = self.rng.gen();
-            if c != 0 {
-                break c;
-            }
-        };
         let generation = self.next_generation;
         self.next_generation = self.next_generation.wrapping_add(1).max(1);
-        let conn = Connection::new_server(from, cookie, &core.config, core.now.kcp());
+        let conn = Connection::new_server_verified(from, cookie, &core.config, core.now.kcp());
         let idx = self.slots.insert(Slot {
             conn,
             generation,
             scheduled: u64::MAX,
             dirty: false,
-            half_open: true,
             throttled: false,
         });
-        self.half_open += 1;
         self.by_addr.insert(from, idx);
-        debug!("half-open peer {from} (slot {idx})");
+        debug!("{from} proved its address (slot {idx})");
         self.with_conn(core, idx, |c, ctx| c.handle_datagram(ctx, data));
+        if self.slots[idx].conn.is_established() {
+            core.stats.connections_accepted += 1;
+        }
         self.mark_dirty(idx);
         self.settle(core, idx);
     }
@@ -215,13 +231,7 @@ impl Peers for Table {
             self.settle(core, idx);
             return;
         }
-        if !is_hello_datagram(data) {
-            // Nothing is allocated and nothing is answered for strangers.
-            trace!("dropping {} bytes from unknown {from}", data.len());
-            core.stats.dropped_unknown += 1;
-            return;
-        }
-        self.admit(core, data, from);
+        self.on_stranger(core, data, from);
     }
 
     fn after_receive(&mut self, core: &mut Core) {
@@ -284,7 +294,6 @@ impl std::fmt::Debug for Server {
         f.debug_struct("Server")
             .field("local_addr", &self.core.transport.local_addr().ok())
             .field("connections", &self.table.slots.len())
-            .field("half_open", &self.table.half_open)
             .finish()
     }
 }
@@ -329,17 +338,17 @@ impl Server {
                 timers: BinaryHeap::new(),
                 dirty: Vec::new(),
                 throttled: Vec::new(),
-                half_open: 0,
-                rng: StdRng::from_entropy(),
+                key: CookieKey::new(OsRng.gen(), OsRng.gen()),
             },
         })
     }
 
     /// Makes cookies deterministic, for reproducible tests and replays only: cookies then no
-    /// longer protect against spoofing. By default they come from a cryptographically secure
-    /// generator seeded by the OS.
+    /// longer protect against spoofing. By default the cookie key comes from the OS's
+    /// cryptographically secure generator (see `docs/PROTOCOL.md`, stateless handshake).
     pub fn seed_cookies_for_testing(&mut self, seed: u64) {
-        self.table.rng = StdRng::seed_from_u64(seed);
+        let mut rng = StdRng::seed_from_u64(seed);
+        self.table.key = CookieKey::new(rng.gen(), rng.gen());
     }
 
     /// The configuration in use.
@@ -501,7 +510,7 @@ impl Server {
     }
 
     /// Closes every connection (hard disconnect, Disconnect datagrams sent), reporting
-    /// `Disconnected` for each connected one, and forgets half-open peers.
+    /// `Disconnected` for each connected one.
     pub fn shutdown(&mut self) {
         self.core.refresh_now();
         let indices: Vec<usize> = self.table.slots.iter().map(|(i, _)| i).collect();
@@ -516,14 +525,10 @@ impl Server {
 
     // --------------------------------------------------------------- queries
 
-    /// Connections that completed the handshake (half-open peers are not counted).
+    /// Connections in the table: every one completed the handshake (nothing is stored for
+    /// a peer before it proves its address), including those closing gracefully.
     pub fn connection_count(&self) -> usize {
-        self.table.slots.len() - self.table.half_open
-    }
-
-    /// Half-open peers: valid Hello received, cookie not echoed yet.
-    pub fn half_open_count(&self) -> usize {
-        self.table.half_open
+        self.table.slots.len()
     }
 
     /// Ids of the connected peers.
@@ -576,7 +581,6 @@ impl Server {
     pub fn stats(&self) -> EndpointStats {
         EndpointStats {
             connections: self.table.slots.len(),
-            half_open: self.table.half_open,
             ..self.core.stats
         }
     }

@@ -71,20 +71,19 @@ pub struct EndpointStats {
     pub bytes_received: u64,
     /// Bytes written.
     pub bytes_sent: u64,
-    /// Datagrams from unknown endpoints that were not a valid Hello (dropped, no state).
+    /// Datagrams from unknown endpoints that were neither a valid Hello nor carried a cookie
+    /// that verifies (dropped, no state, no reply).
     pub dropped_unknown: u64,
-    /// Valid Hellos dropped because the half-open or connection limit was reached.
+    /// Valid Hellos from unknown endpoints answered with the stateless reply (nothing stored).
+    pub hello_replies: u64,
+    /// Peers that proved their address while `max_connections` was reached (dropped).
     pub dropped_limit: u64,
     /// Datagrams dropped by a connection (bad cookie, malformed, KCP-invalid).
     pub dropped_invalid: u64,
     /// Sends the socket refused (its buffer was full) or that failed.
     pub send_errors: u64,
-    /// Half-open peers that never completed the handshake.
-    pub handshakes_expired: u64,
     /// Connections that completed the handshake.
     pub connections_accepted: u64,
-    /// Connections currently in the table, half-open included.
+    /// Connections currently in the table.
     pub connections: usize,
-    /// Half-open peers currently held.
-    pub half_open: usize,
 }

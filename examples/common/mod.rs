@@ -69,7 +69,6 @@ use the same --mtu and receive window: the largest reliable message is derived f
   --recv-buffer BYTES    SO_RCVBUF [default: {rbuf}]
   --send-buffer BYTES    SO_SNDBUF [default: {sbuf}]
   --handshake-timeout MS give up a handshake after MS ms [default: {hs}]
-  --max-half-open N      server: most half-open peers [default: {half}]
   --max-connections N    server: most connections [default: {conns}]
   --linger MS            graceful disconnect: flush for at most MS ms [default: {linger}]
   --flush-on-tick true|false  flush ACKs/data every tick, not only on the interval [default: {fot}]
@@ -94,7 +93,6 @@ Exit code 2: invalid command line or configuration.",
         rbuf = d.recv_buffer_size,
         sbuf = d.send_buffer_size,
         hs = d.handshake_timeout_ms,
-        half = d.max_half_open,
         conns = d.max_connections,
         linger = d.linger_timeout_ms,
         fot = d.flush_on_tick,
@@ -143,7 +141,6 @@ fn config_flag(
         "recv-buffer" => config.recv_buffer_size = value(parser, name)?,
         "send-buffer" => config.send_buffer_size = value(parser, name)?,
         "handshake-timeout" => config.handshake_timeout_ms = value(parser, name)?,
-        "max-half-open" => config.max_half_open = value(parser, name)?,
         "max-connections" => config.max_connections = value(parser, name)?,
         "linger" => config.linger_timeout_ms = value(parser, name)?,
         "flush-on-tick" => config.flush_on_tick = value(parser, name)?,

@@ -27,6 +27,9 @@ use crate::wire::datagram::{
     parse_u32_payload, parse_unreliable, Channel, Datagram, ReliableHeader, UnreliableHeader,
     DATAGRAM_HEADER_LEN,
 };
+use crate::wire::segment::{Command, SegmentHeader, SEGMENT_HEADER_LEN};
+
+pub(crate) mod handshake;
 
 /// kcp2k sends its unreliable Disconnect this many times (no acknowledgement exists).
 const DISCONNECT_REPEAT: usize = 5;
@@ -238,9 +241,45 @@ impl Connection {
         c
     }
 
-    /// A server-side half-open connection for a peer whose valid Hello just arrived.
-    pub(crate) fn new_server(remote: SocketAddr, cookie: u32, config: &Config, now: u32) -> Self {
-        Connection::new(Role::Server, remote, cookie, config, now)
+    /// A server-side connection for a peer that has just proved it receives at `remote`: a
+    /// datagram from it carried the `cookie` of our stateless Hello reply
+    /// ([`handshake::hello_reply`]). The KCP state is built as if the exchange had happened
+    /// here: the client's Hello (sn 0) received and consumed, our ACK of it and our Hello
+    /// (sn 0) sent now. Our Hello is unacknowledged until the peer's datagram, fed next with
+    /// [`Connection::handle_datagram`], acknowledges it (ACK or `una`); if it does not, KCP
+    /// retransmits it. The connection is still `Connecting`: the cookie check of that
+    /// datagram makes it `Connected`.
+    pub(crate) fn new_server_verified(
+        remote: SocketAddr,
+        cookie: u32,
+        config: &Config,
+        now: u32,
+    ) -> Self {
+        let mut c = Connection::new(Role::Server, remote, cookie, config, now);
+        let mut hello = [0u8; SEGMENT_HEADER_LEN + 1];
+        let header = SegmentHeader {
+            conv: 0,
+            cmd: Command::Push,
+            frg: 0,
+            // Replaced by the window of the peer's next segment.
+            wnd: config.receive_window_size.min(u16::MAX as u32) as u16,
+            ts: now,
+            sn: 0,
+            una: 0,
+            len: 1,
+        };
+        let _ = header.emit(&mut hello);
+        hello[SEGMENT_HEADER_LEN] = ReliableHeader::Hello.as_u8();
+        c.kcp.set_current(now);
+        let _ = c.kcp.input(&hello);
+        let mut message = [0u8; 8];
+        let _ = c.kcp.recv(&mut message);
+        c.hello_sent = true;
+        let _ = c.kcp.send(&[ReliableHeader::Hello.as_u8()]);
+        // Both went out in the stateless reply: "send" them into nowhere, so that KCP holds
+        // our Hello in flight with its retransmission timer running.
+        c.kcp.update(now, |_| {});
+        c
     }
 
     pub(crate) fn state(&self) -> ConnectionState {
@@ -253,10 +292,6 @@ impl Connection {
 
     pub(crate) fn is_established(&self) -> bool {
         self.established
-    }
-
-    pub(crate) fn is_half_open(&self) -> bool {
-        self.role == Role::Server && self.state == ConnectionState::Connecting
     }
 
     /// Messages wait in KCP for room in the event queue: process again once the
@@ -338,7 +373,8 @@ impl Connection {
                 return;
             }
         };
-        let adopt = match self.accept_cookie(ctx, dgram.cookie) {
+        let handshaking = !self.established;
+        let adopt = match self.accept_cookie(ctx, dgram.cookie, dgram.channel) {
             CookieCheck::Reject => {
                 self.link.stats.datagrams_dropped += 1;
                 return;
@@ -358,6 +394,11 @@ impl Connection {
                     // Adopted only from a datagram KCP accepted, so junk carrying a random
                     // cookie cannot lock the client out of its server.
                     self.link.cookie = dgram.cookie;
+                }
+                if handshaking {
+                    // The handshake's segments carry the peer's whole receive window: kept
+                    // for mismatch reports.
+                    self.peer_window = self.peer_window.max(self.kcp.snapshot().rmt_wnd);
                 }
             }
             Channel::Unreliable => match parse_unreliable(dgram.payload) {
@@ -404,7 +445,7 @@ impl Connection {
     }
 
     /// The cookie rules of PROTOCOL.md §4 with kcpnet's return-routability check.
-    fn accept_cookie(&mut self, ctx: &mut Ctx<'_>, cookie: u32) -> CookieCheck {
+    fn accept_cookie(&mut self, ctx: &mut Ctx<'_>, cookie: u32, channel: Channel) -> CookieCheck {
         let check = |ok: bool| {
             if ok {
                 CookieCheck::Accept
@@ -429,8 +470,10 @@ impl Connection {
                 }
             }
             (Role::Client, _) if self.link.cookie == 0 => {
-                // Adopt the server's cookie from its first valid datagram (kcp2k rule).
-                if cookie == 0 {
+                // Adopt the server's cookie from its first valid reliable datagram (kcp2k
+                // adopts it from any). An unreliable datagram before that — a Disconnect
+                // in particular — cannot be told from a spoofed one: ignored.
+                if cookie == 0 || channel != Channel::Reliable {
                     CookieCheck::Reject
                 } else {
                     CookieCheck::Adopt
@@ -678,8 +721,6 @@ impl Connection {
     }
 
     fn on_hello(&mut self, ctx: &mut Ctx<'_>) {
-        // The Hello is the peer's first segment: its wnd is the peer's whole receive window.
-        self.peer_window = self.peer_window.max(self.kcp.snapshot().rmt_wnd);
         match (self.role, self.state) {
             (Role::Server, ConnectionState::Connecting) => {
                 if !self.hello_sent {

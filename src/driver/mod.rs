@@ -228,6 +228,17 @@ impl Core {
         f(conn, &mut ctx)
     }
 
+    /// Sends one datagram that belongs to no connection (the server's stateless replies).
+    pub(crate) fn send_datagram(&mut self, data: &[u8], to: SocketAddr) -> bool {
+        let mut tx = TransportTx {
+            transport: self.transport.as_mut(),
+            now: self.now.at,
+            stats: &mut self.stats,
+            scratch: &mut self.send_buf,
+        };
+        tx.send(data, &[], to)
+    }
+
     /// Notes that the application closed `id` (its queued data events are discarded).
     pub(crate) fn closed_by_app(&mut self, id: ConnectionId) {
         self.events.cancel_data(id);
