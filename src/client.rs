@@ -184,6 +184,13 @@ impl Client {
         self.peer.conn.wait_snd()
     }
 
+    /// Bytes of reliable data the application can still queue before [`Client::send`] fails
+    /// with [`Error::SendQueueFull`] (see [`crate::Server::send_capacity`]); 0 while not
+    /// connected.
+    pub fn send_capacity(&self) -> usize {
+        self.peer.conn.send_capacity()
+    }
+
     /// Bytes of memory the connection holds (its state plus its buffers).
     pub fn connection_memory(&self) -> usize {
         self.peer.conn.memory_bytes()

@@ -65,6 +65,12 @@ pub struct Config {
     /// kcp2k's choke threshold: disconnect with [`crate::ErrorCode::Congestion`] when the
     /// KCP queues of a connection hold this many segments in total. Default 10 000.
     pub queue_disconnect_threshold: usize,
+    /// Backpressure: bytes of reliable data (counted as KCP segments × mss) a connection may
+    /// hold queued or in flight. A reliable `send` made while this much is queued fails with
+    /// [`crate::Error::SendQueueFull`] and the connection stays open, so the send queue never
+    /// holds more than this plus one message. Default 4 MiB (the choke threshold is
+    /// 10 000 segments, about 11.7 MB); `Config::mirror` uses 8 MiB for its larger windows.
+    pub send_queue_limit: usize,
     /// Bytes of received messages held in the event queue before kcpnet stops taking more
     /// from KCP (so KCP's flow control pushes back on the sender instead of memory growing).
     /// Default 64 MiB.
@@ -94,6 +100,7 @@ impl Default for Config {
             linger_timeout_ms: 3_000,
             flush_on_tick: true,
             queue_disconnect_threshold: 10_000,
+            send_queue_limit: 4 * 1024 * 1024,
             max_pending_event_bytes: 64 * 1024 * 1024,
             max_datagrams_per_tick: 65_536,
         }
@@ -130,6 +137,7 @@ impl Config {
             fast_resend: 2,
             max_retransmits: 40,
             congestion_window: false,
+            send_queue_limit: 8 * 1024 * 1024,
             ..Config::default()
         }
     }
@@ -184,6 +192,11 @@ impl Config {
         }
         if self.queue_disconnect_threshold == 0 {
             return bad("queue_disconnect_threshold must be positive".into());
+        }
+        if self.send_queue_limit == 0 {
+            return bad(
+                "send_queue_limit must be positive (no reliable message could be sent)".into(),
+            );
         }
         if self.max_datagrams_per_tick == 0 {
             return bad("max_datagrams_per_tick must be positive".into());

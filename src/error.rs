@@ -24,6 +24,9 @@ pub enum ErrorCode {
     ConnectionClosed = 5,
     /// Anything else.
     Unexpected = 6,
+    /// kcpnet only: a reliable send was refused because the connection's send queue holds
+    /// `send_queue_limit` bytes (backpressure; the connection stays open).
+    SendQueueFull = 7,
 }
 
 impl ErrorCode {
@@ -37,6 +40,7 @@ impl ErrorCode {
             ErrorCode::InvalidSend => "invalid-send",
             ErrorCode::ConnectionClosed => "connection-closed",
             ErrorCode::Unexpected => "unexpected",
+            ErrorCode::SendQueueFull => "send-queue-full",
         }
     }
 }
@@ -70,6 +74,16 @@ pub enum Error {
     NotConnected,
     /// Empty messages cannot be sent (kcp2k treats them as a protocol error).
     EmptyMessage,
+    /// Backpressure: the connection's reliable send queue already holds
+    /// `Config::send_queue_limit` bytes. Nothing was queued and the connection stays open;
+    /// send again once [`crate::Server::send_capacity`] is positive (the peer acknowledges
+    /// as fast as the link allows).
+    SendQueueFull {
+        /// Bytes queued or in flight on the connection (segments × mss).
+        queued: usize,
+        /// The configured limit.
+        limit: usize,
+    },
     /// The message is larger than the channel allows.
     MessageTooLarge {
         /// The size the application asked to send.
@@ -86,6 +100,7 @@ impl Error {
         match self {
             Error::DnsResolve(_) => ErrorCode::DnsResolve,
             Error::ConnectionClosed => ErrorCode::ConnectionClosed,
+            Error::SendQueueFull { .. } => ErrorCode::SendQueueFull,
             Error::UnknownConnection
             | Error::NotConnected
             | Error::EmptyMessage
@@ -105,6 +120,10 @@ impl fmt::Display for Error {
             Error::DnsResolve(m) => write!(f, "could not resolve host: {m}"),
             Error::UnknownConnection => f.write_str("unknown connection id"),
             Error::ConnectionClosed => f.write_str("the connection has closed"),
+            Error::SendQueueFull { queued, limit } => write!(
+                f,
+                "send queue full: {queued} bytes queued, limit {limit} (try again after a tick)"
+            ),
             Error::NotConnected => f.write_str("not connected"),
             Error::EmptyMessage => f.write_str("empty messages cannot be sent"),
             Error::MessageTooLarge { size, max } => {

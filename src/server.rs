@@ -467,7 +467,9 @@ impl Server {
     /// Sends a message to a connected peer. Reliable messages go out at the next
     /// [`Server::tick_outgoing`]; unreliable ones at once.
     ///
-    /// Errors, none of which closes the connection: [`Error::ConnectionClosed`] when the
+    /// Errors, none of which closes the connection: [`Error::SendQueueFull`] when the
+    /// connection already holds `send_queue_limit` bytes of reliable data (backpressure: see
+    /// [`Server::send_capacity`]), [`Error::ConnectionClosed`] when the
     /// connection has ended (possibly in this very tick: its `Disconnected` event is queued;
     /// not a mistake of the application), [`Error::UnknownConnection`], [`Error::NotConnected`]
     /// (handshake not complete or disconnecting), [`Error::EmptyMessage`],
@@ -568,6 +570,14 @@ impl Server {
     /// KCP segments queued or in flight on a connection: a measure of send backlog.
     pub fn send_backlog(&self, id: ConnectionId) -> Option<usize> {
         self.table.slot(id).map(|s| s.conn.wait_snd())
+    }
+
+    /// Bytes of reliable data the application can still queue on a connection before
+    /// [`Server::send`] fails with [`Error::SendQueueFull`] (backpressure): a send is
+    /// accepted while this is positive. `None` for an unknown or closed id; 0 while not
+    /// connected.
+    pub fn send_capacity(&self, id: ConnectionId) -> Option<usize> {
+        self.table.slot(id).map(|s| s.conn.send_capacity())
     }
 
     /// Bytes of memory one connection holds (its state plus its buffers).

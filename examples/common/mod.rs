@@ -73,6 +73,7 @@ use the same --mtu and receive window: the largest reliable message is derived f
   --linger MS            graceful disconnect: flush for at most MS ms [default: {linger}]
   --flush-on-tick true|false  flush ACKs/data every tick, not only on the interval [default: {fot}]
   --choke N              disconnect when N segments are queued [default: {choke}]
+  --send-queue-limit BYTES  reliable bytes queued before send fails (backpressure) [default: {sql}]
   --max-pending-event-bytes BYTES  received bytes held for the app [default: {peb}]
   --max-datagrams-per-tick N  datagrams read per tick [default: {dpt}]
 
@@ -97,6 +98,7 @@ Exit code 2: invalid command line or configuration.",
         linger = d.linger_timeout_ms,
         fot = d.flush_on_tick,
         choke = d.queue_disconnect_threshold,
+        sql = d.send_queue_limit,
         peb = d.max_pending_event_bytes,
         dpt = d.max_datagrams_per_tick,
     )
@@ -145,6 +147,7 @@ fn config_flag(
         "linger" => config.linger_timeout_ms = value(parser, name)?,
         "flush-on-tick" => config.flush_on_tick = value(parser, name)?,
         "choke" => config.queue_disconnect_threshold = value(parser, name)?,
+        "send-queue-limit" => config.send_queue_limit = value(parser, name)?,
         "max-pending-event-bytes" => config.max_pending_event_bytes = value(parser, name)?,
         "max-datagrams-per-tick" => config.max_datagrams_per_tick = value(parser, name)?,
         _ => return Ok(false),

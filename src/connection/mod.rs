@@ -93,6 +93,8 @@ struct Limits {
     handshake_timeout: u32,
     linger_timeout: u32,
     choke: usize,
+    send_queue_limit: usize,
+    mss: usize,
     max_pending_event_bytes: usize,
     flush_on_tick: bool,
 }
@@ -214,6 +216,8 @@ impl Connection {
                 handshake_timeout: config.handshake_timeout_ms,
                 linger_timeout: config.linger_timeout_ms,
                 choke: config.queue_disconnect_threshold,
+                send_queue_limit: config.send_queue_limit,
+                mss: config.kcp_mss(),
                 max_pending_event_bytes: config.max_pending_event_bytes,
                 flush_on_tick: config.flush_on_tick,
             },
@@ -342,6 +346,22 @@ impl Connection {
     /// KCP segments queued or in flight (for backpressure decisions by the app).
     pub(crate) fn wait_snd(&self) -> usize {
         self.kcp.wait_snd()
+    }
+
+    /// Bytes of reliable data queued or in flight, as the send queue limit counts them.
+    fn send_queued_bytes(&self) -> usize {
+        self.kcp.wait_snd().saturating_mul(self.limits.mss)
+    }
+
+    /// Bytes the application can still queue: a reliable send is accepted while this is
+    /// positive (the message itself may be larger). 0 unless connected.
+    pub(crate) fn send_capacity(&self) -> usize {
+        if self.state != ConnectionState::Connected {
+            return 0;
+        }
+        self.limits
+            .send_queue_limit
+            .saturating_sub(self.send_queued_bytes())
     }
 
     // ------------------------------------------------------------------ input
@@ -845,6 +865,13 @@ impl Connection {
                     return Err(Error::MessageTooLarge {
                         size: data.len(),
                         max: self.limits.reliable_max,
+                    });
+                }
+                let queued = self.send_queued_bytes();
+                if queued >= self.limits.send_queue_limit {
+                    return Err(Error::SendQueueFull {
+                        queued,
+                        limit: self.limits.send_queue_limit,
                     });
                 }
                 self.kcp
