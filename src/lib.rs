@@ -13,11 +13,14 @@
 //!   application replies without copying ([`Server::drain_events`]), a plain queue
 //!   ([`Server::poll_event`]), or callbacks ([`Server::tick_incoming_with`]); no allocation
 //!   per message in steady state.
-//! * **Waits in the OS poller** ([`Server::wait`]) until a datagram or a timer is due, so an
-//!   idle server costs almost no CPU; `Server` and `Client` are `Send + Sync`.
+//! * **Waits in the OS poller** ([`Server::wait`]) until a datagram or a timer is due,
+//!   instead of spinning or sleeping a fixed time; `Server` and `Client` are `Send + Sync`.
 //! * **Hardened handshake**: nothing is allocated for strangers, a server reports
-//!   `Connected` only after the client proved it receives at its address, and a half-open
-//!   peer is never sent more than 3× what it sent.
+//!   `Connected` only after the client proved it receives at its address (the server's
+//!   handshake is stateless: a Hello flood fills nothing), and a stranger gets at most one
+//!   54-byte reply per 30-byte Hello.
+//! * **Backpressure**: a reliable send past `Config::send_queue_limit` fails with
+//!   [`Error::SendQueueFull`] and the connection stays open ([`Server::send_capacity`]).
 //! * **Link conditioner** ([`io::LinkConditioner`]): loss, latency, jitter, reordering,
 //!   duplication and bandwidth caps, settable at run time, deterministic under a virtual
 //!   clock.

@@ -95,7 +95,7 @@ impl Table {
         }
     }
 
-    /// Bookkeeping after a connection changed: half-open accounting, removal of closed
+    /// Bookkeeping after a connection changed: throttling, removal of closed
     /// connections, and rescheduling.
     fn settle(&mut self, core: &mut Core, idx: usize) {
         let Some(slot) = self.slots.get_mut(idx) else {

@@ -8,8 +8,9 @@
 //! Life of a connection:
 //! ```text
 //!   client: Connecting --server Hello--> Connected --disconnect / timeout / error--> Disconnected
-//!   server: Connecting (half-open, after a valid client Hello)
-//!             --datagram carrying our cookie--> Connected --...--> Disconnected
+//!   server: (stateless Hello reply, nothing stored: see `handshake`)
+//!           a handshake reply carrying the endpoint's cookie --> Connecting --> Connected
+//!           at once --...--> Disconnected
 //!   graceful: Connected --disconnect_graceful--> Disconnecting --all data acked or linger--> Disconnected
 //! ```
 
@@ -51,7 +52,8 @@ enum CookieCheck {
 /// Where a connection stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ConnectionState {
-    /// Handshake in progress (a server calls this side half-open).
+    /// Handshake in progress (a client waiting for the server's Hello; on a server only for
+    /// the moment the peer's admitting datagram is processed).
     Connecting,
     /// Handshake complete; both channels open.
     Connected,
@@ -760,7 +762,7 @@ impl Connection {
     }
 
     /// The peer broke the protocol: report `InvalidReceive` and disconnect. A server's
-    /// half-open peer is dropped silently instead (it never became a connection).
+    /// connection that never reached `Connected` is dropped silently instead.
     fn protocol_error(&mut self, ctx: &mut Ctx<'_>, message: String) {
         warn!("{} ({}): {message}", ctx.id, self.link.remote);
         self.fail(
