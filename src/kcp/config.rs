@@ -61,6 +61,7 @@ impl Kcp {
         }
         if resend >= 0 {
             self.fastresend = resend;
+            self.fast_dirty = true;
         }
         if nc >= 0 {
             self.nocwnd = nc != 0;
@@ -112,6 +113,7 @@ impl Kcp {
     /// Sets how many times one segment may be fast-retransmitted (`fastlimit`; ≤ 0 = no limit).
     pub fn set_fast_limit(&mut self, n: i32) {
         self.fastlimit = n;
+        self.fast_dirty = true;
     }
 
     /// Reserves `n` bytes at the front of every datagram handed to the output closure. KCP
@@ -131,8 +133,7 @@ impl Kcp {
 
     /// Caps how many free segment buffers are kept for reuse (default 32).
     pub fn set_pool_limit(&mut self, n: usize) {
-        self.pool_limit = n;
-        self.pool.truncate(n);
+        self.pool.set_limit(n);
     }
 
     /// The dead-link threshold set by [`Kcp::set_dead_link`].

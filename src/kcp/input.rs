@@ -1,9 +1,6 @@
 //! `ikcp_input`: ACK, PUSH, WASK and WINS processing, una/wnd piggy-backing, fast-ack
 //! accounting and congestion-window growth.
 
-use std::collections::VecDeque;
-
-use super::segment::Segment;
 use super::{time_diff, Kcp, KcpError, ASK_TELL};
 use crate::wire::segment::{read_conv, Command, SegmentHeader, SEGMENT_HEADER_LEN};
 
@@ -102,52 +99,49 @@ impl Kcp {
     }
 
     fn shrink_buf(&mut self) {
-        self.snd_una = match self.snd_buf.front() {
-            Some(seg) => seg.sn,
-            None => self.snd_nxt,
-        };
+        // The first slot of the send buffer is always occupied (or the buffer is empty and
+        // its base is `snd_nxt`), which is ikcp's rule.
+        self.snd_una = self.snd_buf.base();
+        debug_assert_eq!(self.snd_buf.end(), self.snd_nxt);
     }
 
     fn parse_una(&mut self, una: u32) {
-        while let Some(seg) = self.snd_buf.front() {
-            if time_diff(una, seg.sn) > 0 {
-                if let Some(seg) = self.snd_buf.pop_front() {
-                    self.free_segment(seg);
-                }
-            } else {
-                break;
-            }
-        }
-    }
-
-    /// Index of `sn` in a queue sorted by wrapping sequence order, or where it would go.
-    fn search(queue: &VecDeque<Segment>, sn: u32) -> Result<usize, usize> {
-        queue.binary_search_by(|seg| time_diff(seg.sn, sn).cmp(&0))
+        let mss = self.mss as usize;
+        let pool = &mut self.pool;
+        self.snd_buf.pop_below(una, |seg| pool.put(seg.data, mss));
     }
 
     fn parse_ack(&mut self, sn: u32) {
         if time_diff(sn, self.snd_una) < 0 || time_diff(sn, self.snd_nxt) >= 0 {
             return;
         }
-        if let Ok(i) = Self::search(&self.snd_buf, sn) {
-            if let Some(seg) = self.snd_buf.remove(i) {
-                self.free_segment(seg);
-            }
+        if let Some(seg) = self.snd_buf.remove(sn) {
+            self.free_segment(seg);
         }
     }
 
+    /// ikcp's `parse_fastack`: one more fast-ack for every segment before `sn` (with
+    /// conservation: only for those last sent no later than `ts`). Without conservation this
+    /// is O(1) (a lazy mark); with it, O(segments before `sn`).
     fn parse_fastack(&mut self, sn: u32, ts: u32) {
         if time_diff(sn, self.snd_una) < 0 || time_diff(sn, self.snd_nxt) >= 0 {
             return;
         }
-        let conserve = self.fastack_conserve;
-        for seg in self.snd_buf.iter_mut() {
-            if time_diff(sn, seg.sn) < 0 {
-                break;
+        let changed = if self.fastack_conserve {
+            let mut changed = false;
+            for seg in self.snd_buf.iter_below_mut(sn) {
+                if time_diff(ts, seg.ts) >= 0 {
+                    seg.fastack = seg.fastack.wrapping_add(1);
+                    changed = true;
+                }
             }
-            if sn != seg.sn && (!conserve || time_diff(ts, seg.ts) >= 0) {
-                seg.fastack = seg.fastack.wrapping_add(1);
-            }
+            changed
+        } else {
+            self.snd_buf.add_fastack_below(sn)
+        };
+        if changed {
+            self.fast_dirty = true;
+            self.fastack_events += 1;
         }
     }
 
@@ -158,14 +152,19 @@ impl Kcp {
         {
             return;
         }
-        if let Err(pos) = Self::search(&self.rcv_buf, sn) {
+        if !self.rcv_buf.contains(self.rcv_nxt, sn) {
             let mut seg = self.new_segment(payload);
             seg.frg = hdr.frg;
             seg.wnd = hdr.wnd;
             seg.ts = hdr.ts;
             seg.sn = sn;
             seg.una = hdr.una;
-            self.rcv_buf.insert(pos, seg);
+            if let Err(seg) = self
+                .rcv_buf
+                .insert(self.rcv_nxt, seg, self.rcv_wnd as usize)
+            {
+                self.free_segment(seg);
+            }
         }
         self.move_rcv_buf();
     }

@@ -42,7 +42,8 @@ use std::collections::VecDeque;
 use std::fmt;
 
 use crate::wire::segment::SEGMENT_HEADER_LEN;
-use segment::Segment;
+use segment::{Pool, Segment};
+use window::{RecvBuf, SendBuf};
 
 mod config;
 mod input;
@@ -50,6 +51,7 @@ mod output;
 mod queue;
 mod rtt;
 mod segment;
+mod window;
 
 /// Size of a segment header on the wire (`IKCP_OVERHEAD`).
 pub const OVERHEAD: u32 = SEGMENT_HEADER_LEN as u32;
@@ -267,12 +269,24 @@ pub struct Kcp {
     acks_dropped: u64,
     fast_retransmits: u64,
     snd_queue: VecDeque<Segment>,
-    snd_buf: VecDeque<Segment>,
+    snd_buf: SendBuf,
     rcv_queue: VecDeque<Segment>,
-    rcv_buf: VecDeque<Segment>,
+    rcv_buf: RecvBuf,
+    /// `current` at the last flush, and its unwrapped 64-bit value: the timeline of the
+    /// retransmission keys.
+    clock32: u32,
+    clock64: i64,
+    /// Set when a fast retransmission may be due at the next flush: fast-ack counts grew,
+    /// a fast-retransmit setting changed, or the last walk of the send buffer left a segment
+    /// over the threshold (a timeout retransmission keeps its count).
+    fast_dirty: bool,
+    /// Fast-ack events so far (each adds at most one to a segment's count).
+    fastack_events: u64,
+    /// Tests: walk the send buffer in every flush, as ikcp does.
+    #[cfg(test)]
+    always_walk: bool,
     acklist: Vec<(u32, u32)>,
-    pool: Vec<Vec<u8>>,
-    pool_limit: usize,
+    pool: Pool,
     buffer: Vec<u8>,
 }
 
@@ -320,12 +334,17 @@ impl Kcp {
             acks_dropped: 0,
             fast_retransmits: 0,
             snd_queue: VecDeque::new(),
-            snd_buf: VecDeque::new(),
+            snd_buf: SendBuf::default(),
             rcv_queue: VecDeque::new(),
-            rcv_buf: VecDeque::new(),
+            rcv_buf: RecvBuf::default(),
+            clock32: 0,
+            clock64: 0,
+            fast_dirty: false,
+            fastack_events: 0,
+            #[cfg(test)]
+            always_walk: false,
             acklist: Vec::new(),
-            pool: Vec::new(),
-            pool_limit: 32,
+            pool: Pool::new(32),
             buffer: Vec::new(),
         }
     }
@@ -433,7 +452,15 @@ impl Kcp {
     pub fn set_current(&mut self, current: u32) {
         self.current = current;
     }
+
+    /// `t` on the 64-bit timeline of the retransmission keys: the value congruent to `t`
+    /// modulo 2^32 that is nearest to the time of the last flush.
+    fn time64(&self, t: u32) -> i64 {
+        self.clock64 + time_diff(t, self.clock32) as i64
+    }
 }
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_rings;

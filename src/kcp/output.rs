@@ -2,6 +2,8 @@
 //! data, first transmissions, timeout and fast retransmissions, packing into datagrams, and
 //! the congestion-window reaction.
 
+use super::segment::Segment;
+use super::window::Earliest;
 use super::{time_diff, Kcp, ASK_SEND, ASK_TELL, PROBE_INIT, PROBE_LIMIT, THRESH_MIN};
 use crate::wire::segment::{Command, SegmentHeader, SEGMENT_HEADER_LEN};
 
@@ -132,6 +134,7 @@ impl Kcp {
         self.probe = 0;
 
         let cwnd = self.effective_window();
+        let mut admitted = false;
         while time_diff(self.snd_nxt, self.snd_una.wrapping_add(cwnd)) < 0 {
             let Some(mut seg) = self.snd_queue.pop_front() else {
                 break;
@@ -141,11 +144,13 @@ impl Kcp {
             seg.sn = self.snd_nxt;
             self.snd_nxt = self.snd_nxt.wrapping_add(1);
             seg.una = self.rcv_nxt;
-            seg.resendts = current;
+            // ikcp sets `resendts = current` here; the first transmission below overwrites it.
+            seg.resend_key = Segment::UNSENT;
             seg.rto = self.rx_rto as u32;
             seg.fastack = 0;
             seg.xmit = 0;
-            self.snd_buf.push_back(seg);
+            self.snd_buf.push(seg, self.snd_wnd as usize);
+            admitted = true;
         }
 
         let resent = if self.fastresend > 0 {
@@ -159,56 +164,78 @@ impl Kcp {
             0
         };
 
+        let now64 = self.time64(current);
+        self.clock32 = current;
+        self.clock64 = now64;
+
         let mut change = false;
         let mut lost = false;
         let mut fast = 0u64;
-        for seg in self.snd_buf.iter_mut() {
-            let mut needsend = false;
-            if seg.xmit == 0 {
-                needsend = true;
-                seg.xmit += 1;
-                seg.rto = self.rx_rto as u32;
-                seg.resendts = current.wrapping_add(seg.rto).wrapping_add(rtomin);
-            } else if time_diff(current, seg.resendts) >= 0 {
-                needsend = true;
-                seg.xmit = seg.xmit.wrapping_add(1);
-                self.xmit = self.xmit.wrapping_add(1);
-                if self.nodelay == 0 {
-                    seg.rto = seg.rto.wrapping_add(seg.rto.max(self.rx_rto as u32));
-                } else {
-                    let step = if self.nodelay < 2 {
-                        seg.rto as i32
+        if admitted || self.retransmit_possible(now64, resent) {
+            let rx_rto = self.rx_rto;
+            let nodelay = self.nodelay;
+            let fastlimit = self.fastlimit;
+            let dead_link = self.dead_link;
+            let conv = self.conv;
+            let rcv_nxt = self.rcv_nxt;
+            let wnd = tmpl.wnd;
+            let mut timeouts = 0u32;
+            let mut dead = false;
+            let mut fast_pending = false;
+            let limit = 2 * self.snd_wnd as usize + 16;
+            self.snd_buf.walk(limit, |seg| {
+                let mut needsend = false;
+                if seg.xmit == 0 {
+                    needsend = true;
+                    seg.xmit += 1;
+                    seg.rto = rx_rto as u32;
+                    seg.resend_key = now64 + seg.rto.wrapping_add(rtomin) as i64;
+                } else if time_diff(current, seg.resendts()) >= 0 {
+                    needsend = true;
+                    seg.xmit = seg.xmit.wrapping_add(1);
+                    timeouts = timeouts.wrapping_add(1);
+                    if nodelay == 0 {
+                        seg.rto = seg.rto.wrapping_add(seg.rto.max(rx_rto as u32));
                     } else {
-                        self.rx_rto
-                    };
-                    seg.rto = seg.rto.wrapping_add((step / 2) as u32);
+                        let step = if nodelay < 2 { seg.rto as i32 } else { rx_rto };
+                        seg.rto = seg.rto.wrapping_add((step / 2) as u32);
+                    }
+                    seg.resend_key = now64 + seg.rto as i64;
+                    lost = true;
+                } else if seg.fastack >= resent && (seg.xmit as i32 <= fastlimit || fastlimit <= 0)
+                {
+                    needsend = true;
+                    seg.xmit = seg.xmit.wrapping_add(1);
+                    seg.fastack = 0;
+                    seg.resend_key = now64 + seg.rto as i64;
+                    change = true;
+                    fast += 1;
                 }
-                seg.resendts = current.wrapping_add(seg.rto);
-                lost = true;
-            } else if seg.fastack >= resent
-                && (seg.xmit as i32 <= self.fastlimit || self.fastlimit <= 0)
-            {
-                needsend = true;
-                seg.xmit = seg.xmit.wrapping_add(1);
-                seg.fastack = 0;
-                seg.resendts = current.wrapping_add(seg.rto);
-                change = true;
-                fast += 1;
-            }
 
-            if needsend {
-                seg.ts = current;
-                seg.wnd = tmpl.wnd;
-                seg.una = self.rcv_nxt;
-                if buffer.len() - reserved + overhead + seg.data.len() > mtu {
-                    emit(&mut buffer, &mut output);
+                if needsend {
+                    seg.ts = current;
+                    seg.wnd = wnd;
+                    seg.una = rcv_nxt;
+                    if buffer.len() - reserved + overhead + seg.data.len() > mtu {
+                        emit(&mut buffer, &mut output);
+                    }
+                    buffer.extend_from_slice(&seg.header(conv).to_bytes());
+                    buffer.extend_from_slice(&seg.data);
+                    if seg.xmit >= dead_link {
+                        dead = true;
+                    }
                 }
-                buffer.extend_from_slice(&seg.header(self.conv).to_bytes());
-                buffer.extend_from_slice(&seg.data);
-                if seg.xmit >= self.dead_link {
-                    self.state = u32::MAX;
+                // A segment retransmitted by timeout keeps its fast-ack count (ikcp resets it
+                // only on a fast retransmission), so it may be fast-retransmitted next time.
+                if seg.fastack >= resent && (seg.xmit as i32 <= fastlimit || fastlimit <= 0) {
+                    fast_pending = true;
                 }
+            });
+            self.xmit = self.xmit.wrapping_add(timeouts);
+            if dead {
+                self.state = u32::MAX;
             }
+            self.fast_dirty = fast_pending;
         }
         emit(&mut buffer, &mut output);
         self.buffer = buffer;
@@ -231,6 +258,27 @@ impl Kcp {
         }
     }
 
+    /// True if the walk of the send buffer in a flush at `now` (unwrapped) could retransmit
+    /// something: a timer may be due, or a fast-ack count may have reached the threshold
+    /// `resent` (see `fast_dirty`). When false, the walk would send nothing and change
+    /// nothing, so the flush skips it: a flush with nothing due costs O(1) beyond its ACKs.
+    fn retransmit_possible(&self, now: i64, resent: u32) -> bool {
+        let due = match self.snd_buf.earliest(now) {
+            Earliest::Empty => false,
+            Earliest::Exact(diff) => diff <= 0,
+            Earliest::Unknown => true,
+        };
+        // With fast resend off the threshold is u32::MAX, which a count reaches only after
+        // that many fast-ack events.
+        let fast =
+            self.fast_dirty && (resent != u32::MAX || self.fastack_events >= u32::MAX as u64);
+        #[cfg(test)]
+        if self.always_walk {
+            return true;
+        }
+        due || fast
+    }
+
     /// `ikcp_check`: the absolute time at which [`Kcp::update`] should next be called. It
     /// ignores pending ACKs and queued data (see [`Kcp::has_pending_output`]).
     pub fn check(&self, current: u32) -> u32 {
@@ -246,14 +294,24 @@ impl Kcp {
             return current;
         }
         let tm_flush = time_diff(ts_flush, current);
-        let mut tm_packet = i32::MAX;
-        for seg in &self.snd_buf {
-            let diff = time_diff(seg.resendts, current);
-            if diff <= 0 {
-                return current;
+        let tm_packet = match self.snd_buf.earliest(self.time64(current)) {
+            Earliest::Empty => i32::MAX,
+            Earliest::Exact(diff) if diff <= 0 => return current,
+            Earliest::Exact(diff) => diff,
+            Earliest::Unknown => {
+                // Timers 2^31 ms or more away: wrapping comparisons are not an order, so
+                // scan like ikcp.
+                let mut tm_packet = i32::MAX;
+                for seg in self.snd_buf.iter() {
+                    let diff = time_diff(seg.resendts(), current);
+                    if diff <= 0 {
+                        return current;
+                    }
+                    tm_packet = tm_packet.min(diff);
+                }
+                tm_packet
             }
-            tm_packet = tm_packet.min(diff);
-        }
+        };
         let minimal = (tm_packet.min(tm_flush) as u32).min(self.interval);
         current.wrapping_add(minimal)
     }

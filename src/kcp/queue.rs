@@ -1,6 +1,7 @@
 //! The application side: `send` (fragmentation into the send queue) and `recv` /
 //! `peek_size` (reassembly from the receive queue).
 
+use super::segment::grow_deque;
 use super::{Kcp, KcpError, ASK_TELL};
 
 impl Kcp {
@@ -139,15 +140,14 @@ impl Kcp {
 
     /// Moves in-order segments from `rcv_buf` to `rcv_queue` while the queue has room.
     pub(super) fn move_rcv_buf(&mut self) {
-        while let Some(seg) = self.rcv_buf.front() {
-            if seg.sn == self.rcv_nxt && self.rcv_queue.len() < self.rcv_wnd as usize {
-                if let Some(seg) = self.rcv_buf.pop_front() {
-                    self.rcv_queue.push_back(seg);
-                }
-                self.rcv_nxt = self.rcv_nxt.wrapping_add(1);
-            } else {
+        while self.rcv_queue.len() < self.rcv_wnd as usize {
+            let Some(seg) = self.rcv_buf.pop_ready() else {
                 break;
-            }
+            };
+            debug_assert_eq!(seg.sn, self.rcv_nxt);
+            grow_deque(&mut self.rcv_queue, self.rcv_wnd as usize);
+            self.rcv_queue.push_back(seg);
+            self.rcv_nxt = self.rcv_nxt.wrapping_add(1);
         }
     }
 }

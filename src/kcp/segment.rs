@@ -1,4 +1,7 @@
-//! Segments as held in the queues, and the per-instance pool of payload buffers.
+//! Segments as held in the queues, the per-instance pool of payload buffers, and the
+//! capacity-growth rule shared by the queues.
+
+use std::collections::VecDeque;
 
 use super::Kcp;
 use crate::wire::segment::{Command, SegmentHeader};
@@ -11,14 +14,25 @@ pub(super) struct Segment {
     pub(super) ts: u32,
     pub(super) sn: u32,
     pub(super) una: u32,
-    pub(super) resendts: u32,
     pub(super) rto: u32,
     pub(super) fastack: u32,
     pub(super) xmit: u32,
+    /// ikcp's `resendts`, unwrapped: `resend_key as u32 == resendts`, and keys of the same
+    /// instance compare as a timeline (see `Kcp::time64`). [`Segment::UNSENT`] before the
+    /// first transmission.
+    pub(super) resend_key: i64,
     pub(super) data: Vec<u8>,
 }
 
 impl Segment {
+    /// `resend_key` of a segment that has not been transmitted yet.
+    pub(super) const UNSENT: i64 = i64::MIN;
+
+    /// ikcp's `resendts`.
+    pub(super) fn resendts(&self) -> u32 {
+        self.resend_key as u32
+    }
+
     pub(super) fn header(&self, conv: u32) -> SegmentHeader {
         SegmentHeader {
             conv,
@@ -33,12 +47,65 @@ impl Segment {
     }
 }
 
+/// Free payload buffers kept for reuse, each of capacity `mss`.
+#[derive(Debug)]
+pub(super) struct Pool {
+    bufs: Vec<Vec<u8>>,
+    limit: usize,
+}
+
+impl Pool {
+    pub(super) fn new(limit: usize) -> Pool {
+        Pool {
+            bufs: Vec::new(),
+            limit,
+        }
+    }
+
+    /// An empty buffer of capacity `mss`: a pooled one if there is one.
+    pub(super) fn take(&mut self, mss: usize) -> Vec<u8> {
+        match self.bufs.pop() {
+            Some(mut buf) => {
+                buf.clear();
+                buf
+            }
+            None => Vec::with_capacity(mss),
+        }
+    }
+
+    /// Keeps `buf` for reuse if the pool has room and `buf` has capacity `mss`.
+    pub(super) fn put(&mut self, buf: Vec<u8>, mss: usize) {
+        if self.bufs.len() < self.limit && buf.capacity() == mss {
+            self.bufs.push(buf);
+        }
+    }
+
+    pub(super) fn set_limit(&mut self, limit: usize) {
+        self.limit = limit;
+        self.bufs.truncate(limit);
+    }
+
+    pub(super) fn clear(&mut self) {
+        self.bufs.clear();
+    }
+
+    /// Keeps at most `keep` buffers and releases spare capacity.
+    pub(super) fn trim(&mut self, keep: usize) {
+        self.bufs.truncate(keep);
+        self.bufs.shrink_to_fit();
+    }
+
+    pub(super) fn heap_bytes(&self) -> usize {
+        self.bufs.capacity() * std::mem::size_of::<Vec<u8>>()
+            + self.bufs.iter().map(|b| b.capacity()).sum::<usize>()
+    }
+}
+
 impl Kcp {
     /// Releases pooled buffers beyond `keep` and spare queue capacity. Call on idle
     /// connections to bring their memory back down after a burst.
     pub fn trim_memory(&mut self, keep: usize) {
-        self.pool.truncate(keep);
-        self.pool.shrink_to_fit();
+        self.pool.trim(keep);
         self.snd_queue.shrink_to_fit();
         self.snd_buf.shrink_to_fit();
         self.rcv_queue.shrink_to_fit();
@@ -52,30 +119,20 @@ impl Kcp {
         let queued: usize = self
             .snd_queue
             .iter()
-            .chain(self.snd_buf.iter())
             .chain(self.rcv_queue.iter())
-            .chain(self.rcv_buf.iter())
             .map(|s| s.data.capacity())
             .sum();
-        let pooled: usize = self.pool.iter().map(|b| b.capacity()).sum();
         queued
-            + pooled
-            + self.pool.capacity() * std::mem::size_of::<Vec<u8>>()
-            + (self.snd_queue.capacity()
-                + self.snd_buf.capacity()
-                + self.rcv_queue.capacity()
-                + self.rcv_buf.capacity())
-                * seg
+            + self.pool.heap_bytes()
+            + self.snd_buf.heap_bytes()
+            + self.rcv_buf.heap_bytes()
+            + (self.snd_queue.capacity() + self.rcv_queue.capacity()) * seg
             + self.acklist.capacity() * 8
             + self.buffer.capacity()
     }
 
     pub(super) fn new_segment(&mut self, data: &[u8]) -> Segment {
-        let mut buf = self
-            .pool
-            .pop()
-            .unwrap_or_else(|| Vec::with_capacity(self.mss as usize));
-        buf.clear();
+        let mut buf = self.pool.take(self.mss as usize);
         buf.extend_from_slice(data);
         Segment {
             frg: 0,
@@ -83,17 +140,26 @@ impl Kcp {
             ts: 0,
             sn: 0,
             una: 0,
-            resendts: 0,
             rto: 0,
             fastack: 0,
             xmit: 0,
+            resend_key: Segment::UNSENT,
             data: buf,
         }
     }
 
     pub(super) fn free_segment(&mut self, seg: Segment) {
-        if self.pool.len() < self.pool_limit {
-            self.pool.push(seg.data);
-        }
+        self.pool.put(seg.data, self.mss as usize);
+    }
+}
+
+/// Makes room for one more element in `q`: doubles the capacity (at least 4), but not
+/// beyond `limit` unless one more element needs it. Keeping growth explicit keeps the
+/// capacity of each window-sized queue at most its window.
+pub(super) fn grow_deque<T>(q: &mut VecDeque<T>, limit: usize) {
+    let need = q.len() + 1;
+    if need > q.capacity() {
+        let target = need.max(q.capacity().saturating_mul(2).max(4).min(limit));
+        q.reserve_exact(target - q.len());
     }
 }
