@@ -1,5 +1,6 @@
 //! Settings: the `ikcp_setmtu` / `ikcp_wndsize` / `ikcp_nodelay` family and kcpnet's own knobs.
 
+use super::memory::Peaks;
 use super::{FragmentLimit, Kcp, KcpError, FRG_MAX, MTU_MIN, OVERHEAD, RTO_MIN, RTO_NDL, WND_RCV};
 
 impl Kcp {
@@ -13,6 +14,9 @@ impl Kcp {
         self.mss = mtu - OVERHEAD;
         self.buffer = Vec::new();
         self.pool.clear();
+        // Segments still queued keep buffers of the old size.
+        let in_use = self.total_queued() > 0;
+        self.peak.mss = Peaks::raise(self.peak.mss, self.mss, in_use);
         Ok(())
     }
 
@@ -31,9 +35,13 @@ impl Kcp {
     pub fn set_wndsize(&mut self, snd: u32, rcv: u32) {
         if snd > 0 {
             self.snd_wnd = snd;
+            let in_use = self.snd_buf.has_capacity();
+            self.peak.snd_wnd = Peaks::raise(self.peak.snd_wnd, snd, in_use);
         }
         if rcv > 0 {
             self.rcv_wnd = rcv.max(WND_RCV);
+            let in_use = self.rcv_buf.has_capacity() || self.rcv_queue.capacity() > 0;
+            self.peak.rcv_wnd = Peaks::raise(self.peak.rcv_wnd, self.rcv_wnd, in_use);
         }
     }
 
@@ -129,11 +137,18 @@ impl Kcp {
     /// recovered by retransmission.
     pub fn set_ack_limit(&mut self, n: usize) {
         self.ack_limit = n.max(1);
+        let in_use = self.acklist.capacity() > 0;
+        self.peak.ack_limit = Peaks::raise(self.peak.ack_limit, self.ack_limit, in_use);
     }
 
     /// Caps how many free segment buffers are kept for reuse (default 32).
     pub fn set_pool_limit(&mut self, n: usize) {
         self.pool.set_limit(n);
+    }
+
+    /// The most free segment buffers kept for reuse.
+    pub fn pool_limit(&self) -> usize {
+        self.pool.limit()
     }
 
     /// The dead-link threshold set by [`Kcp::set_dead_link`].

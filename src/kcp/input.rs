@@ -1,6 +1,7 @@
 //! `ikcp_input`: ACK, PUSH, WASK and WINS processing, una/wnd piggy-backing, fast-ack
 //! accounting and congestion-window growth.
 
+use super::segment::grow_vec;
 use super::{time_diff, Kcp, KcpError, ASK_TELL};
 use crate::wire::segment::{read_conv, Command, SegmentHeader, SEGMENT_HEADER_LEN};
 
@@ -31,10 +32,20 @@ impl Kcp {
             rest = &rest[SEGMENT_HEADER_LEN + payload.len()..];
 
             self.rmt_wnd = hdr.wnd as u32;
-            self.parse_una(hdr.una);
+            if time_diff(hdr.una, self.snd_nxt) > 0 {
+                // The peer claims to have received data we never sent (kcpnet: ignored;
+                // ikcp would take everything in flight as acknowledged).
+                self.drops.una_unsent += 1;
+            } else {
+                self.parse_una(hdr.una);
+            }
             self.shrink_buf();
 
             match hdr.cmd {
+                Command::Ack if time_diff(hdr.sn, self.snd_nxt) >= 0 => {
+                    // An ACK for a sn never sent (kcpnet: ignored, RTT sample included).
+                    self.drops.ack_unsent += 1;
+                }
                 Command::Ack => {
                     let rtt = time_diff(self.current, hdr.ts);
                     if rtt >= 0 {
@@ -53,16 +64,26 @@ impl Kcp {
                         latest_ts = hdr.ts;
                     }
                 }
+                Command::Push if payload.len() > self.mss as usize => {
+                    // No honest peer with our MTU sends this (kcpnet: neither stored nor
+                    // acknowledged; ikcp stores it).
+                    self.drops.oversized += 1;
+                }
                 Command::Push => {
                     if time_diff(hdr.sn, self.rcv_nxt.wrapping_add(self.rcv_wnd)) < 0 {
                         if self.acklist.len() < self.ack_limit {
+                            grow_vec(&mut self.acklist, self.peak.ack_limit);
                             self.acklist.push((hdr.sn, hdr.ts));
                         } else {
-                            self.acks_dropped += 1;
+                            self.drops.acks_over_limit += 1;
                         }
                         if time_diff(hdr.sn, self.rcv_nxt) >= 0 {
                             self.parse_data(&hdr, payload);
+                        } else {
+                            self.drops.duplicates += 1;
                         }
+                    } else {
+                        self.drops.beyond_window += 1;
                     }
                 }
                 Command::WindowAsk => self.probe |= ASK_TELL,
@@ -152,7 +173,9 @@ impl Kcp {
         {
             return;
         }
-        if !self.rcv_buf.contains(self.rcv_nxt, sn) {
+        if self.rcv_buf.contains(self.rcv_nxt, sn) {
+            self.drops.duplicates += 1;
+        } else {
             let mut seg = self.new_segment(payload);
             seg.frg = hdr.frg;
             seg.wnd = hdr.wnd;
@@ -161,7 +184,7 @@ impl Kcp {
             seg.una = hdr.una;
             if let Err(seg) = self
                 .rcv_buf
-                .insert(self.rcv_nxt, seg, self.rcv_wnd as usize)
+                .insert(self.rcv_nxt, seg, self.peak.rcv_wnd as usize)
             {
                 self.free_segment(seg);
             }

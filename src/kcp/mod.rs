@@ -29,24 +29,48 @@
 //! Every timestamp and sequence number is a `u32` that wraps; comparisons go through the
 //! signed 32-bit difference ([`time_diff`]), exactly as ikcp's `_itimediff`.
 //!
+//! # Data structures and costs
+//! The send and receive buffers are rings indexed by sequence number (`sn - snd_una`,
+//! `sn - rcv_nxt`), so an ACK, a `una`, a received segment and a duplicate test cost O(1).
+//! Retransmission times sit in a min-heap, so [`Kcp::check`] is O(1) and a flush with
+//! nothing due does not walk the send buffer. Without fast-ack conservation (kcp2k, ikcp
+//! 1.7) fast-ack accounting is O(1) per datagram; with it (ikcp 1.7.1), it walks the
+//! segments before the datagram's largest ACK, as ikcp does. `peek_size` is O(1).
+//!
+//! # Deviations from ikcp against hostile peers
+//! None of these can happen between honest peers with matching settings, so the
+//! conformance traces are unaffected; each is counted in [`InputDrops`].
+//! * A PUSH longer than `mss` is neither stored nor acknowledged.
+//! * An ACK for a sequence number never sent (`sn >= snd_nxt`) is ignored, including its
+//!   RTT sample and its part in fast-ack accounting; a `una` beyond `snd_nxt` is ignored.
+//! * Fragments must count down by one to 0 within a message (ikcp accepts any sequence and
+//!   reassembles up to the next `frg == 0`): otherwise `recv` and `peek_size` fail with
+//!   [`KcpError::BadFragments`] and `recv` discards that message.
+//!
 //! # Memory
 //! A fresh `Kcp` allocates nothing until it is used. Segment payload buffers come from a
 //! small per-instance pool (capped by [`Kcp::set_pool_limit`], default 32 buffers of `mss`
 //! bytes) so that steady-state traffic allocates nothing per segment; the output buffer is
-//! `reserved + mtu` bytes, allocated at the first flush. An idle `Kcp` that has carried traffic
-//! holds `size_of::<Kcp>()` plus the output buffer plus its pooled buffers and queue
-//! capacities; [`Kcp::trim_memory`] releases the pool and the queue capacity, which brings it
-//! back to about `size_of::<Kcp>() + reserved + mtu` bytes plus the buffers it keeps.
+//! `reserved + mtu` bytes, allocated at the first flush. Every window-sized structure grows
+//! explicitly and never beyond its window, so apart from the send queue (which the
+//! application fills) what a peer can make an instance hold is bounded by
+//! [`Kcp::memory_bound`], about `(snd_wnd + 2 * rcv_wnd + pool) * mss` plus the ACK list;
+//! the exact formula is documented there. [`Kcp::trim_memory`] releases the pool and the
+//! queue capacity of an idle instance, which brings it back to about
+//! `size_of::<Kcp>() + reserved + mtu` bytes plus the buffers it keeps.
 
 use std::collections::VecDeque;
 use std::fmt;
 
 use crate::wire::segment::SEGMENT_HEADER_LEN;
+use memory::Peaks;
+use queue::HeadScan;
 use segment::{Pool, Segment};
 use window::{RecvBuf, SendBuf};
 
 mod config;
 mod input;
+mod memory;
 mod output;
 mod queue;
 mod rtt;
@@ -140,6 +164,13 @@ pub enum KcpError {
     },
     /// `set_mtu`: the MTU is below 50 bytes (ikcp -1).
     InvalidMtu(u32),
+    /// `recv` / `peek_size`: the fragments of the first message do not count down by one to
+    /// 0 (for example `3, 3, 1` or `5, 2, 0`). kcpnet only: ikcp accepts any `frg` sequence
+    /// and reassembles whatever it finds up to the next `frg == 0`. An honest peer never
+    /// sends this; treat it as a protocol error. [`Kcp::recv`] discards the broken
+    /// fragments when it reports this, so the queue does not stall. Code -4 (no ikcp
+    /// equivalent).
+    BadFragments,
 }
 
 impl KcpError {
@@ -154,6 +185,7 @@ impl KcpError {
             KcpError::BufferTooSmall { .. } => -3,
             KcpError::TooManyFragments { .. } => -2,
             KcpError::InvalidMtu(_) => -1,
+            KcpError::BadFragments => -4,
         }
     }
 }
@@ -174,6 +206,9 @@ impl fmt::Display for KcpError {
                 write!(f, "message needs {count} fragments, limit is below {limit}")
             }
             KcpError::InvalidMtu(m) => write!(f, "mtu {m} is below the minimum of {MTU_MIN}"),
+            KcpError::BadFragments => {
+                f.write_str("the fragments of the next message do not count down to 0")
+            }
         }
     }
 }
@@ -228,6 +263,43 @@ pub struct KcpSnapshot {
     pub ts_flush: u32,
 }
 
+/// What [`Kcp::input`] and [`Kcp::recv`] dropped or ignored from the peer, by reason
+/// ([`Kcp::input_drops`]). The first three are ikcp's own rules, counted; the others are
+/// kcpnet's additions against hostile or misconfigured peers, which no honest peer with
+/// matching settings triggers (see [`InputDrops::violations`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct InputDrops {
+    /// PUSH segments at or beyond `rcv_nxt + rcv_wnd`: neither stored nor acknowledged
+    /// (ikcp's rule).
+    pub beyond_window: u64,
+    /// PUSH segments already received (below `rcv_nxt`, or already buffered): acknowledged
+    /// again, not stored (ikcp's rule; retransmissions cause them).
+    pub duplicates: u64,
+    /// PUSH segments whose ACK was not queued because the pending-ACK list was full
+    /// ([`Kcp::set_ack_limit`]); the same as [`Kcp::acks_dropped`].
+    pub acks_over_limit: u64,
+    /// PUSH segments whose payload is longer than our `mss`: neither stored nor
+    /// acknowledged (ikcp stores them). A peer with a larger MTU, or a hostile one.
+    pub oversized: u64,
+    /// ACK segments for a sequence number never sent (`sn >= snd_nxt`): ignored, RTT sample
+    /// and fast-ack accounting included (ikcp takes the RTT sample).
+    pub ack_unsent: u64,
+    /// Segments whose `una` lies beyond `snd_nxt`: that `una` is ignored (ikcp would take
+    /// everything in flight as acknowledged); the rest of the segment is processed.
+    pub una_unsent: u64,
+    /// Messages discarded by [`Kcp::recv`] because their fragments did not count down
+    /// ([`KcpError::BadFragments`]).
+    pub bad_fragments: u64,
+}
+
+impl InputDrops {
+    /// The counts no honest peer with our MTU produces: `oversized + ack_unsent +
+    /// una_unsent + bad_fragments`. A connection may treat any of them as a protocol error.
+    pub fn violations(&self) -> u64 {
+        self.oversized + self.ack_unsent + self.una_unsent + self.bad_fragments
+    }
+}
+
 /// The KCP control block. See the [module docs](self).
 #[derive(Debug)]
 pub struct Kcp {
@@ -266,7 +338,13 @@ pub struct Kcp {
     fragment_limit: FragmentLimit,
     reserved: usize,
     ack_limit: usize,
-    acks_dropped: u64,
+    drops: InputDrops,
+    /// The largest settings so far, which bound the capacities (see `memory_bound`).
+    peak: Peaks,
+    /// What is known of the first message in `rcv_queue`.
+    rcv_head: HeadScan,
+    /// Discarding the rest of a message reported as `BadFragments`, up to its `frg == 0`.
+    rcv_discarding: bool,
     fast_retransmits: u64,
     snd_queue: VecDeque<Segment>,
     snd_buf: SendBuf,
@@ -331,7 +409,15 @@ impl Kcp {
             fragment_limit: FragmentLimit::Classic,
             reserved: 0,
             ack_limit: 8192,
-            acks_dropped: 0,
+            drops: InputDrops::default(),
+            peak: Peaks {
+                mss: MTU_DEF - OVERHEAD,
+                snd_wnd: WND_SND,
+                rcv_wnd: WND_RCV,
+                ack_limit: 8192,
+            },
+            rcv_head: HeadScan::default(),
+            rcv_discarding: false,
             fast_retransmits: 0,
             snd_queue: VecDeque::new(),
             snd_buf: SendBuf::default(),
@@ -389,7 +475,12 @@ impl Kcp {
 
     /// ACKs dropped because the pending-ACK list hit its cap.
     pub fn acks_dropped(&self) -> u64 {
-        self.acks_dropped
+        self.drops.acks_over_limit
+    }
+
+    /// Segments and values from the peer dropped or ignored so far, by reason.
+    pub fn input_drops(&self) -> InputDrops {
+        self.drops
     }
 
     /// The internal counters, as recorded by the conformance traces.
@@ -462,5 +553,7 @@ impl Kcp {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_hostile;
 #[cfg(test)]
 mod tests_rings;

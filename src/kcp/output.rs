@@ -3,7 +3,7 @@
 //! the congestion-window reaction.
 
 use super::segment::Segment;
-use super::window::Earliest;
+use super::window::{timer_limit, Earliest};
 use super::{time_diff, Kcp, ASK_SEND, ASK_TELL, PROBE_INIT, PROBE_LIMIT, THRESH_MIN};
 use crate::wire::segment::{Command, SegmentHeader, SEGMENT_HEADER_LEN};
 
@@ -67,6 +67,11 @@ impl Kcp {
         let mtu = self.mtu as usize;
         let mut buffer = std::mem::take(&mut self.buffer);
         buffer.clear();
+        // Allocated once, at its final size: a datagram never outgrows it.
+        let capacity = self.output_capacity();
+        if buffer.capacity() < capacity {
+            buffer.reserve_exact(capacity);
+        }
         buffer.resize(reserved, 0);
         let emit = |buffer: &mut Vec<u8>, output: &mut F| {
             if buffer.len() > reserved {
@@ -149,7 +154,7 @@ impl Kcp {
             seg.rto = self.rx_rto as u32;
             seg.fastack = 0;
             seg.xmit = 0;
-            self.snd_buf.push(seg, self.snd_wnd as usize);
+            self.snd_buf.push(seg, self.peak.snd_wnd as usize);
             admitted = true;
         }
 
@@ -182,7 +187,7 @@ impl Kcp {
             let mut timeouts = 0u32;
             let mut dead = false;
             let mut fast_pending = false;
-            let limit = 2 * self.snd_wnd as usize + 16;
+            let limit = timer_limit(self.peak.snd_wnd as usize);
             self.snd_buf.walk(limit, |seg| {
                 let mut needsend = false;
                 if seg.xmit == 0 {

@@ -76,13 +76,20 @@ impl Pool {
     /// Keeps `buf` for reuse if the pool has room and `buf` has capacity `mss`.
     pub(super) fn put(&mut self, buf: Vec<u8>, mss: usize) {
         if self.bufs.len() < self.limit && buf.capacity() == mss {
+            grow_vec(&mut self.bufs, self.limit);
             self.bufs.push(buf);
         }
+    }
+
+    /// The most buffers kept.
+    pub(super) fn limit(&self) -> usize {
+        self.limit
     }
 
     pub(super) fn set_limit(&mut self, limit: usize) {
         self.limit = limit;
         self.bufs.truncate(limit);
+        self.bufs.shrink_to(limit);
     }
 
     pub(super) fn clear(&mut self) {
@@ -102,35 +109,6 @@ impl Pool {
 }
 
 impl Kcp {
-    /// Releases pooled buffers beyond `keep` and spare queue capacity. Call on idle
-    /// connections to bring their memory back down after a burst.
-    pub fn trim_memory(&mut self, keep: usize) {
-        self.pool.trim(keep);
-        self.snd_queue.shrink_to_fit();
-        self.snd_buf.shrink_to_fit();
-        self.rcv_queue.shrink_to_fit();
-        self.rcv_buf.shrink_to_fit();
-        self.acklist.shrink_to_fit();
-    }
-
-    /// Heap bytes currently held by this instance (buffers, pool and queue capacity).
-    pub fn heap_bytes(&self) -> usize {
-        let seg = std::mem::size_of::<Segment>();
-        let queued: usize = self
-            .snd_queue
-            .iter()
-            .chain(self.rcv_queue.iter())
-            .map(|s| s.data.capacity())
-            .sum();
-        queued
-            + self.pool.heap_bytes()
-            + self.snd_buf.heap_bytes()
-            + self.rcv_buf.heap_bytes()
-            + (self.snd_queue.capacity() + self.rcv_queue.capacity()) * seg
-            + self.acklist.capacity() * 8
-            + self.buffer.capacity()
-    }
-
     pub(super) fn new_segment(&mut self, data: &[u8]) -> Segment {
         let mut buf = self.pool.take(self.mss as usize);
         buf.extend_from_slice(data);
@@ -161,5 +139,14 @@ pub(super) fn grow_deque<T>(q: &mut VecDeque<T>, limit: usize) {
     if need > q.capacity() {
         let target = need.max(q.capacity().saturating_mul(2).max(4).min(limit));
         q.reserve_exact(target - q.len());
+    }
+}
+
+/// [`grow_deque`] for a `Vec`.
+pub(super) fn grow_vec<T>(v: &mut Vec<T>, limit: usize) {
+    let need = v.len() + 1;
+    if need > v.capacity() {
+        let target = need.max(v.capacity().saturating_mul(2).max(4).min(limit));
+        v.reserve_exact(target - v.len());
     }
 }

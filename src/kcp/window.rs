@@ -16,6 +16,12 @@ use super::time_diff;
 /// have accumulated beyond one per segment.
 const TIMER_SLACK: usize = 16;
 
+/// The most entries the timer heap of a send window of `window` segments holds: one per
+/// segment, plus one per segment sent in a flush, plus the slack.
+pub(super) fn timer_limit(window: usize) -> usize {
+    2 * window + TIMER_SLACK
+}
+
 /// Bytes of one retransmission-timer entry.
 pub(super) const TIMER_BYTES: usize = std::mem::size_of::<Reverse<(i64, u32)>>();
 
@@ -210,6 +216,11 @@ impl SendBuf {
         self.timers.shrink_to_fit();
     }
 
+    /// True if the slots or the timers hold heap memory.
+    pub(super) fn has_capacity(&self) -> bool {
+        self.slots.capacity() > 0 || self.timers.capacity() > 0
+    }
+
     /// Calls `f` on every segment in flight, in sequence order, with its full fast-ack
     /// count in `fastack` (the marks are folded in). A segment whose `resend_key` `f`
     /// changes gets a new timer entry. `limit` caps the growth of the timer heap.
@@ -365,6 +376,11 @@ impl RecvBuf {
     /// Releases spare capacity.
     pub(super) fn shrink_to_fit(&mut self) {
         self.slots.shrink_to_fit();
+    }
+
+    /// True if the slots hold heap memory.
+    pub(super) fn has_capacity(&self) -> bool {
+        self.slots.capacity() > 0
     }
 }
 
