@@ -43,6 +43,9 @@ impl Kcp {
             let in_use = self.rcv_buf.has_capacity() || self.rcv_queue.capacity() > 0;
             self.peak.rcv_wnd = Peaks::raise(self.peak.rcv_wnd, self.rcv_wnd, in_use);
         }
+        if self.pool_auto {
+            self.pool.set_limit(self.auto_pool_limit());
+        }
     }
 
     /// The send window in segments.
@@ -141,14 +144,29 @@ impl Kcp {
         self.peak.ack_limit = Peaks::raise(self.peak.ack_limit, self.ack_limit, in_use);
     }
 
-    /// Caps how many free segment buffers are kept for reuse (default 32).
+    /// Caps how many free segment buffers are kept for reuse. The default,
+    /// `snd_wnd + rcv_wnd + 256`, follows [`Kcp::set_wndsize`] until this is called: enough
+    /// for a full send window, a full receive window and one message of the largest
+    /// fragment count queued, so that messages up to the largest size allocate nothing in
+    /// steady state. Free buffers beyond `n` are released at once.
     pub fn set_pool_limit(&mut self, n: usize) {
+        self.pool_auto = false;
         self.pool.set_limit(n);
     }
 
-    /// The most free segment buffers kept for reuse.
+    /// The most free segment buffers kept for reuse (see [`Kcp::set_pool_limit`]).
     pub fn pool_limit(&self) -> usize {
         self.pool.limit()
+    }
+
+    /// Free segment buffers currently kept for reuse.
+    pub fn pooled_buffers(&self) -> usize {
+        self.pool.len()
+    }
+
+    /// The default pool cap for the current windows.
+    pub(super) fn auto_pool_limit(&self) -> usize {
+        self.snd_wnd as usize + self.rcv_wnd as usize + FRG_MAX + 1
     }
 
     /// The dead-link threshold set by [`Kcp::set_dead_link`].

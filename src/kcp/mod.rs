@@ -49,8 +49,11 @@
 //!
 //! # Memory
 //! A fresh `Kcp` allocates nothing until it is used. Segment payload buffers come from a
-//! small per-instance pool (capped by [`Kcp::set_pool_limit`], default 32 buffers of `mss`
-//! bytes) so that steady-state traffic allocates nothing per segment; the output buffer is
+//! per-instance pool of free buffers of `mss` bytes, capped by default at
+//! `snd_wnd + rcv_wnd + 256` ([`Kcp::set_pool_limit`]): as many as the windows and one
+//! message of the largest fragment count need, so that steady-state traffic, messages of the
+//! largest size included, allocates nothing per segment. The pool only holds buffers that
+//! were in use at once before, so it never adds to the peak. The output buffer is
 //! `reserved + mtu` bytes, allocated at the first flush. Every window-sized structure grows
 //! explicitly and never beyond its window, so apart from the send queue (which the
 //! application fills) what a peer can make an instance hold is bounded by
@@ -365,6 +368,8 @@ pub struct Kcp {
     always_walk: bool,
     acklist: Vec<(u32, u32)>,
     pool: Pool,
+    /// The pool cap follows the windows (no `set_pool_limit` yet).
+    pool_auto: bool,
     buffer: Vec<u8>,
 }
 
@@ -430,7 +435,8 @@ impl Kcp {
             #[cfg(test)]
             always_walk: false,
             acklist: Vec::new(),
-            pool: Pool::new(32),
+            pool: Pool::new(WND_SND as usize + WND_RCV as usize + FRG_MAX + 1),
+            pool_auto: true,
             buffer: Vec::new(),
         }
     }

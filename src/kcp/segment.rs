@@ -81,6 +81,11 @@ impl Pool {
         }
     }
 
+    /// Buffers in the pool.
+    pub(super) fn len(&self) -> usize {
+        self.bufs.len()
+    }
+
     /// The most buffers kept.
     pub(super) fn limit(&self) -> usize {
         self.limit

@@ -1,5 +1,5 @@
 //! Hostile and malformed input: the drop counters, the fragment countdown, and the memory
-//! bound of [`Kcp::memory_bound`].
+//! bound of [`Kcp::memory_bound`]; and the buffer pool under messages of the largest size.
 
 use super::*;
 use crate::wire::segment::{Command, SegmentHeader};
@@ -372,7 +372,9 @@ fn lowering_settings_on_a_fresh_instance_lowers_the_bound() {
     k.set_wndsize(8, 128);
     k.set_mtu(500).unwrap();
     assert!(k.memory_bound() < default);
-    // Once buffers hold memory, lowering a setting keeps the larger bound.
+    // Once buffers hold memory, lowering a setting keeps the larger bound (the pool cap
+    // is fixed here; by default it follows the windows, see below).
+    k.set_pool_limit(16);
     k.send(&[0u8; 2000]).unwrap();
     k.update(0, |_| {});
     k.update(100, |_| {});
@@ -381,4 +383,104 @@ fn lowering_settings_on_a_fresh_instance_lowers_the_bound() {
     k.set_mtu(100).unwrap();
     assert_eq!(k.memory_bound(), used);
     assert_bounded(&k, "after lowering");
+}
+
+/// Two peers set up as the kcp2k connection sets up its `Kcp` (mtu 1200 - 5, windows
+/// 32/128, the kcp2k fragment rule, no conservation, reserved prefix 5).
+fn kcp2k_peer() -> Kcp {
+    let mut k = Kcp::new(CONV);
+    k.set_reserved(5);
+    k.set_mtu(1195).unwrap();
+    k.set_wndsize(32, 128);
+    k.set_nodelay(1, 10, 2, 1);
+    k.set_fragment_limit(FragmentLimit::Kcp2k);
+    k.set_fastack_conserve(false);
+    k.set_ack_limit(4 * 128);
+    k
+}
+
+/// Sends one `len`-byte message from `a` to `b` and back (an echo), over a lossless link,
+/// and runs until both are idle.
+fn echo(a: &mut Kcp, b: &mut Kcp, len: usize, t: &mut u32) {
+    let msg: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+    a.send(&msg).unwrap();
+    let mut buf = vec![0u8; len + 1];
+    let mut back = None;
+    for _ in 0..2000 {
+        // Strip the reserved prefix (the kcp2k header).
+        let mut ab = Vec::new();
+        a.update(*t, |d| ab.push(d[5..].to_vec()));
+        for d in &ab {
+            b.input(d).unwrap();
+        }
+        if let Ok(n) = b.recv(&mut buf) {
+            b.send(&buf[..n]).unwrap();
+        }
+        let mut ba = Vec::new();
+        b.update(*t, |d| ba.push(d[5..].to_vec()));
+        for d in &ba {
+            a.input(d).unwrap();
+        }
+        if let Ok(n) = a.recv(&mut buf) {
+            back = Some(buf[..n].to_vec());
+        }
+        *t += 10;
+        if back.is_some() && a.is_idle() && b.is_idle() {
+            break;
+        }
+    }
+    assert_eq!(back, Some(msg), "echo completed");
+}
+
+/// After one warm-up echo of the largest reliable message, further echoes of it do not grow
+/// either peer's heap: every segment buffer comes from the pool, which stays within its cap.
+/// (With the former cap of 32, all but 32 of the 127 buffers of each message were freed and
+/// allocated again.)
+#[test]
+fn largest_messages_reuse_pooled_buffers() {
+    let mut a = kcp2k_peer();
+    let mut b = kcp2k_peer();
+    let len = a.max_message_size();
+    assert_eq!(len, 127 * 1171, "127 fragments of mss 1171");
+    let cap = 32 + 128 + FRG_MAX + 1;
+    assert_eq!(a.pool_limit(), cap);
+    let mut t = 0;
+    echo(&mut a, &mut b, len, &mut t);
+    let warm = (a.heap_bytes(), b.heap_bytes());
+    let pooled = (a.pooled_buffers(), b.pooled_buffers());
+    // Each side held a whole message at once.
+    assert!(pooled.0 >= 127 && pooled.1 >= 127, "{pooled:?}");
+    for _ in 0..5 {
+        echo(&mut a, &mut b, len, &mut t);
+        assert!(a.heap_bytes() <= warm.0, "{} > {}", a.heap_bytes(), warm.0);
+        assert!(b.heap_bytes() <= warm.1, "{} > {}", b.heap_bytes(), warm.1);
+        assert_eq!((a.pooled_buffers(), b.pooled_buffers()), pooled);
+        assert!(a.pooled_buffers() <= cap && b.pooled_buffers() <= cap);
+    }
+    // Idle: trimming gives the buffers back.
+    a.trim_memory(2);
+    assert_eq!(a.pooled_buffers(), 2);
+    assert!(a.heap_bytes() < warm.0 / 10);
+    echo(&mut a, &mut b, len, &mut t);
+}
+
+#[test]
+fn pool_cap_follows_the_windows_until_set() {
+    let mut k = Kcp::new(CONV);
+    assert_eq!(k.pool_limit(), 32 + 128 + 256);
+    k.set_wndsize(64, 512);
+    assert_eq!(k.pool_limit(), 64 + 512 + 256);
+    k.set_pool_limit(8);
+    k.set_wndsize(128, 1024);
+    assert_eq!(k.pool_limit(), 8);
+    k.set_nodelay(1, 10, 0, 1);
+    // Freed buffers beyond the cap are released.
+    for _ in 0..20 {
+        k.send(&[0u8; 10]).unwrap();
+    }
+    k.update(0, |_| {});
+    assert_eq!(k.snapshot().nsnd_buf, 20);
+    k.input(&ack(0, 20, 0)).unwrap();
+    assert_eq!(k.snapshot().nsnd_buf, 0);
+    assert_eq!(k.pooled_buffers(), 8);
 }
