@@ -553,7 +553,8 @@ impl Kcp {
     /// `t` on the 64-bit timeline of the retransmission keys: the value congruent to `t`
     /// modulo 2^32 that is nearest to the time of the last flush.
     fn time64(&self, t: u32) -> i64 {
-        self.clock64 + time_diff(t, self.clock32) as i64
+        // Wrapping: 2^63 ms is far beyond any run, but time comes from the caller.
+        self.clock64.wrapping_add(time_diff(t, self.clock32) as i64)
     }
 }
 

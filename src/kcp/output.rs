@@ -194,7 +194,7 @@ impl Kcp {
                     needsend = true;
                     seg.xmit += 1;
                     seg.rto = rx_rto as u32;
-                    seg.resend_key = now64 + seg.rto.wrapping_add(rtomin) as i64;
+                    seg.resend_key = now64.wrapping_add(seg.rto.wrapping_add(rtomin) as i64);
                 } else if time_diff(current, seg.resendts()) >= 0 {
                     needsend = true;
                     seg.xmit = seg.xmit.wrapping_add(1);
@@ -205,14 +205,14 @@ impl Kcp {
                         let step = if nodelay < 2 { seg.rto as i32 } else { rx_rto };
                         seg.rto = seg.rto.wrapping_add((step / 2) as u32);
                     }
-                    seg.resend_key = now64 + seg.rto as i64;
+                    seg.resend_key = now64.wrapping_add(seg.rto as i64);
                     lost = true;
                 } else if seg.fastack >= resent && (seg.xmit as i32 <= fastlimit || fastlimit <= 0)
                 {
                     needsend = true;
                     seg.xmit = seg.xmit.wrapping_add(1);
                     seg.fastack = 0;
-                    seg.resend_key = now64 + seg.rto as i64;
+                    seg.resend_key = now64.wrapping_add(seg.rto as i64);
                     change = true;
                     fast += 1;
                 }

@@ -288,8 +288,8 @@ impl SendBuf {
         let Some(&Reverse((key, _))) = self.timers.peek() else {
             return Earliest::Empty;
         };
-        let lo = key - now;
-        let hi = self.key_hi - now;
+        let lo = key.wrapping_sub(now);
+        let hi = self.key_hi.wrapping_sub(now);
         if lo > i32::MIN as i64 && hi <= i32::MAX as i64 {
             Earliest::Exact(lo as i32)
         } else {
@@ -330,14 +330,18 @@ impl RecvBuf {
     }
 
     /// Stores `seg` at offset `seg.sn - base`. The caller has checked that the offset is
-    /// inside the receive window; `limit` (the window) caps the growth of the capacity.
-    /// Gives the segment back if that sn is already held.
+    /// inside the receive window; `limit` (the largest window) caps the growth of the
+    /// capacity. Gives the segment back if that sn is already held, or lies at `limit` or
+    /// beyond.
     pub(super) fn insert(&mut self, base: u32, seg: Segment, limit: usize) -> Result<(), Segment> {
         let i = seg.sn.wrapping_sub(base) as usize;
         if i < self.slots.len() {
             if self.slots[i].is_some() {
                 return Err(seg);
             }
+        } else if i >= limit {
+            // Outside the window: the caller should not have asked.
+            return Err(seg);
         } else {
             let need = i + 1;
             if need > self.slots.capacity() {
