@@ -484,3 +484,21 @@ fn pool_cap_follows_the_windows_until_set() {
     assert_eq!(k.snapshot().nsnd_buf, 0);
     assert_eq!(k.pooled_buffers(), 8);
 }
+
+/// The documented bound of the kcp2k setup, term by term (slot and segment sizes of 64-bit
+/// targets).
+#[cfg(target_pointer_width = "64")]
+#[test]
+fn memory_bound_of_the_kcp2k_setup() {
+    let k = kcp2k_peer();
+    let (m, ws, wr) = (1171, 32, 128);
+    let expected = ws * (72 + m)      // send ring
+        + (2 * ws + 16) * 16          // retransmission timers
+        + wr * (64 + m)               // receive ring
+        + wr * (64 + m)               // receive queue
+        + 416 * (24 + m)              // pool: 32 + 128 + 256 buffers
+        + 512 * 8                     // pending ACKs
+        + 5 + m + 24; // output buffer
+    assert_eq!(k.memory_bound(), expected);
+    assert_eq!(expected, 859_632);
+}
