@@ -1096,9 +1096,10 @@ mod robustness {
         let mut k = Kcp::new(CONV);
         k.update(0, |_| {});
         let wnd = k.rcv_wnd();
+        // Fragments 200, 199, ... (a well-formed countdown, just too long).
         let mut d = push(CONV, 0, 200, b"head");
         for sn in 1..2 * wnd {
-            d.extend_from_slice(&push(CONV, sn, 0, b"x"));
+            d.extend_from_slice(&push(CONV, sn, 200u8.saturating_sub(sn as u8), b"x"));
         }
         k.input(&d).unwrap();
         let s = k.snapshot();
@@ -1106,6 +1107,7 @@ mod robustness {
         assert_eq!(s.nrcv_buf, wnd);
         assert_eq!(s.ackcount, 2 * wnd);
         assert_eq!(k.peek_size(), Err(KcpError::RecvIncomplete));
+        assert!(k.is_recv_stalled());
         // Beyond rcv_nxt + rcv_wnd: neither stored nor acked.
         k.input(&push(CONV, 2 * wnd, 0, b"y")).unwrap();
         let s = k.snapshot();

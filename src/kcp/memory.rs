@@ -1,0 +1,113 @@
+//! Memory accounting: what a `Kcp` holds ([`Kcp::heap_bytes`]), the most a peer can make
+//! it hold ([`Kcp::memory_bound`]), and [`Kcp::trim_memory`].
+
+use std::mem::size_of;
+
+use super::segment::Segment;
+use super::window::{timer_limit, RecvBuf, SendBuf, TIMER_BYTES};
+use super::{Kcp, OVERHEAD};
+
+/// The largest values of the settings that size the buffers since those buffers were
+/// last empty. Capacities are capped by these, so lowering a setting while its buffers
+/// hold memory never invalidates the bound; on a fresh instance the setting simply applies.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Peaks {
+    pub(super) mss: u32,
+    pub(super) snd_wnd: u32,
+    pub(super) rcv_wnd: u32,
+    pub(super) ack_limit: usize,
+}
+
+impl Peaks {
+    /// The new peak after a setting changes from `old` to `new`: `new` if the buffers it
+    /// sizes hold no memory, else the larger of the two.
+    pub(super) fn raise<T: Ord>(old: T, new: T, in_use: bool) -> T {
+        if in_use {
+            old.max(new)
+        } else {
+            new
+        }
+    }
+}
+
+impl Kcp {
+    /// Releases pooled buffers beyond `keep` and spare queue capacity. Call on idle
+    /// connections to bring their memory back down after a burst.
+    pub fn trim_memory(&mut self, keep: usize) {
+        self.pool.trim(keep);
+        self.snd_queue.shrink_to_fit();
+        self.snd_buf.shrink_to_fit();
+        self.rcv_queue.shrink_to_fit();
+        self.rcv_buf.shrink_to_fit();
+        self.acklist.shrink_to_fit();
+    }
+
+    /// Heap bytes currently held by this instance: segment buffers (queued, in flight,
+    /// received and pooled), queue and ring capacity, timers, pending ACKs and the output
+    /// buffer. It includes the send queue; see [`Kcp::snd_queue_heap_bytes`].
+    pub fn heap_bytes(&self) -> usize {
+        self.snd_queue_heap_bytes()
+            + self.rcv_queue.capacity() * size_of::<Segment>()
+            + self
+                .rcv_queue
+                .iter()
+                .map(|s| s.data.capacity())
+                .sum::<usize>()
+            + self.pool.heap_bytes()
+            + self.snd_buf.heap_bytes()
+            + self.rcv_buf.heap_bytes()
+            + self.acklist.capacity() * size_of::<(u32, u32)>()
+            + self.buffer.capacity()
+    }
+
+    /// Heap bytes of the send queue (messages accepted by [`Kcp::send`] that the window has
+    /// not admitted yet): the application, not the peer, decides how large it grows, so
+    /// [`Kcp::memory_bound`] leaves it out.
+    pub fn snd_queue_heap_bytes(&self) -> usize {
+        self.snd_queue.capacity() * size_of::<Segment>()
+            + self
+                .snd_queue
+                .iter()
+                .map(|s| s.data.capacity())
+                .sum::<usize>()
+    }
+
+    /// The most heap memory this instance can hold apart from its send queue, whatever the
+    /// peer sends: `heap_bytes() - snd_queue_heap_bytes() <= memory_bound()` always holds.
+    ///
+    /// With `M` the largest `mss`, `Ws` / `Wr` the largest send / receive windows and `A`
+    /// the largest ACK limit set so far, `P` the pool cap ([`Kcp::pool_limit`]), `R` the
+    /// reserved prefix, and `S` / `Q` the sizes of a send-ring slot / queued segment:
+    ///
+    /// ```text
+    ///   Ws * (S + M)              send buffer: at most Ws segments in flight
+    /// + (2 * Ws + 16) * 16        retransmission timers
+    /// + Wr * (S' + M)             receive buffer: sn in [rcv_nxt, rcv_nxt + Wr)
+    /// + Wr * (Q + M)              receive queue: at most Wr segments
+    /// + P * (24 + M)              pooled buffers
+    /// + A * 8                     pending ACKs
+    /// + R + M + 24                output buffer
+    /// ```
+    ///
+    /// (`S'` is a receive-ring slot.) Every capacity is grown explicitly and capped by its
+    /// window, and every segment buffer has capacity `mss`: a PUSH longer than `mss` is
+    /// dropped ([`InputDrops::oversized`](super::InputDrops::oversized)).
+    pub fn memory_bound(&self) -> usize {
+        let m = self.peak.mss as usize;
+        let ws = self.peak.snd_wnd as usize;
+        let wr = self.peak.rcv_wnd as usize;
+        ws * (SendBuf::SLOT_BYTES + m)
+            + timer_limit(ws) * TIMER_BYTES
+            + wr * (RecvBuf::SLOT_BYTES + m)
+            + wr * (size_of::<Segment>() + m)
+            + self.pool.limit() * (size_of::<Vec<u8>>() + m)
+            + self.peak.ack_limit * size_of::<(u32, u32)>()
+            + self.output_capacity()
+    }
+
+    /// The capacity of the output buffer: the reserved prefix plus the largest datagram,
+    /// which is `mtu`, or one header and the longest segment queued before an MTU decrease.
+    pub(super) fn output_capacity(&self) -> usize {
+        self.reserved + (self.peak.mss + OVERHEAD) as usize
+    }
+}
