@@ -242,7 +242,7 @@ fn honest_traffic_violates_nothing() {
             if (t as usize + i) % 7 != 3 {
                 b.input(d).unwrap();
             }
-            if (t as usize + i) % 11 == 0 {
+            if (t as usize + i).is_multiple_of(11) {
                 b.input(d).unwrap();
             }
         }
