@@ -587,6 +587,15 @@ impl Server {
             .map(|s| s.conn.memory_bytes() + std::mem::size_of::<Slot>())
     }
 
+    /// The most memory one connection can hold with this server's config, whatever its peer
+    /// sends (the bound of `docs/PROTOCOL.md`, "Memory per connection"):
+    /// [`Server::connection_memory`] never exceeds it.
+    pub fn connection_memory_bound(&self) -> usize {
+        let nowhere = SocketAddr::from(([0, 0, 0, 0], 0));
+        let probe = Connection::new_server_verified(nowhere, 1, &self.core.config, 0);
+        probe.memory_bound() + std::mem::size_of::<Slot>()
+    }
+
     /// Endpoint-wide counters.
     pub fn stats(&self) -> EndpointStats {
         EndpointStats {

@@ -45,6 +45,9 @@ pub struct ConnectionStats {
     pub recv_buffer: u32,
     /// The peer's last advertised receive window, in segments.
     pub remote_window: u32,
+    /// KCP segments refused on input, by reason (beyond the window, duplicates, oversized,
+    /// ACKs or `una` for data never sent, bad fragment counts): see `docs/PROTOCOL.md`.
+    pub input_drops: crate::kcp::InputDrops,
 }
 
 impl ConnectionStats {

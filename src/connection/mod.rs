@@ -22,7 +22,7 @@ use log::{debug, info, trace, warn};
 use crate::config::{Config, PING_INTERVAL_MS};
 use crate::error::{Error, ErrorCode};
 use crate::event::{ConnectionId, DisconnectReason, EventQueue};
-use crate::kcp::{time_diff, FragmentLimit, Kcp};
+use crate::kcp::{time_diff, FragmentLimit, Kcp, KcpError};
 use crate::stats::ConnectionStats;
 use crate::wire::datagram::{
     parse_u32_payload, parse_unreliable, Channel, Datagram, ReliableHeader, UnreliableHeader,
@@ -324,6 +324,7 @@ impl Connection {
             recv_queue: s.nrcv_que,
             recv_buffer: s.nrcv_buf,
             remote_window: s.rmt_wnd,
+            input_drops: self.kcp.input_drops(),
             ..self.link.stats
         }
     }
@@ -343,6 +344,17 @@ impl Connection {
     /// Heap and inline bytes this connection holds.
     pub(crate) fn memory_bytes(&self) -> usize {
         std::mem::size_of::<Self>() + self.kcp.heap_bytes()
+    }
+
+    /// The most [`Connection::memory_bytes`] can reach, whatever the peer sends: the KCP
+    /// bound (its buffers, capped by the windows: [`Kcp::memory_bound`]) plus the send queue,
+    /// which the application fills up to `send_queue_limit` plus one largest message.
+    pub(crate) fn memory_bound(&self) -> usize {
+        let mss = self.limits.mss.max(1);
+        let queued_segments = self.limits.send_queue_limit.div_ceil(mss) + 256;
+        std::mem::size_of::<Self>()
+            + self.kcp.memory_bound()
+            + self.kcp.snd_queue_bound(queued_segments)
     }
 
     /// KCP segments queued or in flight (for backpressure decisions by the app).
@@ -627,6 +639,15 @@ impl Connection {
         while self.state != ConnectionState::Disconnected {
             let size = match self.kcp.peek_size() {
                 Ok(n) => n,
+                Err(KcpError::BadFragments) => {
+                    self.protocol_error(
+                        ctx,
+                        "the fragments of a reliable message do not count down to 0 \
+                         (a corrupt or hostile peer)"
+                            .into(),
+                    );
+                    break;
+                }
                 Err(_) => {
                     if self.kcp.is_recv_stalled() {
                         let msg = format!(

@@ -72,6 +72,13 @@ impl Kcp {
                 .sum::<usize>()
     }
 
+    /// The most heap memory the send queue holds while it has at most `segments` segments
+    /// (each buffer has capacity `mss`; the queue's capacity is at most twice its longest
+    /// length).
+    pub fn snd_queue_bound(&self, segments: usize) -> usize {
+        segments * (2 * size_of::<Segment>() + self.mss as usize)
+    }
+
     /// The most heap memory this instance can hold apart from its send queue, whatever the
     /// peer sends: `heap_bytes() - snd_queue_heap_bytes() <= memory_bound()` always holds.
     ///
