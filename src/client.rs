@@ -56,6 +56,7 @@ impl Client {
             dual_mode: false,
             recv_buffer_size: config.recv_buffer_size,
             send_buffer_size: config.send_buffer_size,
+            ..SocketOptions::default()
         };
         let mut udp = UdpTransport::bind_any_for(remote, &opts)?;
         // The OS reports the server's ICMP "port unreachable" only on a connected socket

@@ -90,6 +90,7 @@ impl Server {
             dual_mode: config.dual_mode,
             recv_buffer_size: config.recv_buffer_size,
             send_buffer_size: config.send_buffer_size,
+            ..SocketOptions::default()
         };
         let udp = UdpTransport::bind(addr, &opts)?;
         let conditioner = LinkConditioner::new(udp, rand::random());
