@@ -68,6 +68,11 @@ impl RecvRing {
         }
     }
 
+    /// `true` when every received datagram has been handed out.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.next >= self.filled
+    }
+
     /// Datagrams the kernel reported as longer than [`SLOT_LEN`] (delivered truncated, as
     /// a plain `recv` into a buffer of that size would).
     pub(crate) fn truncated(&self) -> u64 {
@@ -149,12 +154,14 @@ impl RecvRing {
 }
 
 /// One datagram of a send batch: `len` bytes at `start` in the batch's byte buffer, to
-/// `to` (`None`: the connected peer).
+/// `to` (`None`: the connected peer); `target` is the same destination for the paths that
+/// send without `sendmmsg`.
 #[derive(Debug, Clone)]
 pub(crate) struct SendItem {
     pub start: usize,
     pub len: usize,
     pub to: Option<SockAddr>,
+    pub target: SocketAddr,
 }
 
 /// Send `items` (at most [`MAX_BATCH`] are looked at) with one `sendmmsg` call. Returns
@@ -256,6 +263,7 @@ mod tests {
             start: 2,
             len: usize::MAX,
             to: Some(SockAddr::from(s.local_addr().unwrap())),
+            target: s.local_addr().unwrap(),
         };
         let err = send_batch(s.as_raw_fd(), b"abc", &[item]).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
@@ -274,6 +282,7 @@ mod tests {
                 start: i,
                 len: 1,
                 to: Some(to.clone()),
+                target: rx.local_addr().unwrap(),
             })
             .collect();
         assert_eq!(send_batch(tx.as_raw_fd(), &bytes, &items).unwrap(), 10);

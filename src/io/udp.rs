@@ -92,8 +92,10 @@ impl Default for SocketOptions {
 ///
 /// # Batched I/O (Linux, [`SocketOptions::batch`])
 ///
-/// * **Receive.** When its ring is empty, `recv_from` asks the kernel for up to 32
-///   datagrams with one `recvmmsg` and then hands them out one per call. Each slot of the
+/// * **Receive.** Datagrams that come one at a time are read with one `recvfrom` each,
+///   straight into the caller's buffer. After 4 in a row (a burst), `recv_from` asks the
+///   kernel for up to 32 datagrams with one `recvmmsg` whenever its ring is empty and
+///   hands them out one per call, until a `recvmmsg` finds at most one datagram. Each slot of the
 ///   ring can hold 65,536 bytes (the drivers' buffer size), so no datagram is truncated
 ///   that a plain `recv_from` into the drivers' buffer would have kept whole; the ring's
 ///   2 MiB are reserved address space that only the kernel writes, so it costs resident
@@ -102,7 +104,8 @@ impl Default for SocketOptions {
 ///   ring runs out returns `Ok(None)` without a syscall; the next one asks again.
 /// * **Send.** `send_to` copies the datagram into a batch (a buffer reused from call to
 ///   call: no allocation once it has grown to its high-water mark) and returns `Ok(true)`;
-///   the batch goes out with `sendmmsg` when it holds 32 datagrams or 64 KiB, at
+///   the batch goes out with `sendmmsg` (a batch of one with a plain `send`) when it holds
+///   32 datagrams or 64 KiB, at
 ///   [`Transport::poll`] (the drivers call it at the end of every `tick_outgoing`), before
 ///   [`Transport::wait`] sleeps, and on drop. Datagrams the kernel did not take then
 ///   (socket buffer full, ICMP refusal, a per-datagram error) are dropped and **counted**:
@@ -149,6 +152,10 @@ struct Batch {
     recv_enabled: bool,
     /// The last `recvmmsg` returned fewer datagrams than asked: the socket was found empty.
     skip_recv_syscall: bool,
+    /// Receive with `recvmmsg` (a burst is under way) rather than `recvfrom`.
+    recv_burst: bool,
+    /// Consecutive datagrams received by `recvfrom` outside a burst.
+    recv_streak: u8,
     /// `sendmmsg` works (cleared on `ENOSYS`).
     send_enabled: bool,
     /// The pending datagrams, back to back.
@@ -157,6 +164,11 @@ struct Batch {
     /// `RecvRing::truncated` already logged.
     truncated_logged: u64,
 }
+
+/// Consecutive datagrams received one by one after which `recv_from` switches to
+/// `recvmmsg` (a burst); a `recvmmsg` that finds at most one datagram switches back.
+#[cfg(target_os = "linux")]
+const BURST_STREAK: u8 = 4;
 
 /// Largest number of bytes queued in a send batch; a larger datagram is sent on its own.
 #[cfg(target_os = "linux")]
@@ -381,6 +393,8 @@ impl UdpTransport {
                     ring: None,
                     recv_enabled: true,
                     skip_recv_syscall: false,
+                    recv_burst: false,
+                    recv_streak: 0,
                     send_enabled: true,
                     bytes: Vec::new(),
                     items: Vec::new(),
@@ -623,6 +637,8 @@ impl UdpTransport {
             match ring.recv(fd) {
                 Ok(n) => {
                     b.skip_recv_syscall = n < sys::MAX_BATCH;
+                    // A call that found at most one datagram ends the burst.
+                    b.recv_burst = n > 1;
                     if ring.truncated() != b.truncated_logged {
                         b.truncated_logged = ring.truncated();
                         log::warn!(
@@ -634,6 +650,7 @@ impl UdpTransport {
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    b.recv_burst = false;
                     self.drained = true;
                     return Ok(None);
                 }
@@ -685,6 +702,7 @@ impl UdpTransport {
             start: b.bytes.len(),
             len: data.len(),
             to,
+            target,
         });
         b.bytes.extend_from_slice(data);
         if b.items.len() >= sys::MAX_BATCH {
@@ -716,7 +734,11 @@ impl UdpTransport {
         let mut first_err = None;
         let mut at = 0;
         let mut interrupts = 0;
-        let mut plain_from = None;
+        // A batch of one goes out with a plain send, which costs the kernel less.
+        let mut plain_from = (total == 1).then_some(0);
+        if plain_from.is_some() {
+            at = total;
+        }
         // Each pass sends at least one datagram, drops at least one, or is one of at most
         // 8 EINTR retries.
         for _ in 0..(2 * sys::MAX_BATCH + 8) {
@@ -761,14 +783,9 @@ impl UdpTransport {
             let bytes = std::mem::take(&mut b.bytes);
             let items = std::mem::take(&mut b.items);
             for item in &items[from..] {
-                let target = match &item.to {
-                    Some(to) => to.as_socket(),
-                    None => self.peer,
-                };
-                let data = bytes.get(item.start..item.start + item.len);
-                let sent = match (data, target) {
-                    (Some(data), Some(target)) => self.send_plain(data, target),
-                    _ => Ok(false),
+                let sent = match bytes.get(item.start..item.start + item.len) {
+                    Some(data) => self.send_plain(data, item.target),
+                    None => Ok(false),
                 };
                 match sent {
                     Ok(true) => {}
@@ -799,7 +816,30 @@ impl Transport for UdpTransport {
         _now: Duration,
     ) -> io::Result<Option<(usize, SocketAddr)>> {
         #[cfg(target_os = "linux")]
-        if self.batch.as_ref().is_some_and(|b| b.recv_enabled) {
+        if let Some(b) = self.batch.as_mut().filter(|b| b.recv_enabled) {
+            let ring_empty = b.ring.as_ref().map_or(true, |r| r.is_empty());
+            if ring_empty && std::mem::take(&mut b.skip_recv_syscall) {
+                // The kernel just reported the socket empty; ask again next time.
+                return Ok(None);
+            }
+            if !b.recv_burst && ring_empty {
+                // Outside a burst one `recvfrom` per datagram is cheaper (no copy, a
+                // shorter syscall); a run of datagrams starts a burst.
+                let got = self.recv_plain(buf);
+                if let Some(b) = self.batch.as_mut() {
+                    match got {
+                        Ok(Some(_)) => {
+                            b.recv_streak = b.recv_streak.saturating_add(1);
+                            if b.recv_streak >= BURST_STREAK {
+                                b.recv_burst = true;
+                                b.recv_streak = 0;
+                            }
+                        }
+                        _ => b.recv_streak = 0,
+                    }
+                }
+                return got;
+            }
             match self.recv_batched(buf) {
                 Ok(got) => return Ok(got),
                 Err(Some(e)) => return Err(e),
@@ -1221,6 +1261,12 @@ mod tests {
         }
         assert_eq!(a.take_send_drops(), 0);
         assert_eq!(b.take_send_drops(), 0);
+        #[cfg(target_os = "linux")]
+        if batch {
+            // The runs of datagrams went through the recvmmsg ring.
+            assert!(a.batch.as_ref().is_some_and(|b| b.ring.is_some()));
+            assert!(b.batch.as_ref().is_some_and(|b| b.ring.is_some()));
+        }
         Some(log)
     }
 
@@ -1305,9 +1351,10 @@ mod tests {
             let mut a = UdpTransport::bind("127.0.0.1:0".parse().unwrap(), &opts(batch)).unwrap();
             let mut b = UdpTransport::bind("127.0.0.1:0".parse().unwrap(), &opts(batch)).unwrap();
             let to = b.local_addr().unwrap();
-            // Small ones around the largest IPv4 UDP payload and one of 40,000 bytes, in
-            // one batch (the 65,507-byte one is sent on its own, after the batch).
-            let sizes = [10, 40_000, 1200, 65_507, 3];
+            // Four small ones (the receiver then switches to recvmmsg), then large ones
+            // around small ones, up to the largest IPv4 UDP payload (which is sent on its
+            // own: it does not fit in a send batch with others).
+            let sizes = [10, 20, 30, 40, 40_000, 1200, 65_507, 3, 60_000];
             let datagrams: Vec<Vec<u8>> = sizes
                 .iter()
                 .enumerate()
@@ -1318,6 +1365,8 @@ mod tests {
             }
             a.poll(Duration::ZERO).unwrap();
             let got = recv_n(&mut b, sizes.len());
+            #[cfg(target_os = "linux")]
+            assert_eq!(b.batch.as_ref().is_some_and(|b| b.ring.is_some()), batch);
             let data: Vec<Vec<u8>> = got.into_iter().map(|(d, _)| d).collect();
             assert_eq!(data.len(), sizes.len(), "batch {batch}");
             for (got, want) in data.iter().zip(&datagrams) {
