@@ -295,7 +295,7 @@ impl Client {
             c.close(ctx, DisconnectReason::Local, None, true)
         });
         self.core.closed_by_app(self.peer.id);
-        let _ = self.core.transport.poll(self.core.now.at);
+        self.core.poll_transport();
     }
 
     /// Closes the connection once queued reliable data is acknowledged (or

@@ -78,6 +78,18 @@ pub struct Config {
     /// Most datagrams read from the socket in one `tick_incoming` (bounds the time a flood
     /// can take). Default 65 536.
     pub max_datagrams_per_tick: usize,
+    /// Linux: move up to 32 datagrams per syscall (`recvmmsg`/`sendmmsg`); sends are queued
+    /// and go out at the end of `tick_outgoing`. Ignored on other systems. Default true. See
+    /// [`crate::io::SocketOptions::batch`].
+    pub batch_socket_io: bool,
+    /// The DSCP codepoint (0..=63) outgoing datagrams are marked with, e.g. 46 (Expedited
+    /// Forwarding); `None` (default) keeps the OS default. See
+    /// [`crate::io::SocketOptions::dscp`].
+    pub dscp: Option<u8>,
+    /// Server only: set `SO_REUSEPORT` so several servers (one per core) can bind the same
+    /// port and the kernel spreads clients over them (Linux; an error where unsupported).
+    /// Default false. See [`crate::io::SocketOptions::reuse_port`] and `docs/SCALING.md`.
+    pub reuse_port: bool,
 }
 
 impl Default for Config {
@@ -103,6 +115,9 @@ impl Default for Config {
             send_queue_limit: 4 * 1024 * 1024,
             max_pending_event_bytes: 64 * 1024 * 1024,
             max_datagrams_per_tick: 65_536,
+            batch_socket_io: true,
+            dscp: None,
+            reuse_port: false,
         }
     }
 }
@@ -201,6 +216,14 @@ impl Config {
         if self.max_datagrams_per_tick == 0 {
             return bad("max_datagrams_per_tick must be positive".into());
         }
+        if let Some(dscp) = self.dscp {
+            if dscp > 63 {
+                return bad(format!("dscp {dscp} is outside 0..=63"));
+            }
+        }
+        if self.reuse_port && !cfg!(unix) {
+            return bad("reuse_port (SO_REUSEPORT) is not available on this system".into());
+        }
         if self.max_pending_event_bytes < self.reliable_max_message_size() + 1 {
             return bad(format!(
                 "max_pending_event_bytes {} cannot hold one largest reliable message ({} bytes)",
@@ -245,6 +268,13 @@ mod tests {
         assert_eq!(c.kcp_mss(), 1171);
         assert_eq!(c.reliable_max_message_size(), 148_716);
         assert_eq!(c.unreliable_max_message_size(), 1194);
+        assert!(c.batch_socket_io && !c.reuse_port && c.dscp.is_none());
+        assert!(Config {
+            dscp: Some(63),
+            ..Config::default()
+        }
+        .validate()
+        .is_ok());
         let big = Config {
             receive_window_size: 4096,
             ..Config::default()
@@ -355,6 +385,13 @@ mod tests {
                     ..Config::default()
                 },
                 "max_pending_event_bytes",
+            ),
+            (
+                Config {
+                    dscp: Some(64),
+                    ..Config::default()
+                },
+                "dscp",
             ),
         ];
         for (c, field) in cases {

@@ -317,7 +317,7 @@ impl Server {
     pub fn bind(addr: impl ToSocketAddrs, config: Config) -> Result<Server, Error> {
         config.validate()?;
         let addr = first_addr(addr)?;
-        let udp = UdpTransport::bind(addr, &socket_options(&config, config.dual_mode))?;
+        let udp = UdpTransport::bind(addr, &socket_options(&config, true))?;
         let conditioner = LinkConditioner::new(udp, rand::random());
         Server::with_transport(Box::new(conditioner), Box::new(SystemClock::new()), config)
     }
@@ -522,7 +522,7 @@ impl Server {
             });
             self.table.settle(&mut self.core, idx);
         }
-        let _ = self.core.transport.poll(self.core.now.at);
+        self.core.poll_transport();
     }
 
     // --------------------------------------------------------------- queries

@@ -96,12 +96,16 @@ impl Now {
 /// rather than as silent truncation.
 pub(crate) const RECV_BUFFER_LEN: usize = 65_536;
 
-/// The socket options a driver's UDP socket gets from its config.
-pub(crate) fn socket_options(config: &Config, dual_mode: bool) -> SocketOptions {
+/// The socket options a driver's UDP socket gets from its config (`server`: dual mode and
+/// `SO_REUSEPORT` apply).
+pub(crate) fn socket_options(config: &Config, server: bool) -> SocketOptions {
     SocketOptions {
-        dual_mode,
+        dual_mode: server && config.dual_mode,
         recv_buffer_size: config.recv_buffer_size,
         send_buffer_size: config.send_buffer_size,
+        batch: config.batch_socket_io,
+        dscp: config.dscp,
+        reuse_port: server && config.reuse_port,
     }
 }
 
@@ -166,9 +170,16 @@ impl Core {
         self.now = Now::read(self.clock.as_ref());
     }
 
-    fn poll_transport(&mut self) {
+    /// Releases what the transport holds back (delayed or batched datagrams) and accounts
+    /// for batched datagrams the kernel refused after `send_to` had accepted them.
+    pub(crate) fn poll_transport(&mut self) {
         if let Err(e) = self.transport.poll(self.now.at) {
             debug!("transport poll failed: {e}");
+        }
+        let dropped = self.transport.take_send_drops();
+        if dropped > 0 {
+            self.stats.send_errors += dropped;
+            self.stats.datagrams_sent = self.stats.datagrams_sent.saturating_sub(dropped);
         }
     }
 

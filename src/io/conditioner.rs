@@ -815,6 +815,10 @@ impl<T: Transport> Transport for LinkConditioner<T> {
         self.inner.take_connection_refused()
     }
 
+    fn take_send_drops(&mut self) -> u64 {
+        self.inner.take_send_drops()
+    }
+
     /// Waits on the wrapped transport. Delayed datagrams held here are not waited for:
     /// the caller caps `timeout` by [`Transport::next_wakeup`].
     fn wait(&mut self, timeout: Duration) -> io::Result<()> {

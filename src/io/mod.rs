@@ -51,6 +51,10 @@ use std::{
 
 mod conditioner;
 mod memory;
+// The crate's only `unsafe`: the recvmmsg/sendmmsg wrappers behind batched UDP I/O.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+mod sys;
 mod udp;
 
 pub use conditioner::{
@@ -115,6 +119,16 @@ pub trait Transport: Send + Sync {
         false
     }
 
+    /// Returns, and resets to zero, how many datagrams [`send_to`](Transport::send_to)
+    /// accepted with `Ok(true)` that were dropped afterwards, when the transport actually
+    /// sent them (a batching transport queues datagrams and sends them at
+    /// [`poll`](Transport::poll), where the socket buffer may turn out to be full). The
+    /// drivers add it to their send-drop count after each `poll`. The default is 0: a
+    /// transport that sends at once reports every drop through `send_to`'s result.
+    fn take_send_drops(&mut self) -> u64 {
+        0
+    }
+
     /// Blocks until a datagram may be readable or `timeout` passed, whichever is first
     /// (spurious early returns are allowed). The drivers' `wait` calls it with the time
     /// until their next timer. [`UdpTransport`] sleeps in the OS poller; the default, used
@@ -156,6 +170,10 @@ impl<T: Transport + ?Sized> Transport for Box<T> {
 
     fn take_connection_refused(&mut self) -> bool {
         (**self).take_connection_refused()
+    }
+
+    fn take_send_drops(&mut self) -> u64 {
+        (**self).take_send_drops()
     }
 
     fn wait(&mut self, timeout: Duration) -> io::Result<()> {

@@ -1,0 +1,240 @@
+//! The in-process workloads: W5 (allocations and time per message through an in-memory
+//! pair) and W6 (a server with many idle clients ticked at 60 Hz, over the memory network
+//! or over loopback UDP, with a virtual clock).
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use kcpnet::io::{ManualClock, MemoryNetwork, SocketOptions, Transport, UdpTransport};
+use kcpnet::{Channel, Client, Config, Event, Server};
+use serde_json::{json, Value};
+
+use super::{bench_config, percentile};
+
+/// A server and one client over a fresh memory network, connected, on a virtual clock.
+fn memory_pair() -> (ManualClock, Server, Client) {
+    let net = MemoryNetwork::new();
+    let clock = ManualClock::starting_at(Duration::from_secs(1));
+    let server_addr: SocketAddr = "10.0.0.1:7777".parse().unwrap();
+    let mut server = Server::with_transport(
+        Box::new(net.bind(server_addr).unwrap()),
+        Box::new(clock.clone()),
+        bench_config(),
+    )
+    .unwrap();
+    let mut client = Client::with_transport(
+        Box::new(net.bind("10.0.0.2:5000".parse().unwrap()).unwrap()),
+        Box::new(clock.clone()),
+        server_addr,
+        bench_config(),
+    )
+    .unwrap();
+    for _ in 0..1000 {
+        step_pair(&clock, &mut server, &mut client);
+        if client.is_connected() && server.connection_count() == 1 {
+            break;
+        }
+    }
+    (clock, server, client)
+}
+
+/// One millisecond of the pair: client out, server in/out, client in. Returns the
+/// messages the server received.
+fn step_pair(clock: &ManualClock, server: &mut Server, client: &mut Client) -> u64 {
+    client.tick_outgoing();
+    let mut got = 0;
+    server.tick_incoming();
+    while let Some(ev) = server.poll_event() {
+        if let Event::Data { .. } = ev {
+            got += 1;
+        }
+    }
+    server.tick_outgoing();
+    client.tick_incoming();
+    while client.poll_event().is_some() {}
+    clock.advance(Duration::from_millis(1));
+    got
+}
+
+/// W5: for each message size, `msgs` steady-state messages client → server (send, flush,
+/// receive, ACK), after a warm-up; allocations per message from the counting allocator
+/// (`count` runs a closure and returns its allocations on this thread) and ns per message.
+pub fn w5(msgs: u64, count: &dyn Fn(&mut dyn FnMut()) -> u64) -> Vec<Value> {
+    let max = bench_config().reliable_max_message_size();
+    let cases: Vec<(usize, Channel)> = vec![
+        (16, Channel::Reliable),
+        (1000, Channel::Reliable),
+        (1000, Channel::Unreliable),
+        (1194, Channel::Unreliable),
+        (10_000, Channel::Reliable),
+        (100_000, Channel::Reliable),
+        (max, Channel::Reliable),
+    ];
+    let mut out = Vec::new();
+    for (size, channel) in cases {
+        let (clock, mut server, mut client) = memory_pair();
+        let msg = vec![0xa5u8; size];
+        let n = if size > 10_000 { msgs / 10 } else { msgs }.max(10);
+        // Warm-up: pools, arenas and queues reach their steady size.
+        for _ in 0..n.min(200) {
+            let _ = client.send(&msg, channel);
+            step_pair(&clock, &mut server, &mut client);
+        }
+        for _ in 0..50 {
+            step_pair(&clock, &mut server, &mut client);
+        }
+        let mut received = 0u64;
+        let t = Instant::now();
+        let allocs = count(&mut || {
+            for _ in 0..n {
+                let _ = client.send(&msg, channel);
+                received += step_pair(&clock, &mut server, &mut client);
+            }
+        });
+        let ns = t.elapsed().as_nanos() as f64 / n as f64;
+        out.push(json!({
+            "size": size,
+            "channel": format!("{channel:?}"),
+            "messages": n,
+            "received": received,
+            "allocs_per_msg": allocs as f64 / n as f64,
+            "ns_per_msg": ns,
+        }));
+    }
+    out
+}
+
+/// W6: `n` idle clients connected to one server; then `steps` ticks at 60 Hz of virtual
+/// time, timing only the server's tick (`tick_incoming`, draining events,
+/// `tick_outgoing`).
+fn w6_run(
+    n: usize,
+    steps: usize,
+    server_t: Box<dyn Transport>,
+    server_addr: SocketAddr,
+    mut client_t: impl FnMut(usize) -> Box<dyn Transport>,
+    clock: ManualClock,
+) -> Value {
+    let config = Config {
+        max_connections: 100_000,
+        ..bench_config()
+    };
+    let mut server =
+        Server::with_transport(server_t, Box::new(clock.clone()), config.clone()).expect("server");
+    let mut clients: Vec<Client> = Vec::with_capacity(n);
+    let tick_all = |server: &mut Server, clients: &mut Vec<Client>| {
+        for c in clients.iter_mut() {
+            c.tick_incoming();
+            while c.poll_event().is_some() {}
+            c.tick_outgoing();
+        }
+        server.tick_incoming();
+        while server.poll_event().is_some() {}
+        server.tick_outgoing();
+    };
+    // Connect in groups of 500, one virtual millisecond per step.
+    for _ in 0..20_000 {
+        if clients.len() < n {
+            for _ in 0..500.min(n - clients.len()) {
+                let i = clients.len();
+                clients.push(
+                    Client::with_transport(
+                        client_t(i),
+                        Box::new(clock.clone()),
+                        server_addr,
+                        config.clone(),
+                    )
+                    .expect("client"),
+                );
+            }
+        }
+        tick_all(&mut server, &mut clients);
+        clock.advance(Duration::from_millis(1));
+        if clients.len() == n && clients.iter().all(Client::is_connected) {
+            break;
+        }
+    }
+    let connected = server.connection_count();
+    // Let the handshake traffic settle for two virtual seconds.
+    let tick = Duration::from_micros(16_667);
+    for _ in 0..120 {
+        tick_all(&mut server, &mut clients);
+        clock.advance(tick);
+    }
+    let mut us = Vec::with_capacity(steps);
+    let datagrams0 = server.stats().datagrams_received;
+    for _ in 0..steps {
+        for c in clients.iter_mut() {
+            c.tick_incoming();
+            while c.poll_event().is_some() {}
+            c.tick_outgoing();
+        }
+        let t = Instant::now();
+        server.tick_incoming();
+        while server.poll_event().is_some() {}
+        server.tick_outgoing();
+        us.push(t.elapsed().as_secs_f64() * 1e6);
+        clock.advance(tick);
+    }
+    let datagrams = server.stats().datagrams_received - datagrams0;
+    let mean = us.iter().sum::<f64>() / us.len().max(1) as f64;
+    let p50 = percentile(&mut us, 50.0);
+    let p99 = percentile(&mut us, 99.0);
+    let max = us.last().copied().unwrap_or(0.0);
+    json!({
+        "clients": n, "connected": connected, "ticks": steps,
+        "mean_us": mean, "p50_us": p50, "p99_us": p99, "max_us": max,
+        "datagrams_in_per_tick": datagrams as f64 / steps.max(1) as f64,
+    })
+}
+
+/// W6 over the memory network.
+pub fn w6_memory(n: usize, steps: usize) -> Value {
+    let net = MemoryNetwork::with_queue_capacity(64 * 1024 * 1024);
+    let clock = ManualClock::starting_at(Duration::from_secs(1));
+    let server_addr: SocketAddr = "10.0.0.1:7777".parse().unwrap();
+    let server_t = Box::new(net.bind(server_addr).unwrap());
+    let base = u32::from(std::net::Ipv4Addr::new(10, 1, 0, 0));
+    w6_run(
+        n,
+        steps,
+        server_t,
+        server_addr,
+        |i| {
+            let ip = std::net::Ipv4Addr::from(base + (i / 50_000) as u32);
+            let port = 10_000 + (i % 50_000) as u16;
+            Box::new(net.bind(SocketAddr::from((ip, port))).unwrap())
+        },
+        clock,
+    )
+}
+
+/// W6 over loopback UDP (clients one plain socket each; the server's socket batches or
+/// not), still on a virtual clock.
+pub fn w6_udp(n: usize, steps: usize, batch: bool) -> Value {
+    let clock = ManualClock::starting_at(Duration::from_secs(1));
+    let opts = SocketOptions {
+        batch,
+        ..SocketOptions::default()
+    };
+    let server_t = UdpTransport::bind("127.0.0.1:0".parse().unwrap(), &opts).expect("bind");
+    let server_addr = server_t.local_addr().unwrap();
+    let client_opts = SocketOptions {
+        batch: false,
+        recv_buffer_size: 64 * 1024,
+        send_buffer_size: 64 * 1024,
+        ..SocketOptions::default()
+    };
+    w6_run(
+        n,
+        steps,
+        Box::new(server_t),
+        server_addr,
+        |_| {
+            let mut t = UdpTransport::bind_any_for(server_addr, &client_opts).expect("bind");
+            t.connect(server_addr).expect("connect");
+            Box::new(t)
+        },
+        clock,
+    )
+}

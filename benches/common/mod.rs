@@ -1,0 +1,301 @@
+//! Shared plumbing of the `kcpbench` bench binary: configuration, endpoint construction,
+//! the parent/child process protocol, measurements (CPU, RSS, percentiles) and tables.
+
+#![allow(dead_code)]
+
+pub mod inproc;
+pub mod roles;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
+
+use kcpnet::io::{
+    Conditions, Direction, LinkConditioner, SocketOptions, SystemClock, Transport, UdpTransport,
+};
+use kcpnet::{Client, Config, Server};
+
+/// The comparison configuration of `BENCHMARKS.md`: MTU 1200, no-delay, 10 ms interval,
+/// fast resend 2, no congestion window, windows 1024/1024.
+pub fn bench_config() -> Config {
+    Config {
+        mtu: 1200,
+        no_delay: 1,
+        interval_ms: 10,
+        fast_resend: 2,
+        congestion_window: false,
+        send_window_size: 1024,
+        receive_window_size: 1024,
+        ..Config::default()
+    }
+}
+
+/// Socket options with batching on or off (everything else default).
+pub fn udp_opts(batch: bool) -> SocketOptions {
+    SocketOptions {
+        batch,
+        ..SocketOptions::default()
+    }
+}
+
+/// W4's link: 20 ms one way and 5% loss, applied to what each endpoint sends.
+pub fn w4_conditions() -> Conditions {
+    Conditions::lossy(0.05).with_latency(Duration::from_millis(20))
+}
+
+/// A UDP transport on `127.0.0.1:port` behind a link conditioner (perfect unless
+/// `impair`).
+pub fn conditioned_udp(
+    addr: SocketAddr,
+    batch: bool,
+    impair: bool,
+    seed: u64,
+    connect: bool,
+) -> LinkConditioner<UdpTransport> {
+    let mut udp = if connect {
+        UdpTransport::bind_any_for(addr, &udp_opts(batch)).expect("bind")
+    } else {
+        UdpTransport::bind(addr, &udp_opts(batch)).expect("bind")
+    };
+    if connect {
+        udp.connect(addr).expect("connect");
+    }
+    let mut c = LinkConditioner::new(udp, seed);
+    if impair {
+        use kcpnet::io::ConditionerControl;
+        c.set_conditions(Direction::Send, w4_conditions())
+            .expect("conditions");
+    }
+    c
+}
+
+/// A kcpnet server on `127.0.0.1:0` whose socket batches or not.
+pub fn kcpnet_server(batch: bool, impair: bool, config: Config) -> Server {
+    let t = conditioned_udp("127.0.0.1:0".parse().unwrap(), batch, impair, 1, false);
+    Server::with_transport(Box::new(t), Box::new(SystemClock::new()), config).expect("server")
+}
+
+/// A kcpnet client of `127.0.0.1:port` whose socket batches or not.
+pub fn kcpnet_client(port: u16, batch: bool, impair: bool, seed: u64, config: Config) -> Client {
+    let remote: SocketAddr = SocketAddr::from(([127, 0, 0, 1], port));
+    let t = conditioned_udp(remote, batch, impair, seed, true);
+    Client::with_transport(Box::new(t), Box::new(SystemClock::new()), remote, config)
+        .expect("client")
+}
+
+/// A boxed transport for the baselines that drive their own protocol over it.
+pub fn boxed(t: LinkConditioner<UdpTransport>) -> Box<dyn Transport> {
+    Box::new(t)
+}
+
+// ------------------------------------------------------------------ measurements
+
+/// CPU time of this process (all threads) in nanoseconds: `/proc/self/schedstat`, else
+/// utime + stime from `/proc/self/stat` (10 ms resolution), else 0.
+pub fn cpu_ns() -> u64 {
+    if let Ok(s) = std::fs::read_to_string("/proc/self/schedstat") {
+        if let Some(ns) = s.split_whitespace().next().and_then(|v| v.parse().ok()) {
+            // schedstat covers the main thread only; the roles are single-threaded
+            // apart from a stdin reader that sleeps.
+            return ns;
+        }
+    }
+    if let Ok(s) = std::fs::read_to_string("/proc/self/stat") {
+        let fields: Vec<&str> = s
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        return (ticks(11) + ticks(12)) * 10_000_000;
+    }
+    0
+}
+
+/// Resident set size in bytes (`VmRSS`), or 0.
+pub fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// The `p`-th percentile (0..=100) of `v`, sorting it; 0 if empty.
+pub fn percentile(v: &mut [f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    let idx = ((p / 100.0) * (v.len() - 1) as f64).round() as usize;
+    v[idx.min(v.len() - 1)]
+}
+
+/// Median of `v` (sorting it); 0 if empty.
+pub fn median(v: &mut [f64]) -> f64 {
+    percentile(v, 50.0)
+}
+
+// ------------------------------------------------------------------ child side
+
+/// Set by the stdin reader of a child when the parent writes `stop`.
+pub static STOP: AtomicBool = AtomicBool::new(false);
+/// Incremented by the stdin reader of a child for each `mark` line.
+pub static MARKS: AtomicU32 = AtomicU32::new(0);
+
+/// Starts the child's stdin reader (commands `mark` and `stop`; EOF means stop).
+pub fn child_control() {
+    std::thread::spawn(|| {
+        let stdin = std::io::stdin();
+        for line in stdin.lock().lines() {
+            match line.as_deref().map(str::trim) {
+                Ok("mark") => {
+                    MARKS.fetch_add(1, Ordering::SeqCst);
+                }
+                Ok("stop") | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        STOP.store(true, Ordering::SeqCst);
+    });
+}
+
+/// `true` once the parent asked this child to stop.
+pub fn stopped() -> bool {
+    STOP.load(Ordering::Relaxed)
+}
+
+/// Prints a protocol line to the parent.
+pub fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+/// Prints the child's result.
+pub fn result(v: serde_json::Value) {
+    say(&format!("RESULT {v}"));
+}
+
+// ------------------------------------------------------------------ parent side
+
+/// A child process running one role.
+pub struct Proc {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+    name: String,
+}
+
+impl Proc {
+    /// Re-executes this binary with `args` (a role and its parameters).
+    pub fn spawn(args: &[String]) -> Proc {
+        let exe = std::env::current_exe().expect("current_exe");
+        let mut child = Command::new(exe)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn child");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stdin = child.stdin.take();
+        Proc {
+            child,
+            stdin,
+            lines: rx,
+            name: args.join(" "),
+        }
+    }
+
+    /// Waits up to `timeout` for a line starting with `prefix`; returns the rest.
+    pub fn expect(&mut self, prefix: &str, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(rest) = line.strip_prefix(prefix) {
+                        return Some(rest.trim().to_string());
+                    }
+                    eprintln!("[{}] {line}", self.name);
+                }
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// The `PORT` line of a server.
+    pub fn port(&mut self) -> u16 {
+        self.expect("PORT", Duration::from_secs(20))
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("{}: no PORT line", self.name))
+    }
+
+    /// The `RESULT` line, parsed; `Null` if none came within `timeout`.
+    pub fn result(&mut self, timeout: Duration) -> serde_json::Value {
+        match self.expect("RESULT", timeout) {
+            Some(json) => serde_json::from_str(&json).unwrap_or(serde_json::Value::Null),
+            None => {
+                eprintln!("{}: no result within {timeout:?}", self.name);
+                serde_json::Value::Null
+            }
+        }
+    }
+
+    /// Writes a command line (`mark`, `stop`) to the child.
+    pub fn tell(&mut self, cmd: &str) {
+        if let Some(stdin) = self.stdin.as_mut() {
+            let _ = writeln!(stdin, "{cmd}");
+            let _ = stdin.flush();
+        }
+    }
+
+    /// Asks the child to stop and returns its result.
+    pub fn stop(&mut self, timeout: Duration) -> serde_json::Value {
+        self.tell("stop");
+        self.result(timeout)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stdin = None; // EOF: the child stops by itself
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A string argument list.
+pub fn args(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}

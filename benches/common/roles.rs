@@ -1,0 +1,712 @@
+//! The child-process roles of W1–W4: a server and a client per implementation.
+//!
+//! Implementations (`--impl`): `kcpnet` (batched socket I/O), `kcpnet-plain` (batching
+//! off), `udp` (raw UDP, std sockets, one syscall per datagram), `udp-batch` (raw UDP
+//! through kcpnet's batching `UdpTransport`), `kcp` (the `kcp` crate driven by a UDP loop
+//! that flushes every iteration).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use kcpnet::io::{Clock, SystemClock, Transport};
+use kcpnet::{Channel, Event};
+use serde_json::json;
+
+use super::*;
+
+/// `--key value` parameters of a role.
+pub struct Params(pub HashMap<String, String>);
+
+impl Params {
+    pub fn parse(args: &[String]) -> Params {
+        let mut map = HashMap::new();
+        let mut i = 0;
+        while i < args.len() {
+            if let Some(key) = args[i].strip_prefix("--") {
+                let value = match args.get(i + 1) {
+                    Some(v) if !v.starts_with("--") => {
+                        i += 1;
+                        v.clone()
+                    }
+                    _ => "1".to_string(),
+                };
+                map.insert(key.to_string(), value);
+            }
+            i += 1;
+        }
+        Params(map)
+    }
+    pub fn s(&self, k: &str) -> &str {
+        self.0.get(k).map(String::as_str).unwrap_or("")
+    }
+    pub fn n(&self, k: &str) -> u64 {
+        self.0.get(k).and_then(|v| v.parse().ok()).unwrap_or(0)
+    }
+    pub fn flag(&self, k: &str) -> bool {
+        self.0.contains_key(k)
+    }
+}
+
+fn batch_of(imp: &str) -> bool {
+    !imp.ends_with("-plain")
+}
+
+fn server_addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// Sleeps `tick_us` microseconds if positive (a game-loop tick), else returns at once.
+fn tick_sleep(tick_us: u64) {
+    if tick_us > 0 {
+        std::thread::sleep(Duration::from_micros(tick_us));
+    }
+}
+
+fn secs(d: Option<Duration>) -> f64 {
+    d.map_or(0.0, |d| d.as_secs_f64())
+}
+
+// ------------------------------------------------------------------ the kcp crate
+
+/// Output of a `kcp::Kcp`: every datagram straight to the transport.
+struct KcpOut {
+    t: Rc<RefCell<Box<dyn Transport>>>,
+    to: SocketAddr,
+    clock: SystemClock,
+}
+
+impl io::Write for KcpOut {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let _ = self.t.borrow_mut().send_to(buf, self.to, self.clock.now());
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+type KcpCrate = kcp::Kcp<KcpOut>;
+
+fn kcp_crate(t: &Rc<RefCell<Box<dyn Transport>>>, to: SocketAddr, clock: SystemClock) -> KcpCrate {
+    let mut k = kcp::Kcp::new(
+        1,
+        KcpOut {
+            t: t.clone(),
+            to,
+            clock,
+        },
+    );
+    k.set_nodelay(true, 10, 2, true);
+    k.set_wndsize(1024, 1024);
+    let _ = k.set_mtu(1200);
+    k
+}
+
+/// One iteration of a kcp-crate endpoint: read every datagram into `k` (created for the
+/// first sender if `None`), update, flush.
+fn kcp_pump(
+    t: &Rc<RefCell<Box<dyn Transport>>>,
+    k: &mut Option<KcpCrate>,
+    clock: SystemClock,
+    buf: &mut [u8],
+) {
+    let now = clock.now();
+    for _ in 0..65_536 {
+        let got = t.borrow_mut().recv_from(buf, now);
+        let Ok(Some((n, from))) = got else { break };
+        let k = k.get_or_insert_with(|| kcp_crate(t, from, clock));
+        let _ = k.input(&buf[..n]);
+    }
+    if let Some(k) = k.as_mut() {
+        let _ = k.update(now.as_millis() as u32);
+        let _ = k.flush();
+    }
+    let _ = t.borrow_mut().poll(now);
+}
+
+fn kcp_transport(addr: SocketAddr, impair: bool, connect: bool) -> Rc<RefCell<Box<dyn Transport>>> {
+    Rc::new(RefCell::new(boxed(conditioned_udp(
+        addr, false, impair, 7, connect,
+    ))))
+}
+
+// ------------------------------------------------------------------ W1 / W4b: bulk
+
+/// Receives `--bytes` of messages; reports bytes, messages and the time from the first
+/// to the last byte.
+pub fn w1_server(p: &Params) {
+    child_control();
+    let imp = p.s("impl");
+    let impair = p.flag("impair");
+    let total = p.n("bytes");
+    let mut got = 0u64;
+    let mut msgs = 0u64;
+    let mut first: Option<Instant> = None;
+    let mut done: Option<Instant> = None;
+    let note = |got: u64, first: &mut Option<Instant>, done: &mut Option<Instant>| {
+        if got > 0 && done.is_none() {
+            let now = Instant::now();
+            first.get_or_insert(now);
+            if got >= total {
+                *done = Some(now);
+            }
+        }
+    };
+    let mut last = Instant::now();
+    match imp {
+        "kcpnet" | "kcpnet-plain" => {
+            let mut s = kcpnet_server(batch_of(imp), impair, bench_config());
+            say(&format!("PORT {}", s.local_addr().unwrap().port()));
+            while !stopped() {
+                let before = got;
+                s.tick_incoming_with(|_, ev| {
+                    if let Event::Data { data, .. } = ev {
+                        got += data.len() as u64;
+                        msgs += 1;
+                    }
+                });
+                s.tick_outgoing();
+                if got != before {
+                    note(got, &mut first, &mut done);
+                    last = Instant::now();
+                }
+                if impair {
+                    tick_sleep(200);
+                }
+            }
+        }
+        "udp" => {
+            let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let _ = socket2::SockRef::from(&sock).set_recv_buffer_size(7 << 20);
+            sock.set_read_timeout(Some(Duration::from_millis(50)))
+                .unwrap();
+            say(&format!("PORT {}", sock.local_addr().unwrap().port()));
+            let mut buf = vec![0u8; 65_536];
+            while !stopped() {
+                if let Ok((n, _)) = sock.recv_from(&mut buf) {
+                    got += n as u64;
+                    msgs += 1;
+                    if first.is_none() || got >= total || msgs.is_multiple_of(64) {
+                        note(got, &mut first, &mut done);
+                        last = Instant::now();
+                    }
+                }
+            }
+        }
+        "udp-batch" => {
+            let mut t = conditioned_udp("127.0.0.1:0".parse().unwrap(), true, false, 1, false);
+            say(&format!("PORT {}", t.local_addr().unwrap().port()));
+            let mut buf = vec![0u8; 65_536];
+            while !stopped() {
+                let mut any = false;
+                while let Ok(Some((n, _))) = t.recv_from(&mut buf, Duration::ZERO) {
+                    got += n as u64;
+                    msgs += 1;
+                    any = true;
+                }
+                if any {
+                    note(got, &mut first, &mut done);
+                    last = Instant::now();
+                }
+            }
+        }
+        "kcp" => {
+            let clock = SystemClock::new();
+            let t = kcp_transport("127.0.0.1:0".parse().unwrap(), impair, false);
+            say(&format!("PORT {}", t.borrow().local_addr().unwrap().port()));
+            let mut k: Option<KcpCrate> = None;
+            let mut buf = vec![0u8; 65_536];
+            let mut msg = vec![0u8; 1 << 20];
+            while !stopped() {
+                kcp_pump(&t, &mut k, clock, &mut buf);
+                let before = got;
+                if let Some(k) = k.as_mut() {
+                    while let Ok(n) = k.recv(&mut msg) {
+                        got += n as u64;
+                        msgs += 1;
+                    }
+                }
+                if got != before {
+                    note(got, &mut first, &mut done);
+                    last = Instant::now();
+                }
+                if impair {
+                    tick_sleep(200);
+                }
+            }
+        }
+        other => panic!("unknown impl {other}"),
+    }
+    let end = done.unwrap_or(last);
+    let span = first.map(|f| end.saturating_duration_since(f));
+    let s = secs(span).max(1e-9);
+    result(json!({
+        "bytes": got, "msgs": msgs, "secs": s,
+        "mb_per_s": got as f64 / s / 1e6, "msgs_per_s": msgs as f64 / s,
+        "complete": got >= total,
+    }));
+}
+
+/// Sends `--bytes` as `--msg`-byte reliable messages as fast as flow control allows.
+pub fn w1_client(p: &Params) {
+    child_control();
+    let imp = p.s("impl");
+    let impair = p.flag("impair");
+    let total = p.n("bytes");
+    let size = p.n("msg").max(1) as usize;
+    let port = p.n("port") as u16;
+    let count = total.div_ceil(size as u64);
+    let msg = vec![0x5au8; size];
+    let deadline = Instant::now() + Duration::from_secs(p.n("timeout").max(10));
+    let start = Instant::now();
+    let mut sent = 0u64;
+    match imp {
+        "kcpnet" | "kcpnet-plain" => {
+            let mut c = kcpnet_client(port, batch_of(imp), impair, 2, bench_config());
+            while !c.is_connected() && Instant::now() < deadline {
+                c.tick_incoming();
+                while c.poll_event().is_some() {}
+                c.tick_outgoing();
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            while Instant::now() < deadline && !stopped() {
+                c.tick_incoming();
+                while c.poll_event().is_some() {}
+                while sent < count && c.send_backlog() < 2048 {
+                    if c.send(&msg, Channel::Reliable).is_err() {
+                        break;
+                    }
+                    sent += 1;
+                }
+                c.tick_outgoing();
+                if sent >= count && c.send_backlog() == 0 {
+                    break;
+                }
+                if impair {
+                    tick_sleep(200);
+                }
+            }
+        }
+        "udp" => {
+            let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let _ = socket2::SockRef::from(&sock).set_send_buffer_size(7 << 20);
+            sock.connect(server_addr(port)).unwrap();
+            while sent < count && Instant::now() < deadline {
+                if sock.send(&msg).is_ok() {
+                    sent += 1;
+                }
+            }
+        }
+        "udp-batch" => {
+            let mut t = conditioned_udp(server_addr(port), true, false, 2, true);
+            while sent < count && Instant::now() < deadline {
+                let _ = t.send_to(&msg, server_addr(port), Duration::ZERO);
+                sent += 1;
+            }
+            let _ = t.poll(Duration::ZERO);
+        }
+        "kcp" => {
+            let clock = SystemClock::new();
+            let t = kcp_transport(server_addr(port), impair, true);
+            let mut k = Some(kcp_crate(&t, server_addr(port), clock));
+            let mut buf = vec![0u8; 65_536];
+            let _ = k.as_mut().unwrap().update(0);
+            while Instant::now() < deadline && !stopped() {
+                kcp_pump(&t, &mut k, clock, &mut buf);
+                let kk = k.as_mut().unwrap();
+                let mut queued = false;
+                while sent < count && kk.wait_snd() < 2048 {
+                    if kk.send(&msg).is_err() {
+                        break;
+                    }
+                    sent += 1;
+                    queued = true;
+                }
+                if queued {
+                    let _ = kk.flush();
+                }
+                if sent >= count && kk.wait_snd() == 0 {
+                    break;
+                }
+                if impair {
+                    tick_sleep(200);
+                }
+            }
+        }
+        other => panic!("unknown impl {other}"),
+    }
+    result(json!({"sent": sent, "secs": start.elapsed().as_secs_f64()}));
+}
+
+// ------------------------------------------------------------------ W2 / W4a: ping-pong
+
+/// Echoes every message back on the same channel.
+pub fn w2_server(p: &Params) {
+    child_control();
+    let imp = p.s("impl");
+    let impair = p.flag("impair");
+    let tick_us = p.n("tick-us");
+    match imp {
+        "kcpnet" | "kcpnet-plain" => {
+            let mut s = kcpnet_server(batch_of(imp), impair, bench_config());
+            say(&format!("PORT {}", s.local_addr().unwrap().port()));
+            while !stopped() {
+                s.tick_incoming_with(|ctx, ev| {
+                    if let Event::Data { id, channel, data } = ev {
+                        let _ = ctx.send(id, data, channel);
+                    }
+                });
+                s.tick_outgoing();
+                tick_sleep(tick_us);
+            }
+        }
+        "udp" => {
+            let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+            sock.set_nonblocking(true).unwrap();
+            say(&format!("PORT {}", sock.local_addr().unwrap().port()));
+            let mut buf = vec![0u8; 65_536];
+            while !stopped() {
+                while let Ok((n, from)) = sock.recv_from(&mut buf) {
+                    let _ = sock.send_to(&buf[..n], from);
+                }
+                tick_sleep(tick_us);
+            }
+        }
+        "kcp" => {
+            let clock = SystemClock::new();
+            let t = kcp_transport("127.0.0.1:0".parse().unwrap(), impair, false);
+            say(&format!("PORT {}", t.borrow().local_addr().unwrap().port()));
+            let mut k: Option<KcpCrate> = None;
+            let mut buf = vec![0u8; 65_536];
+            let mut msg = vec![0u8; 65_536];
+            while !stopped() {
+                kcp_pump(&t, &mut k, clock, &mut buf);
+                if let Some(k) = k.as_mut() {
+                    let mut echoed = false;
+                    while let Ok(n) = k.recv(&mut msg) {
+                        let _ = k.send(&msg[..n]);
+                        echoed = true;
+                    }
+                    if echoed {
+                        let _ = k.flush();
+                    }
+                }
+                tick_sleep(tick_us);
+            }
+        }
+        other => panic!("unknown impl {other}"),
+    }
+    result(json!({}));
+}
+
+/// `--count` sequential round trips of a 32-byte reliable message; RTT percentiles.
+pub fn w2_client(p: &Params) {
+    child_control();
+    let imp = p.s("impl");
+    let impair = p.flag("impair");
+    let tick_us = p.n("tick-us");
+    let count = p.n("count") as usize;
+    let port = p.n("port") as u16;
+    let msg = [7u8; 32];
+    let deadline = Instant::now() + Duration::from_secs(p.n("timeout").max(10));
+    let mut rtts: Vec<f64> = Vec::with_capacity(count);
+    let mut lost = 0u64;
+    match imp {
+        "kcpnet" | "kcpnet-plain" => {
+            let mut c = kcpnet_client(port, batch_of(imp), impair, 2, bench_config());
+            while !c.is_connected() && Instant::now() < deadline {
+                c.tick_incoming();
+                while c.poll_event().is_some() {}
+                c.tick_outgoing();
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            let mut sent_at: Option<Instant> = None;
+            while rtts.len() < count && Instant::now() < deadline && !stopped() {
+                if sent_at.is_none() {
+                    let _ = c.send(&msg, Channel::Reliable);
+                    sent_at = Some(Instant::now());
+                }
+                c.tick_outgoing();
+                tick_sleep(tick_us);
+                c.tick_incoming();
+                while let Some(ev) = c.poll_event() {
+                    if let Event::Data { .. } = ev {
+                        if let Some(t) = sent_at.take() {
+                            rtts.push(t.elapsed().as_secs_f64() * 1e6);
+                        }
+                    }
+                }
+            }
+        }
+        "udp" => {
+            let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+            sock.set_nonblocking(true).unwrap();
+            sock.connect(server_addr(port)).unwrap();
+            let mut buf = [0u8; 64];
+            while rtts.len() < count && Instant::now() < deadline {
+                let t = Instant::now();
+                let _ = sock.send(&msg);
+                loop {
+                    if sock.recv(&mut buf).is_ok() {
+                        rtts.push(t.elapsed().as_secs_f64() * 1e6);
+                        break;
+                    }
+                    if t.elapsed() > Duration::from_secs(1) || Instant::now() > deadline {
+                        lost += 1;
+                        break;
+                    }
+                    tick_sleep(tick_us);
+                }
+            }
+        }
+        "kcp" => {
+            let clock = SystemClock::new();
+            let t = kcp_transport(server_addr(port), impair, true);
+            let mut k = Some(kcp_crate(&t, server_addr(port), clock));
+            let _ = k.as_mut().unwrap().update(0);
+            let mut buf = vec![0u8; 65_536];
+            let mut rbuf = vec![0u8; 65_536];
+            while rtts.len() < count && Instant::now() < deadline {
+                let start = Instant::now();
+                let _ = k.as_mut().unwrap().send(&msg);
+                let _ = k.as_mut().unwrap().flush();
+                loop {
+                    kcp_pump(&t, &mut k, clock, &mut buf);
+                    if k.as_mut().unwrap().recv(&mut rbuf).is_ok() {
+                        rtts.push(start.elapsed().as_secs_f64() * 1e6);
+                        break;
+                    }
+                    if Instant::now() > deadline {
+                        break;
+                    }
+                    tick_sleep(tick_us);
+                }
+            }
+        }
+        other => panic!("unknown impl {other}"),
+    }
+    let n = rtts.len();
+    let p50 = percentile(&mut rtts, 50.0);
+    let p99 = percentile(&mut rtts, 99.0);
+    result(json!({"round_trips": n, "lost": lost, "p50_us": p50, "p99_us": p99}));
+}
+
+// ------------------------------------------------------------------ W3: many clients
+
+/// Echo server ticked every millisecond; measures CPU and echoes between `mark` and
+/// `stop`.
+pub fn w3_server(p: &Params) {
+    child_control();
+    let imp = p.s("impl");
+    let rss_base = rss_bytes();
+    let mut echoed = 0u64;
+    let mut marked: Option<(u64, u64, u64, Instant)> = None;
+    let mut conns = 0usize;
+    let maybe_mark = |echoed: u64, conns: usize, marked: &mut Option<(u64, u64, u64, Instant)>| {
+        if marked.is_none() && MARKS.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+            *marked = Some((cpu_ns(), echoed, rss_bytes(), Instant::now()));
+        }
+        let _ = conns;
+    };
+    match imp {
+        "kcpnet" | "kcpnet-plain" => {
+            let config = Config {
+                max_connections: 100_000,
+                ..bench_config()
+            };
+            let mut s = kcpnet_server(batch_of(imp), false, config);
+            say(&format!("PORT {}", s.local_addr().unwrap().port()));
+            while !stopped() {
+                s.tick_incoming_with(|ctx, ev| {
+                    if let Event::Data { id, channel, data } = ev {
+                        if ctx.send(id, data, channel).is_ok() {
+                            echoed += 1;
+                        }
+                    }
+                });
+                s.tick_outgoing();
+                conns = s.connection_count();
+                maybe_mark(echoed, conns, &mut marked);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        "udp" => {
+            let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let _ = socket2::SockRef::from(&sock).set_recv_buffer_size(7 << 20);
+            let _ = socket2::SockRef::from(&sock).set_send_buffer_size(7 << 20);
+            sock.set_nonblocking(true).unwrap();
+            say(&format!("PORT {}", sock.local_addr().unwrap().port()));
+            let mut buf = vec![0u8; 65_536];
+            while !stopped() {
+                while let Ok((n, from)) = sock.recv_from(&mut buf) {
+                    if sock.send_to(&buf[..n], from).is_ok() {
+                        echoed += 1;
+                    }
+                }
+                maybe_mark(echoed, conns, &mut marked);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        "udp-batch" => {
+            let mut t = conditioned_udp("127.0.0.1:0".parse().unwrap(), true, false, 1, false);
+            say(&format!("PORT {}", t.local_addr().unwrap().port()));
+            let mut buf = vec![0u8; 65_536];
+            while !stopped() {
+                while let Ok(Some((n, from))) = t.recv_from(&mut buf, Duration::ZERO) {
+                    if let Ok(true) = t.send_to(&buf[..n], from, Duration::ZERO) {
+                        echoed += 1;
+                    }
+                }
+                let _ = t.poll(Duration::ZERO);
+                echoed -= t.take_send_drops().min(echoed);
+                maybe_mark(echoed, conns, &mut marked);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        other => panic!("unknown impl {other}"),
+    }
+    let (cpu0, echoed0, rss_mark, t0) =
+        marked.unwrap_or((cpu_ns(), echoed, rss_bytes(), Instant::now()));
+    result(json!({
+        "cpu_ns": cpu_ns().saturating_sub(cpu0),
+        "wall_s": t0.elapsed().as_secs_f64(),
+        "echoed": echoed - echoed0,
+        "rss_base": rss_base, "rss_mark": rss_mark, "rss_end": rss_bytes(),
+        "connections": conns,
+    }));
+}
+
+/// `--n` clients in this process, a socket each, each sending a 32-byte reliable message
+/// every 50 ms for `--secs` seconds; echo latency percentiles.
+pub fn w3_client(p: &Params) {
+    child_control();
+    let imp = p.s("impl");
+    let n = p.n("n") as usize;
+    let run = Duration::from_secs(p.n("secs").max(1));
+    let port = p.n("port") as u16;
+    let period = Duration::from_millis(50);
+    let epoch = Instant::now();
+    let mut rtts: Vec<f64> = Vec::new();
+    let (mut sent, mut echoed) = (0u64, 0u64);
+    let mut connected = 0usize;
+    let stamp = |i: usize| {
+        let mut m = [0u8; 32];
+        m[..8].copy_from_slice(&(epoch.elapsed().as_micros() as u64).to_le_bytes());
+        m[8..12].copy_from_slice(&(i as u32).to_le_bytes());
+        m
+    };
+    let rtt_of = |data: &[u8]| -> Option<f64> {
+        let t = u64::from_le_bytes(data.get(..8)?.try_into().ok()?);
+        Some((epoch.elapsed().as_micros() as u64).saturating_sub(t) as f64 / 1000.0)
+    };
+    match imp {
+        "kcpnet" | "kcpnet-plain" => {
+            // The clients' sockets never batch: the switch under test is the server's.
+            let mut clients: Vec<kcpnet::Client> = (0..n)
+                .map(|i| kcpnet_client(port, false, false, i as u64, bench_config()))
+                .collect();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while Instant::now() < deadline {
+                connected = 0;
+                for c in clients.iter_mut() {
+                    c.tick_incoming();
+                    while c.poll_event().is_some() {}
+                    c.tick_outgoing();
+                    connected += usize::from(c.is_connected());
+                }
+                if connected == n {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            say("READY");
+            let start = Instant::now();
+            let mut next: Vec<Instant> = (0..n)
+                .map(|i| start + period.mul_f64(i as f64 / n as f64))
+                .collect();
+            let end = start + run;
+            let linger = end + Duration::from_millis(500);
+            loop {
+                let now = Instant::now();
+                if now >= linger || stopped() {
+                    break;
+                }
+                for (i, c) in clients.iter_mut().enumerate() {
+                    c.tick_incoming();
+                    while let Some(ev) = c.poll_event() {
+                        if let Event::Data { data, .. } = ev {
+                            echoed += 1;
+                            if let Some(r) = rtt_of(data) {
+                                rtts.push(r);
+                            }
+                        }
+                    }
+                    if now < end && now >= next[i] && c.is_connected() {
+                        if c.send(&stamp(i), Channel::Reliable).is_ok() {
+                            sent += 1;
+                        }
+                        next[i] += period;
+                    }
+                    c.tick_outgoing();
+                }
+                if Instant::now() - now < Duration::from_millis(1) {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
+        "udp" | "udp-batch" => {
+            let socks: Vec<UdpSocket> = (0..n)
+                .map(|_| {
+                    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+                    s.set_nonblocking(true).unwrap();
+                    s.connect(server_addr(port)).unwrap();
+                    s
+                })
+                .collect();
+            connected = n;
+            say("READY");
+            let start = Instant::now();
+            let mut next: Vec<Instant> = (0..n)
+                .map(|i| start + period.mul_f64(i as f64 / n as f64))
+                .collect();
+            let end = start + run;
+            let linger = end + Duration::from_millis(500);
+            let mut buf = [0u8; 64];
+            loop {
+                let now = Instant::now();
+                if now >= linger || stopped() {
+                    break;
+                }
+                for (i, s) in socks.iter().enumerate() {
+                    while let Ok(len) = s.recv(&mut buf) {
+                        echoed += 1;
+                        if let Some(r) = rtt_of(&buf[..len]) {
+                            rtts.push(r);
+                        }
+                    }
+                    if now < end && now >= next[i] {
+                        if s.send(&stamp(i)).is_ok() {
+                            sent += 1;
+                        }
+                        next[i] += period;
+                    }
+                }
+                if Instant::now() - now < Duration::from_millis(1) {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
+        other => panic!("unknown impl {other}"),
+    }
+    let p50 = percentile(&mut rtts, 50.0);
+    let p99 = percentile(&mut rtts, 99.0);
+    result(json!({
+        "n": n, "connected": connected, "sent": sent, "echoed": echoed,
+        "pct_echoed": if sent > 0 { 100.0 * echoed as f64 / sent as f64 } else { 0.0 },
+        "p50_ms": p50, "p99_ms": p99,
+    }));
+}

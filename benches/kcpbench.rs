@@ -1,0 +1,608 @@
+//! kcpnet's benchmarks: the workloads of `BENCHMARKS.md` (W1–W6), each reported as a
+//! ratio to baselines measured in the same run (raw UDP, plain and batched; the `kcp`
+//! crate where it fits), with kcpnet's socket batching both off and on.
+//!
+//! `cargo bench` runs the quick profile (a few minutes on 2 cores); `cargo bench -- --full`
+//! runs the full sizes three times and reports medians; `--only W1a,W3` picks workloads.
+//! W1–W4 run client and server as separate processes: this binary re-executes itself
+//! with `--role ...`. Everything uses loopback only. Results also go to
+//! `target/bench-results.json`.
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use common::{args, median, roles, Proc};
+
+// ------------------------------------------------------------------ counting allocator
+
+struct Counting;
+
+thread_local! {
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+    static ALLOCS: Cell<u64> = const { Cell::new(0) };
+}
+
+fn note_alloc() {
+    // `try_with`: the thread-locals may be gone while a thread exits.
+    let _ = COUNTING.try_with(|on| {
+        if on.get() {
+            let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+        }
+    });
+}
+
+// SAFETY: every method forwards to `System` unchanged; counting touches only
+// const-initialised thread-locals, which do not allocate.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        note_alloc();
+        // SAFETY: the caller's contract is passed on to `System`.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        note_alloc();
+        // SAFETY: as above.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        note_alloc();
+        // SAFETY: as above.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: as above.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Runs `f` and returns how many allocations it made on this thread.
+fn count_allocs(f: &mut dyn FnMut()) -> u64 {
+    let before = ALLOCS.with(Cell::get);
+    COUNTING.with(|on| on.set(true));
+    f();
+    COUNTING.with(|on| on.set(false));
+    ALLOCS.with(Cell::get) - before
+}
+
+// ------------------------------------------------------------------ profiles
+
+#[derive(Debug, Clone, Copy)]
+struct Profile {
+    name: &'static str,
+    reps: usize,
+    /// Repetitions of the workloads that take about a second (W1a, W1b, W2a).
+    reps_short: usize,
+    w1a_bytes: u64,
+    w1b_bytes: u64,
+    w2a_count: u64,
+    w2b_count: u64,
+    w3_ns: &'static [u64],
+    w3_secs: u64,
+    w4a_count: u64,
+    w4b_bytes: u64,
+    w5_msgs: u64,
+    w6_clients: usize,
+    w6_steps: usize,
+}
+
+const QUICK: Profile = Profile {
+    name: "quick",
+    reps: 1,
+    reps_short: 3,
+    w1a_bytes: 32 << 20,
+    w1b_bytes: 4 << 20,
+    w2a_count: 5_000,
+    w2b_count: 500,
+    w3_ns: &[1_000, 5_000],
+    w3_secs: 8,
+    w4a_count: 200,
+    w4b_bytes: 2 << 20,
+    w5_msgs: 500,
+    w6_clients: 10_000,
+    w6_steps: 300,
+};
+
+const FULL: Profile = Profile {
+    name: "full",
+    reps: 3,
+    reps_short: 3,
+    w1a_bytes: 64 << 20,
+    w1b_bytes: 16 << 20,
+    w2a_count: 20_000,
+    w2b_count: 2_000,
+    w3_ns: &[1_000, 5_000, 10_000],
+    w3_secs: 20,
+    w4a_count: 2_000,
+    w4b_bytes: 8 << 20,
+    w5_msgs: 2_000,
+    w6_clients: 10_000,
+    w6_steps: 600,
+};
+
+// ------------------------------------------------------------------ running pairs
+
+/// Runs a server role and a client role (separate processes); returns both results.
+fn pair(server: &[&str], client: &[&str], timeout: Duration) -> (Value, Value) {
+    let mut s = Proc::spawn(&args(server));
+    let port = s.port().to_string();
+    let mut cargs = args(client);
+    cargs.extend(args(&["--port", &port]));
+    let mut c = Proc::spawn(&cargs);
+    let cr = c.result(timeout);
+    std::thread::sleep(Duration::from_millis(300));
+    let sr = s.stop(Duration::from_secs(10));
+    (sr, cr)
+}
+
+fn f(v: &Value, k: &str) -> f64 {
+    v.get(k).and_then(Value::as_f64).unwrap_or(0.0)
+}
+
+/// Runs `run` `reps` times and keeps the run whose `key` is the median.
+fn median_run(reps: usize, key: impl Fn(&Value) -> f64, mut run: impl FnMut() -> Value) -> Value {
+    let mut runs: Vec<Value> = (0..reps).map(|_| run()).collect();
+    runs.sort_by(|a, b| {
+        key(a)
+            .partial_cmp(&key(b))
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
+    let mut keys: Vec<f64> = runs.iter().map(&key).collect();
+    let m = median(&mut keys);
+    let mut v = runs.swap_remove(runs.len() / 2);
+    if let Some(o) = v.as_object_mut() {
+        o.insert("median_of".into(), json!(reps));
+        o.insert("median_key".into(), json!(m));
+    }
+    v
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    if b > 0.0 && a > 0.0 {
+        format!("{:.2}×", a / b)
+    } else {
+        "–".into()
+    }
+}
+
+// ------------------------------------------------------------------ workloads
+
+const BULK_IMPLS: &[&str] = &["udp", "udp-batch", "kcp", "kcpnet-plain", "kcpnet"];
+
+fn w1(p: &Profile, id: &str, bytes: u64, msg: u64, impls: &[&str], impair: bool) -> Value {
+    let mut out = serde_json::Map::new();
+    for imp in impls {
+        let b = bytes.to_string();
+        let m = msg.to_string();
+        let mut s_args = vec!["--role", "w1-server", "--impl", imp, "--bytes", &b];
+        let mut c_args = vec![
+            "--role",
+            "w1-client",
+            "--impl",
+            imp,
+            "--bytes",
+            &b,
+            "--msg",
+            &m,
+            "--timeout",
+            "120",
+        ];
+        if impair && *imp != "udp" {
+            s_args.push("--impair");
+            c_args.push("--impair");
+        }
+        let v = median_run(
+            if impair { p.reps } else { p.reps_short },
+            |v| f(v, "mb_per_s"),
+            || {
+                let (s, c) = pair(&s_args, &c_args, Duration::from_secs(150));
+                json!({"server": s, "client": c, "mb_per_s": f(&s, "mb_per_s"),
+                       "msgs_per_s": f(&s, "msgs_per_s"), "complete": s.get("complete")})
+            },
+        );
+        out.insert(imp.to_string(), v);
+    }
+    println!(
+        "\n{id}: {} as {msg}-byte messages, throughput at the server",
+        human(bytes)
+    );
+    println!(
+        "{:<14} {:>10} {:>12} {:>9} {:>9}",
+        "impl", "MB/s", "msgs/s", "÷udp", "÷udp-batch"
+    );
+    let base = f(&out["udp"], "mb_per_s");
+    let batch = out.get("udp-batch").map_or(0.0, |v| f(v, "mb_per_s"));
+    for imp in impls {
+        let v = &out[*imp];
+        println!(
+            "{:<14} {:>10.1} {:>12.0} {:>9} {:>9}{}",
+            imp,
+            f(v, "mb_per_s"),
+            f(v, "msgs_per_s"),
+            ratio(f(v, "mb_per_s"), base),
+            ratio(f(v, "mb_per_s"), batch),
+            if v.get("complete") == Some(&json!(true)) {
+                ""
+            } else {
+                "  (incomplete: lossy)"
+            }
+        );
+    }
+    Value::Object(out)
+}
+
+fn w2(p: &Profile, id: &str, count: u64, tick_us: u64, impair: bool, impls: &[&str]) -> Value {
+    let mut out = serde_json::Map::new();
+    for imp in impls {
+        let c = count.to_string();
+        let t = tick_us.to_string();
+        let mut s_args = vec!["--role", "w2-server", "--impl", imp, "--tick-us", &t];
+        let mut c_args = vec![
+            "--role",
+            "w2-client",
+            "--impl",
+            imp,
+            "--count",
+            &c,
+            "--tick-us",
+            &t,
+            "--timeout",
+            "300",
+        ];
+        if impair {
+            s_args.push("--impair");
+            c_args.push("--impair");
+        }
+        let v = median_run(
+            if tick_us == 0 { p.reps_short } else { p.reps },
+            |v| f(v, "p50_us"),
+            || pair(&s_args, &c_args, Duration::from_secs(320)).1,
+        );
+        out.insert(imp.to_string(), v);
+    }
+    let base_name = impls[0];
+    let (b50, b99) = (f(&out[base_name], "p50_us"), f(&out[base_name], "p99_us"));
+    println!(
+        "\n{id}: {count} sequential round trips of 32 bytes{}{}",
+        if tick_us > 0 {
+            format!(", {tick_us} µs ticks")
+        } else {
+            ", tight loop".into()
+        },
+        if impair {
+            ", 20 ms one way + 5% loss each way (link conditioner)"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "{:<14} {:>10} {:>10} {:>8} {:>12} {:>12}",
+        "impl",
+        "p50 µs",
+        "p99 µs",
+        "trips",
+        format!("p50÷{base_name}"),
+        format!("p99÷{base_name}")
+    );
+    for imp in impls {
+        let v = &out[*imp];
+        println!(
+            "{:<14} {:>10.1} {:>10.1} {:>8} {:>12} {:>12}",
+            imp,
+            f(v, "p50_us"),
+            f(v, "p99_us"),
+            f(v, "round_trips"),
+            ratio(f(v, "p50_us"), b50),
+            ratio(f(v, "p99_us"), b99)
+        );
+    }
+    Value::Object(out)
+}
+
+fn w3(p: &Profile) -> Value {
+    let impls = ["udp", "udp-batch", "kcpnet-plain", "kcpnet"];
+    let mut all = serde_json::Map::new();
+    for &n in p.w3_ns {
+        let mut out = serde_json::Map::new();
+        for imp in impls {
+            let ns = n.to_string();
+            let secs = p.w3_secs.to_string();
+            let v = median_run(
+                p.reps,
+                |v| f(v, "cpu_us_per_msg"),
+                || {
+                    let mut s = Proc::spawn(&args(&["--role", "w3-server", "--impl", imp]));
+                    let port = s.port().to_string();
+                    let mut c = Proc::spawn(&args(&[
+                        "--role",
+                        "w3-client",
+                        "--impl",
+                        imp,
+                        "--n",
+                        &ns,
+                        "--secs",
+                        &secs,
+                        "--port",
+                        &port,
+                    ]));
+                    if c.expect("READY", Duration::from_secs(90)).is_none() {
+                        eprintln!("W3 {imp} {n}: clients never got ready");
+                    }
+                    s.tell("mark");
+                    let cr = c.result(Duration::from_secs(p.w3_secs + 60));
+                    let sr = s.stop(Duration::from_secs(10));
+                    let echoed = f(&sr, "echoed");
+                    let cpu_us = f(&sr, "cpu_ns") / 1e3;
+                    json!({
+                        "server": sr, "client": cr,
+                        "cpu_us_per_msg": if echoed > 0.0 { cpu_us / echoed } else { 0.0 },
+                        "cpu_pct": 100.0 * cpu_us / 1e6 / f(&sr, "wall_s").max(1e-9),
+                        "rss_per_conn": (f(&sr, "rss_mark") - f(&sr, "rss_base")) / n as f64,
+                        "pct_echoed": f(&cr, "pct_echoed"),
+                        "p99_ms": f(&cr, "p99_ms"),
+                    })
+                },
+            );
+            out.insert(imp.to_string(), v);
+        }
+        println!(
+            "\nW3: {n} clients (one process, a socket each) × 20 msg/s, 32-byte reliable echo, {} s, server ticks every 1 ms",
+            p.w3_secs
+        );
+        println!(
+            "{:<14} {:>12} {:>8} {:>12} {:>9} {:>9} {:>9}",
+            "impl", "CPU µs/msg", "CPU %", "RSS/conn", "echoed %", "p99 ms", "CPU÷udp"
+        );
+        let base = f(&out["udp"], "cpu_us_per_msg");
+        for imp in impls {
+            let v = &out[imp];
+            println!(
+                "{:<14} {:>12.2} {:>8.1} {:>12} {:>9.1} {:>9.2} {:>9}",
+                imp,
+                f(v, "cpu_us_per_msg"),
+                f(v, "cpu_pct"),
+                human(f(v, "rss_per_conn").max(0.0) as u64),
+                f(v, "pct_echoed"),
+                f(v, "p99_ms"),
+                ratio(f(v, "cpu_us_per_msg"), base)
+            );
+        }
+        all.insert(n.to_string(), Value::Object(out));
+    }
+    Value::Object(all)
+}
+
+/// `perf stat -e instructions` works here (it reports `<not supported>` in many VMs).
+fn perf_instructions_work() -> bool {
+    std::process::Command::new("perf")
+        .args(["stat", "-x,", "-e", "instructions", "--", "true"])
+        .output()
+        .map(|o| {
+            let err = String::from_utf8_lossy(&o.stderr);
+            o.status.success()
+                && err.contains("instructions")
+                && !err.contains("not supported")
+                && !err.contains("not counted")
+        })
+        .unwrap_or(false)
+}
+
+fn w5(p: &Profile) -> Value {
+    let rows = common::inproc::w5(p.w5_msgs, &count_allocs);
+    let perf = perf_instructions_work();
+    println!(
+        "\nW5: steady-state reliable/unreliable messages through an in-memory pair (send, flush, receive, ACK)"
+    );
+    println!(
+        "{:<10} {:<11} {:>9} {:>14} {:>12} {:>14}",
+        "size", "channel", "messages", "allocs/msg", "ns/msg", "instr/msg"
+    );
+    for r in &rows {
+        println!(
+            "{:<10} {:<11} {:>9} {:>14.3} {:>12.0} {:>14}",
+            f(r, "size"),
+            r["channel"].as_str().unwrap_or(""),
+            f(r, "messages"),
+            f(r, "allocs_per_msg"),
+            f(r, "ns_per_msg"),
+            if perf { "see perf" } else { "n/a" }
+        );
+    }
+    if !perf {
+        println!(
+            "(instructions: n/a — `perf stat -e instructions` is not supported on this machine)"
+        );
+    }
+    json!({"rows": rows, "instructions": if perf { "perf available, not wired" } else { "n/a" }})
+}
+
+fn w6(p: &Profile) -> Value {
+    let n = p.w6_clients;
+    let mem = median_run(
+        p.reps,
+        |v| f(v, "mean_us"),
+        || common::inproc::w6_memory(n, p.w6_steps),
+    );
+    let plain = median_run(
+        p.reps,
+        |v| f(v, "mean_us"),
+        || common::inproc::w6_udp(n, p.w6_steps, false),
+    );
+    let batch = median_run(
+        p.reps,
+        |v| f(v, "mean_us"),
+        || common::inproc::w6_udp(n, p.w6_steps, true),
+    );
+    println!("\nW6: {n} idle connected clients, server ticked at 60 Hz of virtual time (ManualClock); server tick only");
+    println!(
+        "{:<22} {:>10} {:>10} {:>10} {:>10} {:>10} {:>12}",
+        "transport", "connected", "mean µs", "p50 µs", "p99 µs", "max µs", "dgrams/tick"
+    );
+    for (name, v) in [
+        ("memory network", &mem),
+        ("udp, batching off", &plain),
+        ("udp, batching on", &batch),
+    ] {
+        println!(
+            "{:<22} {:>10} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>12.1}",
+            name,
+            f(v, "connected"),
+            f(v, "mean_us"),
+            f(v, "p50_us"),
+            f(v, "p99_us"),
+            f(v, "max_us"),
+            f(v, "datagrams_in_per_tick")
+        );
+    }
+    println!(
+        "batching on ÷ off (mean): {}",
+        ratio(f(&batch, "mean_us"), f(&plain, "mean_us"))
+    );
+    json!({"memory": mem, "udp_plain": plain, "udp_batch": batch})
+}
+
+fn human(bytes: u64) -> String {
+    if bytes >= 1 << 20 {
+        format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)
+    } else if bytes >= 1 << 10 {
+        format!("{:.1} KiB", bytes as f64 / 1024.0)
+    } else {
+        format!("{bytes} B")
+    }
+}
+
+fn main() {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(i) = argv.iter().position(|a| a == "--role") {
+        let role = argv.get(i + 1).cloned().unwrap_or_default();
+        let params = roles::Params::parse(&argv);
+        match role.as_str() {
+            "w1-server" => roles::w1_server(&params),
+            "w1-client" => roles::w1_client(&params),
+            "w2-server" => roles::w2_server(&params),
+            "w2-client" => roles::w2_client(&params),
+            "w3-server" => roles::w3_server(&params),
+            "w3-client" => roles::w3_client(&params),
+            other => {
+                eprintln!("unknown role {other}");
+                std::process::exit(2);
+            }
+        }
+        return;
+    }
+    let profile = if argv.iter().any(|a| a == "--full") {
+        FULL
+    } else {
+        QUICK
+    };
+    let only: Option<Vec<String>> = argv
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| argv.get(i + 1))
+        .map(|s| {
+            s.split(',')
+                .map(|w| w.trim().to_ascii_uppercase())
+                .collect()
+        });
+    let want = |id: &str| {
+        only.as_ref()
+            .is_none_or(|o| o.iter().any(|w| w == &id.to_ascii_uppercase()))
+    };
+    println!(
+        "kcpnet benchmarks, {} profile (medians of {} repetition(s); W1a, W1b, W2a: {}), loopback only",
+        profile.name, profile.reps, profile.reps_short
+    );
+    let started = std::time::Instant::now();
+    let mut results = serde_json::Map::new();
+    let p = &profile;
+    if want("W1a") {
+        results.insert(
+            "W1a".into(),
+            w1(p, "W1a", p.w1a_bytes, 1000, BULK_IMPLS, false),
+        );
+    }
+    if want("W1b") {
+        results.insert(
+            "W1b".into(),
+            w1(
+                p,
+                "W1b",
+                p.w1b_bytes,
+                16,
+                &["udp", "kcpnet-plain", "kcpnet"],
+                false,
+            ),
+        );
+    }
+    if want("W2a") {
+        results.insert(
+            "W2a".into(),
+            w2(
+                p,
+                "W2a",
+                p.w2a_count,
+                0,
+                false,
+                &["udp", "kcp", "kcpnet-plain", "kcpnet"],
+            ),
+        );
+    }
+    if want("W2b") {
+        results.insert(
+            "W2b".into(),
+            w2(
+                p,
+                "W2b",
+                p.w2b_count,
+                1000,
+                false,
+                &["udp", "kcp", "kcpnet"],
+            ),
+        );
+    }
+    if want("W3") {
+        results.insert("W3".into(), w3(p));
+    }
+    if want("W4a") {
+        results.insert(
+            "W4a".into(),
+            w2(p, "W4a", p.w4a_count, 500, true, &["kcp", "kcpnet"]),
+        );
+    }
+    if want("W4b") {
+        let v = w1(p, "W4b", p.w4b_bytes, 1000, &["udp", "kcp", "kcpnet"], true);
+        println!("(W4b: the udp row has no impairment; it is only the ceiling of the machine)");
+        results.insert("W4b".into(), v);
+    }
+    if want("W5") {
+        results.insert("W5".into(), w5(p));
+    }
+    if want("W6") {
+        results.insert("W6".into(), w6(p));
+    }
+    let doc = json!({
+        "profile": profile.name,
+        "repetitions": profile.reps,
+        "elapsed_s": started.elapsed().as_secs_f64(),
+        "results": results,
+    });
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-results.json");
+    match std::fs::write(
+        &path,
+        serde_json::to_string_pretty(&doc).unwrap_or_default(),
+    ) {
+        Ok(()) => println!(
+            "\nwrote {} ({:.0} s)",
+            path.display(),
+            started.elapsed().as_secs_f64()
+        ),
+        Err(e) => eprintln!("could not write {}: {e}", path.display()),
+    }
+}
