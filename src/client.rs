@@ -11,7 +11,9 @@ use log::trace;
 
 use crate::config::Config;
 use crate::connection::{Connection, ConnectionState, Ctx};
-use crate::driver::{socket_options, Core, Endpoint, EventDrain, Peers};
+use crate::driver::{
+    lend_for_datagram, lend_for_send, socket_options, Core, Endpoint, EventDrain, Peers,
+};
 use crate::error::{Error, ErrorCode};
 use crate::event::{ConnectionId, DisconnectReason, Event};
 use crate::io::{
@@ -41,7 +43,12 @@ impl Peers for Peer {
             core.stats.dropped_unknown += 1;
             return;
         }
-        self.run(core, |c, ctx| c.handle_datagram(ctx, data));
+        core.with_conn_lending(
+            &mut self.conn,
+            self.id,
+            lend_for_datagram(data.len()),
+            |c, ctx| c.handle_datagram(ctx, data),
+        );
     }
 
     fn on_connection_refused(&mut self, core: &mut Core) {
@@ -283,8 +290,11 @@ impl Client {
     /// unreliable ones at once. See [`crate::Server::send`] for the errors
     /// ([`Error::NotConnected`] while connecting, [`Error::ConnectionClosed`] once ended).
     pub fn send(&mut self, data: &[u8], channel: Channel) -> Result<(), Error> {
-        self.peer
-            .run(&mut self.core, |c, ctx| c.send(ctx, data, channel))
+        let lend = lend_for_send(&self.core.config, data.len());
+        self.core
+            .with_conn_lending(&mut self.peer.conn, self.peer.id, lend, |c, ctx| {
+                c.send(ctx, data, channel)
+            })
     }
 
     /// Closes the connection at once (five unreliable Disconnect datagrams). A

@@ -17,7 +17,10 @@ use slab::Slab;
 use crate::config::Config;
 use crate::connection::handshake::{hello_reply, is_handshake_reply, CookieKey, HELLO_REPLY_LEN};
 use crate::connection::{Connection, ConnectionState, Ctx};
-use crate::driver::{socket_options, Core, Endpoint, EventDrain, Peers};
+use crate::driver::{
+    lend_for_datagram, lend_for_send, socket_options, Core, Endpoint, EventDrain, Peers,
+    LEND_DEFAULT,
+};
 use crate::error::Error;
 use crate::event::{ConnectionId, DisconnectReason, Event};
 use crate::io::{
@@ -81,9 +84,20 @@ impl Table {
         idx: usize,
         f: impl FnOnce(&mut Connection, &mut Ctx<'_>) -> R,
     ) -> Option<R> {
+        self.with_conn_lending(core, idx, LEND_DEFAULT, f)
+    }
+
+    /// [`Table::with_conn`], lending the connection up to `lend` payload buffers.
+    fn with_conn_lending<R>(
+        &mut self,
+        core: &mut Core,
+        idx: usize,
+        lend: usize,
+        f: impl FnOnce(&mut Connection, &mut Ctx<'_>) -> R,
+    ) -> Option<R> {
         let slot = self.slots.get_mut(idx)?;
         let id = ConnectionId::new(idx, slot.generation);
-        Some(core.with_conn(&mut slot.conn, id, f))
+        Some(core.with_conn_lending(&mut slot.conn, id, lend, f))
     }
 
     fn mark_dirty(&mut self, idx: usize) {
@@ -210,7 +224,9 @@ impl Table {
         });
         self.by_addr.insert(from, idx);
         debug!("{from} proved its address (slot {idx})");
-        self.with_conn(core, idx, |c, ctx| c.handle_datagram(ctx, data));
+        self.with_conn_lending(core, idx, lend_for_datagram(data.len()), |c, ctx| {
+            c.handle_datagram(ctx, data)
+        });
         if self.slots[idx].conn.is_established() {
             core.stats.connections_accepted += 1;
         }
@@ -223,7 +239,9 @@ impl Peers for Table {
     fn on_datagram(&mut self, core: &mut Core, data: &[u8], from: SocketAddr) {
         if let Some(&idx) = self.by_addr.get(&from) {
             let dropped_before = self.slots[idx].conn.datagrams_dropped();
-            self.with_conn(core, idx, |c, ctx| c.handle_datagram(ctx, data));
+            self.with_conn_lending(core, idx, lend_for_datagram(data.len()), |c, ctx| {
+                c.handle_datagram(ctx, data)
+            });
             if self.slots[idx].conn.datagrams_dropped() != dropped_before {
                 core.stats.dropped_invalid += 1;
             }
@@ -476,9 +494,12 @@ impl Server {
     /// [`Error::MessageTooLarge`].
     pub fn send(&mut self, id: ConnectionId, data: &[u8], channel: Channel) -> Result<(), Error> {
         let idx = self.table.index_of(id)?;
+        let lend = lend_for_send(&self.core.config, data.len());
         let result = self
             .table
-            .with_conn(&mut self.core, idx, |c, ctx| c.send(ctx, data, channel))
+            .with_conn_lending(&mut self.core, idx, lend, |c, ctx| {
+                c.send(ctx, data, channel)
+            })
             .unwrap_or(Err(Error::ConnectionClosed));
         if result.is_ok() && channel == Channel::Reliable {
             self.table.mark_dirty(idx);
@@ -582,9 +603,10 @@ impl Server {
 
     /// Bytes of memory one connection holds (its state plus its buffers).
     pub fn connection_memory(&self, id: ConnectionId) -> Option<usize> {
+        // The slot holds the connection inline; add what it points to.
         self.table
             .slot(id)
-            .map(|s| s.conn.memory_bytes() + std::mem::size_of::<Slot>())
+            .map(|s| s.conn.heap_bytes() + std::mem::size_of::<Slot>())
     }
 
     /// The most memory one connection can hold with this server's config, whatever its peer
@@ -593,7 +615,7 @@ impl Server {
     pub fn connection_memory_bound(&self) -> usize {
         let nowhere = SocketAddr::from(([0, 0, 0, 0], 0));
         let probe = Connection::new_server_verified(nowhere, 1, &self.core.config, 0);
-        probe.memory_bound() + std::mem::size_of::<Slot>()
+        probe.memory_bound() - std::mem::size_of::<Connection>() + std::mem::size_of::<Slot>()
     }
 
     /// Endpoint-wide counters.

@@ -101,7 +101,7 @@ fn pair(seed: u64) -> Pair {
     }
 }
 
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy, PartialEq, Debug)]
 enum Form {
     Queue,
     /// `drain_events`: reply while holding the event, no copy.
@@ -113,7 +113,7 @@ enum Form {
 /// takes its events. Only library calls are counted (into `t`). Returns the messages echoed
 /// back to the client.
 fn step(p: &mut Pair, form: Form, msg: Option<(&[u8], Channel)>, t: &mut Tally) -> usize {
-    let mut scratch = [0u8; 8192];
+    let mut scratch = vec![0u8; 150_000];
     if let Some((m, ch)) = msg {
         counted(t, "Client::send", || p.client.send(m, ch)).unwrap();
     }
@@ -252,5 +252,48 @@ fn steady_state_echo_allocates_nothing_per_message() {
             tally.is_empty(),
             "{name}: allocations in steady state: {tally:?}"
         );
+    }
+}
+
+/// Large reliable messages, up to the largest (148 716 bytes, 128 fragments): one in flight
+/// at a time, echoed; after 300 as a warm-up, the echoes of 20 more allocate nothing (the shared
+/// buffer pool and each connection's queues have reached the windows' size).
+#[test]
+fn large_messages_allocate_nothing_in_steady_state() {
+    for size in [60_000usize, 148_716] {
+        for form in [Form::Queue, Form::Drain, Form::Callback] {
+            let mut p = pair(7);
+            let mut warm = Tally::new();
+            for _ in 0..100 {
+                step(&mut p, form, None, &mut warm);
+                if p.client.is_connected() && p.id.is_some() {
+                    break;
+                }
+            }
+            let msg: Vec<u8> = (0..size).map(|i| (i * 7) as u8).collect();
+            let mut run = |rounds: usize, tally: &mut Tally| {
+                let mut echoed = 0;
+                for _ in 0..rounds {
+                    let mut got = step(&mut p, form, Some((&msg, Channel::Reliable)), tally);
+                    for _ in 0..2_000 {
+                        if got > 0 {
+                            break;
+                        }
+                        got = step(&mut p, form, None, tally);
+                    }
+                    echoed += got;
+                }
+                echoed
+            };
+            assert_eq!(run(300, &mut warm), 300, "{size} bytes: warm-up echoes");
+            let mut tally = Tally::new();
+            let echoed = run(20, &mut tally);
+            println!(
+                "{form:?} form, reliable {size} bytes: {} allocations for {echoed} echoes",
+                tally.values().sum::<u64>()
+            );
+            assert_eq!(echoed, 20);
+            assert!(tally.is_empty(), "{size} bytes, {form:?}: {tally:?}");
+        }
     }
 }

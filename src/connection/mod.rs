@@ -36,10 +36,12 @@ pub(crate) mod handshake;
 const DISCONNECT_REPEAT: usize = 5;
 /// A half-open server peer may be sent at most this many times the bytes it sent us.
 const AMPLIFICATION_FACTOR: u64 = 3;
-/// Free segment buffers an idle connection keeps (enough for ping traffic).
-const IDLE_POOL_BUFFERS: usize = 2;
-/// An idle connection whose KCP holds more heap than this gives the excess back.
-const TRIM_ABOVE_BYTES: usize = 8 * 1024;
+/// Free segment buffers an idle connection keeps: none, the driver lends them per call.
+const IDLE_POOL_BUFFERS: usize = 0;
+/// An idle connection whose KCP holds more heap than this (queue and ring capacity left by a
+/// burst) gives the excess back. Not lower: the ping traffic of an idle connection needs
+/// about 1.3 KB of queue capacity, and trimming that would reallocate it every second.
+const TRIM_ABOVE_BYTES: usize = 4 * 1024;
 
 /// The verdict on a datagram's cookie.
 enum CookieCheck {
@@ -346,6 +348,11 @@ impl Connection {
         std::mem::size_of::<Self>() + self.kcp.heap_bytes()
     }
 
+    /// Heap bytes this connection holds (its KCP's buffers and queues).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.kcp.heap_bytes()
+    }
+
     /// The most [`Connection::memory_bytes`] can reach, whatever the peer sends: the KCP
     /// bound (its buffers, capped by the windows: [`Kcp::memory_bound`]) plus the send queue,
     /// which the application fills up to `send_queue_limit` plus one largest message.
@@ -360,6 +367,22 @@ impl Connection {
     /// KCP segments queued or in flight (for backpressure decisions by the app).
     pub(crate) fn wait_snd(&self) -> usize {
         self.kcp.wait_snd()
+    }
+
+    /// Lends up to `n` free payload buffers from the driver's shared pool to this
+    /// connection's KCP (see [`Kcp::lend_buffers`]).
+    pub(crate) fn lend_buffers(&mut self, shared: &mut Vec<Vec<u8>>, n: usize) {
+        self.kcp.lend_buffers(shared, n);
+    }
+
+    /// Gives the connection's free payload buffers back to the driver's shared pool.
+    pub(crate) fn reclaim_buffers(&mut self, shared: &mut Vec<Vec<u8>>, limit: usize) {
+        self.kcp.reclaim_buffers(shared, limit);
+    }
+
+    /// Exchanges KCP's output buffer with the driver's shared one (lent for a call).
+    pub(crate) fn swap_output_buffer(&mut self, shared: &mut Vec<u8>) {
+        self.kcp.swap_output_buffer(shared);
     }
 
     /// Bytes of reliable data queued or in flight, as the send queue limit counts them.
@@ -599,7 +622,7 @@ impl Connection {
                     let activity = self.app_messages();
                     if self.kcp.wait_snd() == 0
                         && activity == self.activity_at_ping
-                        && self.kcp.heap_bytes() > TRIM_ABOVE_BYTES
+                        && self.kcp.queue_heap_bytes() > TRIM_ABOVE_BYTES
                     {
                         self.kcp.trim_memory(IDLE_POOL_BUFFERS);
                     }

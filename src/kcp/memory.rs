@@ -31,6 +31,29 @@ impl Peaks {
 }
 
 impl Kcp {
+    /// Lends this instance up to `n` free payload buffers from a pool shared by many
+    /// instances (those whose capacity is not this instance's `mss` are dropped), so that
+    /// the next `send` / `input` takes them instead of allocating. With
+    /// [`Kcp::reclaim_buffers`] after each use, an idle instance holds no payload buffer.
+    pub fn lend_buffers(&mut self, from: &mut Vec<Vec<u8>>, n: usize) {
+        self.pool.lend_from(from, n, self.mss as usize);
+    }
+
+    /// Gives every free payload buffer of this instance's pool back to a shared pool `to`,
+    /// while `to` holds fewer than `to_limit`; the rest are freed. Buffers holding data
+    /// (queued, in flight, received) stay.
+    pub fn reclaim_buffers(&mut self, to: &mut Vec<Vec<u8>>, to_limit: usize) {
+        self.pool.reclaim_into(to, to_limit);
+    }
+
+    /// Exchanges this instance's output buffer (where `flush` assembles datagrams) with
+    /// `other`: lending one buffer shared by many instances before a flush and taking it back
+    /// after saves `reserved + mtu` bytes per instance. An empty buffer is grown at the next
+    /// flush, so an instance works without one.
+    pub fn swap_output_buffer(&mut self, other: &mut Vec<u8>) {
+        std::mem::swap(&mut self.buffer, other);
+    }
+
     /// Releases pooled buffers beyond `keep` and spare queue capacity. Call on idle
     /// connections to bring their memory back down after a burst.
     pub fn trim_memory(&mut self, keep: usize) {
@@ -58,6 +81,12 @@ impl Kcp {
             + self.rcv_buf.heap_bytes()
             + self.acklist.capacity() * size_of::<(u32, u32)>()
             + self.buffer.capacity()
+    }
+
+    /// Heap bytes of the queues and rings alone: [`Kcp::heap_bytes`] without the free
+    /// buffers of the pool and the output buffer (which a driver may lend and reclaim).
+    pub fn queue_heap_bytes(&self) -> usize {
+        self.heap_bytes() - self.pool.heap_bytes() - self.buffer.capacity()
     }
 
     /// Heap bytes of the send queue (messages accepted by [`Kcp::send`] that the window has

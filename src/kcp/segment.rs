@@ -107,6 +107,32 @@ impl Pool {
         self.bufs.shrink_to_fit();
     }
 
+    /// Moves up to `n` buffers of capacity `mss` from `from` into the pool (as room allows).
+    pub(super) fn lend_from(&mut self, from: &mut Vec<Vec<u8>>, n: usize, mss: usize) {
+        let mut moved = 0;
+        while moved < n && self.bufs.len() < self.limit {
+            match from.pop() {
+                Some(buf) if buf.capacity() == mss => {
+                    grow_vec(&mut self.bufs, self.limit);
+                    self.bufs.push(buf);
+                    moved += 1;
+                }
+                Some(_) => {} // another size: dropped
+                None => break,
+            }
+        }
+    }
+
+    /// Moves every pooled buffer to `to` while `to` holds fewer than `to_limit` (the rest is
+    /// freed), keeping the pool's own capacity.
+    pub(super) fn reclaim_into(&mut self, to: &mut Vec<Vec<u8>>, to_limit: usize) {
+        while let Some(buf) = self.bufs.pop() {
+            if to.len() < to_limit {
+                to.push(buf);
+            }
+        }
+    }
+
     pub(super) fn heap_bytes(&self) -> usize {
         self.bufs.capacity() * std::mem::size_of::<Vec<u8>>()
             + self.bufs.iter().map(|b| b.capacity()).sum::<usize>()
