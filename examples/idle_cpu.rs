@@ -7,8 +7,10 @@
 //! cargo run --release --example idle_cpu -- --clients 1000 --seconds 10
 //! ```
 //!
-//! Prints the server's CPU use in percent of one core, and the same for a loop that sleeps a
-//! fixed 1 ms instead (the common alternative), measured in the same run.
+//! Prints the server's CPU use in percent of one core, the same for a loop that sleeps a
+//! fixed 1 ms instead (the common alternative), and the floor: a plain std UDP socket that
+//! receives and sends the same number of datagrams per second (blocking `recv_from`, one
+//! syscall per datagram), all measured in the same run.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -102,7 +104,84 @@ fn measure(
     ))
 }
 
+/// The raw-UDP blaster: `n` sockets sending 16-byte datagrams to `port` at `rate` datagrams
+/// per second in all, for `seconds`.
+fn blaster(port: u16, n: usize, rate: u64, seconds: u64) {
+    let sockets: Vec<std::net::UdpSocket> = (0..n)
+        .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").expect("bind"))
+        .collect();
+    for s in &sockets {
+        s.set_nonblocking(true).expect("nonblocking");
+    }
+    let target = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let end = Instant::now() + Duration::from_secs(seconds);
+    let per_tick = (rate / 100).max(1) as usize; // 10 ms ticks
+    let mut next = 0usize;
+    let mut buf = [0u8; 64];
+    while Instant::now() < end {
+        for _ in 0..per_tick {
+            let _ = sockets[next % n].send_to(&[7u8; 16], target);
+            next += 1;
+        }
+        for s in &sockets {
+            while s.recv_from(&mut buf).is_ok() {}
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// CPU of a std UDP echo server that answers every datagram it gets, over `secs`; returns
+/// (percent of a core, datagrams per second in + out).
+fn raw_floor(rate_in: u64, secs: u64) -> Option<(f64, f64)> {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").ok()?;
+    socket
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .ok()?;
+    let port = socket.local_addr().ok()?.port();
+    let mut child = Command::new(std::env::current_exe().ok()?)
+        .args(["--blaster-process", "--port", &port.to_string()])
+        .args([
+            "--rate",
+            &rate_in.to_string(),
+            "--seconds",
+            &(secs + 3).to_string(),
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .ok()?;
+    let mut buf = [0u8; 2048];
+    let warm = Instant::now();
+    while warm.elapsed() < Duration::from_secs(1) {
+        if let Ok((n, from)) = socket.recv_from(&mut buf) {
+            let _ = socket.send_to(&buf[..n], from);
+        }
+    }
+    let cpu0 = cpu_time()?;
+    let t0 = Instant::now();
+    let mut count = 0u64;
+    while t0.elapsed() < Duration::from_secs(secs) {
+        if let Ok((n, from)) = socket.recv_from(&mut buf) {
+            let _ = socket.send_to(&buf[..n], from);
+            count += 2;
+        }
+    }
+    let cpu = cpu_time()? - cpu0;
+    let wall = t0.elapsed().as_secs_f64();
+    let _ = child.kill();
+    let _ = child.wait();
+    Some((100.0 * cpu.as_secs_f64() / wall, count as f64 / wall))
+}
+
 fn main() {
+    if std::env::args().any(|a| a == "--blaster-process") {
+        blaster(
+            arg("--port", 0) as u16,
+            1000,
+            arg("--rate", 2500),
+            arg("--seconds", 10),
+        );
+        return;
+    }
     if std::env::args().any(|a| a == "--client-process") {
         clients(
             arg("--port", 0) as u16,
@@ -159,6 +238,16 @@ fn main() {
             );
             if s > 0.0 {
                 println!("  ratio wait/sleep  : {:.2}", w / s);
+            }
+            // The floor: the same datagram rate through a plain socket, one syscall each.
+            if let Some((r, rd)) = raw_floor((wd / 2.0) as u64, secs) {
+                println!(
+                    "  raw UDP floor     : {r:5.2}% of a core ({rd:.0} datagrams/s in+out, \
+                     std socket, blocking recv_from + send_to)"
+                );
+                if r > 0.0 {
+                    println!("  ratio wait/raw    : {:.2}", w / r);
+                }
             }
         }
         _ => println!("CPU time is only read on Linux (/proc/self/stat)"),
