@@ -16,7 +16,7 @@
 //! * **Messages**: received kcp2k messages go into `ServerMessages` / `ClientMessages` in
 //!   `ReceivePackets`; replicon's outgoing messages are sent in `SendPackets`.
 //! * **Client entities**: one entity with `ConnectedClient`, `NetworkId` and
-//!   [`KcpConnection`](server::KcpConnection) per kcp2k connection, spawned on connect and
+//!   `KcpConnection` per kcp2k connection, spawned on connect and
 //!   despawned on disconnect; despawning one disconnects it.
 //! * **Disconnect requests**: `DisconnectRequest` disconnects gracefully after the messages
 //!   already sent to that client.
