@@ -53,6 +53,7 @@ enum CookieCheck {
 
 /// Where a connection stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ConnectionState {
     /// Handshake in progress (a client waiting for the server's Hello; on a server only for
     /// the moment the peer's admitting datagram is processed).

@@ -1,0 +1,150 @@
+//! The glue between bevy_kcpnet and the kcpnet core, kept in one place.
+//!
+//! Every call into kcpnet that is likely to move when the core API changes (constructors,
+//! ticking and event draining, matching kcpnet's enums, link-conditioner access) lives here,
+//! so adapting to a new kcpnet is a change to this file only. The resources in
+//! [`crate::server`] and [`crate::client`] otherwise call only kcpnet's plain queries and
+//! `send` / `disconnect`.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use kcpnet::io::{Clock, ConditionerStats, Conditions, Direction, Transport};
+use kcpnet::{Client, Config, ConnectionState, Event, Server};
+
+use crate::client::ClientEvent;
+use crate::server::ServerEvent;
+
+/// `Server::bind` over UDP (its socket is wrapped in a link conditioner).
+pub(crate) fn bind_server(addr: SocketAddr, config: Config) -> Result<Server, kcpnet::Error> {
+    Server::bind(addr, config)
+}
+
+/// `Server::with_transport` (memory network, virtual clock, custom socket).
+pub(crate) fn server_over(
+    transport: Box<dyn Transport>,
+    clock: Box<dyn Clock>,
+    config: Config,
+) -> Result<Server, kcpnet::Error> {
+    Server::with_transport(transport, clock, config)
+}
+
+/// `Client::connect` over UDP (its socket is wrapped in a link conditioner).
+pub(crate) fn connect_client(
+    host: &str,
+    port: u16,
+    config: Config,
+) -> Result<Client, kcpnet::Error> {
+    Client::connect((host, port), config)
+}
+
+/// `Client::with_transport`.
+pub(crate) fn client_over(
+    transport: Box<dyn Transport>,
+    clock: Box<dyn Clock>,
+    remote: SocketAddr,
+    config: Config,
+) -> Result<Client, kcpnet::Error> {
+    Client::with_transport(transport, clock, remote, config)
+}
+
+/// Runs `tick_incoming` and hands every event, converted to an owned bevy message, to `emit`.
+pub(crate) fn server_tick_incoming(server: &mut Server, mut emit: impl FnMut(ServerEvent)) {
+    server.tick_incoming();
+    while let Some(event) = server.poll_event() {
+        if let Some(event) = server_event(event) {
+            emit(event);
+        }
+    }
+}
+
+/// Runs `tick_outgoing`.
+pub(crate) fn server_tick_outgoing(server: &mut Server) {
+    server.tick_outgoing();
+}
+
+/// Runs `tick_incoming` and hands every event, converted to an owned bevy message, to `emit`.
+pub(crate) fn client_tick_incoming(client: &mut Client, mut emit: impl FnMut(ClientEvent)) {
+    client.tick_incoming();
+    while let Some(event) = client.poll_event() {
+        if let Some(event) = client_event(event) {
+            emit(event);
+        }
+    }
+}
+
+/// Runs `tick_outgoing`.
+pub(crate) fn client_tick_outgoing(client: &mut Client) {
+    client.tick_outgoing();
+}
+
+fn server_event(event: Event<'_>) -> Option<ServerEvent> {
+    Some(match event {
+        Event::Connected { id, addr } => ServerEvent::Connected { id, addr },
+        Event::Data { id, channel, data } => ServerEvent::Data {
+            id,
+            channel,
+            data: Bytes::copy_from_slice(data),
+        },
+        Event::Disconnected { id, reason } => ServerEvent::Disconnected { id, reason },
+        Event::Error { id, code, message } => ServerEvent::Error {
+            id,
+            code,
+            message: message.to_string(),
+        },
+        // kcpnet's `Event` is `#[non_exhaustive]`: an event this version does not know is
+        // not forwarded.
+        _ => return None,
+    })
+}
+
+fn client_event(event: Event<'_>) -> Option<ClientEvent> {
+    Some(match event {
+        Event::Connected { addr, .. } => ClientEvent::Connected { addr },
+        Event::Data { channel, data, .. } => ClientEvent::Data {
+            channel,
+            data: Bytes::copy_from_slice(data),
+        },
+        Event::Disconnected { reason, .. } => ClientEvent::Disconnected { reason },
+        Event::Error { code, message, .. } => ClientEvent::Error {
+            code,
+            message: message.to_string(),
+        },
+        _ => return None,
+    })
+}
+
+/// Whether a client's connection attempt has ended (nothing more will happen on it).
+pub(crate) fn client_closed(client: &Client) -> bool {
+    matches!(client.state(), ConnectionState::Disconnected)
+}
+
+/// Sets both directions of a server's link conditioner.
+pub(crate) fn set_server_conditions(
+    server: &mut Server,
+    send: Conditions,
+    receive: Conditions,
+) -> Result<(), kcpnet::Error> {
+    server.set_conditions(Direction::Send, send)?;
+    server.set_conditions(Direction::Receive, receive)
+}
+
+/// Sets both directions of a client's link conditioner.
+pub(crate) fn set_client_conditions(
+    client: &mut Client,
+    send: Conditions,
+    receive: Conditions,
+) -> Result<(), kcpnet::Error> {
+    client.set_conditions(Direction::Send, send)?;
+    client.set_conditions(Direction::Receive, receive)
+}
+
+/// What a server's link conditioner did (both directions), if it has one.
+pub(crate) fn server_conditioner_stats(server: &mut Server) -> Option<ConditionerStats> {
+    server.conditioner().map(|c| c.conditioner_stats())
+}
+
+/// What a client's link conditioner did (both directions), if it has one.
+pub(crate) fn client_conditioner_stats(client: &mut Client) -> Option<ConditionerStats> {
+    client.conditioner().map(|c| c.conditioner_stats())
+}
