@@ -11,9 +11,7 @@ use log::trace;
 
 use crate::config::Config;
 use crate::connection::{Connection, ConnectionState, Ctx};
-use crate::driver::{
-    lend_for_datagram, lend_for_send, socket_options, Core, Endpoint, EventDrain, Peers,
-};
+use crate::driver::{lend_for_datagram, lend_for_send, socket_options, Core, EventDrain, Peers};
 use crate::error::{Error, ErrorCode};
 use crate::event::{ConnectionId, DisconnectReason, Event};
 use crate::io::{
@@ -336,27 +334,7 @@ pub struct ClientCtx<'a> {
     client: &'a mut Client,
 }
 
-impl std::ops::Deref for ClientCtx<'_> {
-    type Target = Client;
-    fn deref(&self) -> &Client {
-        self.client
-    }
-}
-
-impl std::ops::DerefMut for ClientCtx<'_> {
-    fn deref_mut(&mut self) -> &mut Client {
-        self.client
-    }
-}
-
-impl crate::driver::drain::sealed::Sealed for ClientCtx<'_> {}
-
-impl Endpoint for ClientCtx<'_> {
-    #[allow(private_interfaces)] // sealed: `Endpoint` cannot be named outside the crate
-    fn core(&mut self) -> &mut Core {
-        &mut self.client.core
-    }
-}
+crate::driver::drain::endpoint_context!(ClientCtx, Client, client);
 
 /// Resolves `host:port` to one socket address (the first the resolver returns).
 pub fn resolve(host: &str, port: u16) -> Result<SocketAddr, Error> {

@@ -18,8 +18,7 @@ use crate::config::Config;
 use crate::connection::handshake::{hello_reply, is_handshake_reply, CookieKey, HELLO_REPLY_LEN};
 use crate::connection::{Connection, ConnectionState, Ctx};
 use crate::driver::{
-    lend_for_datagram, lend_for_send, socket_options, Core, Endpoint, EventDrain, Peers,
-    LEND_DEFAULT,
+    lend_for_datagram, lend_for_send, socket_options, Core, EventDrain, Peers, LEND_DEFAULT,
 };
 use crate::error::Error;
 use crate::event::{ConnectionId, DisconnectReason, Event};
@@ -635,24 +634,4 @@ pub struct ServerCtx<'a> {
     server: &'a mut Server,
 }
 
-impl std::ops::Deref for ServerCtx<'_> {
-    type Target = Server;
-    fn deref(&self) -> &Server {
-        self.server
-    }
-}
-
-impl std::ops::DerefMut for ServerCtx<'_> {
-    fn deref_mut(&mut self) -> &mut Server {
-        self.server
-    }
-}
-
-impl crate::driver::drain::sealed::Sealed for ServerCtx<'_> {}
-
-impl Endpoint for ServerCtx<'_> {
-    #[allow(private_interfaces)] // sealed: `Endpoint` cannot be named outside the crate
-    fn core(&mut self) -> &mut Core {
-        &mut self.server.core
-    }
-}
+crate::driver::drain::endpoint_context!(ServerCtx, Server, server);

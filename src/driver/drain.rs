@@ -23,6 +23,35 @@ pub(crate) mod sealed {
     pub trait Sealed {}
 }
 
+/// Implements what an endpoint's event-handling context (`$ctx<'a> { $field: &'a mut
+/// $endpoint }`) needs: `Deref`/`DerefMut` to the endpoint, and [`Endpoint`].
+macro_rules! endpoint_context {
+    ($ctx:ident, $endpoint:ty, $field:ident) => {
+        impl std::ops::Deref for $ctx<'_> {
+            type Target = $endpoint;
+            fn deref(&self) -> &$endpoint {
+                self.$field
+            }
+        }
+
+        impl std::ops::DerefMut for $ctx<'_> {
+            fn deref_mut(&mut self) -> &mut $endpoint {
+                self.$field
+            }
+        }
+
+        impl $crate::driver::drain::sealed::Sealed for $ctx<'_> {}
+
+        impl $crate::driver::Endpoint for $ctx<'_> {
+            #[allow(private_interfaces)] // sealed: `Endpoint` cannot be named outside the crate
+            fn core(&mut self) -> &mut $crate::driver::Core {
+                &mut self.$field.core
+            }
+        }
+    };
+}
+pub(crate) use endpoint_context;
+
 /// The events of one endpoint, each handed out together with the endpoint, so the
 /// application can reply, kick or query while it holds the event — without copying the
 /// message and without allocating. Made by [`crate::Server::drain_events`] and
