@@ -12,16 +12,22 @@
 //!           a handshake reply carrying the endpoint's cookie --> Connecting --> Connected
 //!           at once --...--> Disconnected
 //!   graceful: Connected --disconnect_graceful--> Disconnecting --all data acked or linger--> Disconnected
+//!   half-close (kcpnet peers): Connected --shutdown_send--> SendClosed --peer's SendShutdown-->
+//!           Disconnecting --our data acked--> Disconnected (Finished); the peer goes
+//!           Connected --our SendShutdown--> PeerSendClosed --shutdown_send--> Disconnecting --> ...
 //! ```
+//!
+//! Submodules: `handshake` (the server's stateless handshake), `extensions` (the kcpnet
+//! extensions' wire format), `close` (close reasons, graceful close, half-close), `quality`
+//! (windowed rates and loss, the Pong limit, quality reports).
 
-use std::borrow::Cow;
 use std::net::SocketAddr;
 
 use log::{debug, info, trace, warn};
 
 use crate::config::{Config, PING_INTERVAL_MS};
 use crate::error::{Error, ErrorCode};
-use crate::event::{ConnectionId, DisconnectReason, EventQueue};
+use crate::event::{CloseMessage, ConnectionId, DisconnectReason, EventQueue};
 use crate::kcp::{time_diff, FragmentLimit, Kcp, KcpError};
 use crate::stats::ConnectionStats;
 use crate::wire::datagram::{
@@ -30,9 +36,20 @@ use crate::wire::datagram::{
 };
 use crate::wire::segment::{Command, SegmentHeader, SEGMENT_HEADER_LEN};
 
+mod close;
+pub(crate) mod extensions;
 pub(crate) mod handshake;
+mod quality;
 
-/// kcp2k sends its unreliable Disconnect this many times (no acknowledgement exists).
+pub use extensions::Extensions;
+use extensions::{
+    parse_hello_block, parse_quality_report, RELIABLE_QUALITY_REPORT, RELIABLE_SEND_SHUTDOWN,
+    UNRELIABLE_CLOSE,
+};
+use quality::{PongLimiter, Reports, Window};
+
+/// kcp2k sends its unreliable Disconnect this many times (no acknowledgement exists); a
+/// kcpnet Close is sent as many times.
 const DISCONNECT_REPEAT: usize = 5;
 /// A half-open server peer may be sent at most this many times the bytes it sent us.
 const AMPLIFICATION_FACTOR: u64 = 3;
@@ -42,6 +59,22 @@ const IDLE_POOL_BUFFERS: usize = 0;
 /// burst) gives the excess back. Not lower: the ping traffic of an idle connection needs
 /// about 1.3 KB of queue capacity, and trimming that would reallocate it every second.
 const TRIM_ABOVE_BYTES: usize = 4 * 1024;
+
+/// A reliable control message, read out of the event arena before its slot is given back.
+enum Control {
+    /// A Hello and the extensions its payload announces.
+    Hello(Extensions),
+    /// A Ping and its 4-byte timestamp, if it has one.
+    Ping(Option<u32>),
+    /// A Pong and the timestamp it echoes, if it is 4 bytes.
+    Pong(Option<u32>),
+    /// kcpnet half-close: the peer sends nothing more.
+    SendShutdown,
+    /// kcpnet quality report: the peer's unreliable messages sent and the loss it saw.
+    Report(Option<(u32, u16)>),
+    /// An undefined header.
+    Invalid(crate::wire::WireError),
+}
 
 /// The verdict on a datagram's cookie.
 enum CookieCheck {
@@ -53,13 +86,22 @@ enum CookieCheck {
 
 /// Where a connection stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ConnectionState {
     /// Handshake in progress (a client waiting for the server's Hello; on a server only for
     /// the moment the peer's admitting datagram is processed).
     Connecting,
     /// Handshake complete; both channels open.
     Connected,
-    /// Graceful disconnect: flushing queued reliable data, still receiving.
+    /// Half-closed by this side (`shutdown_send`, kcpnet peers): sends fail with
+    /// [`Error::SendClosed`], queued messages are still delivered, and the peer's messages
+    /// still arrive until it shuts down too.
+    SendClosed,
+    /// Half-closed by the peer (it called `shutdown_send`; [`crate::Event::PeerSendClosed`]
+    /// was reported): nothing more arrives, this side can still send.
+    PeerSendClosed,
+    /// Closing: a graceful disconnect, or both sides shut down their sending; queued
+    /// reliable data is flushed until acknowledged.
     Disconnecting,
     /// Closed; nothing more is sent or delivered.
     Disconnected,
@@ -103,6 +145,22 @@ struct Limits {
     flush_on_tick: bool,
 }
 
+/// The counters a connection keeps itself (the rest of [`ConnectionStats`] is read from KCP
+/// when asked).
+#[derive(Debug, Default, Clone, Copy)]
+struct Counters {
+    datagrams_sent: u64,
+    datagrams_received: u64,
+    bytes_sent: u64,
+    bytes_received: u64,
+    reliable_sent: u64,
+    reliable_received: u64,
+    unreliable_sent: u64,
+    unreliable_received: u64,
+    datagrams_dropped: u64,
+    sends_dropped: u64,
+}
+
 /// The remote end: address, cookie, byte accounting and the half-open send budget.
 #[derive(Debug)]
 struct Link {
@@ -110,7 +168,7 @@ struct Link {
     cookie: u32,
     /// Server half-open: sends limited to `AMPLIFICATION_FACTOR ×` received bytes.
     budgeted: bool,
-    stats: ConnectionStats,
+    stats: Counters,
 }
 
 impl Link {
@@ -168,7 +226,7 @@ pub(crate) struct Connection {
     limits: Limits,
     last_receive: u32,
     last_ping: u32,
-    last_pong_sent: Option<u32>,
+    pongs: PongLimiter,
     rtt: Option<u32>,
     /// Handshake deadline while connecting, linger deadline while disconnecting.
     deadline: u32,
@@ -179,6 +237,22 @@ pub(crate) struct Connection {
     /// The receive window the peer advertised with its Hello (segments), for mismatch
     /// reports.
     peer_window: u32,
+    /// The kcpnet extensions both ends agreed on ([`Extensions::NONE`] with a kcp2k peer).
+    ext: Extensions,
+    /// Client: what its Hello offered.
+    offered: Extensions,
+    /// Half-close: our SendShutdown is queued.
+    fin_sent: bool,
+    /// Half-close: the peer's SendShutdown arrived.
+    fin_received: bool,
+    /// The code and message of `disconnect_with`, sent when the connection closes.
+    close_note: Option<Box<(u32, CloseMessage)>>,
+    /// When the handshake completed.
+    connected_at: u32,
+    /// Counters at the last interval boundaries, for windowed rates and loss.
+    window: Window,
+    /// The quality-reports extension's state.
+    reports: Reports,
 }
 
 impl Connection {
@@ -209,7 +283,7 @@ impl Connection {
                 remote,
                 cookie,
                 budgeted: role == Role::Server,
-                stats: ConnectionStats::default(),
+                stats: Counters::default(),
             },
             limits: Limits {
                 mtu: config.mtu,
@@ -227,12 +301,20 @@ impl Connection {
             },
             last_receive: now,
             last_ping: now,
-            last_pong_sent: None,
+            pongs: PongLimiter::default(),
             rtt: None,
             deadline: now.wrapping_add(config.handshake_timeout_ms),
             activity_at_ping: 0,
             throttled: false,
             peer_window: 0,
+            ext: Extensions::NONE,
+            offered: Extensions::NONE,
+            fin_sent: false,
+            fin_received: false,
+            close_note: None,
+            connected_at: now,
+            window: Window::new(now),
+            reports: Reports::default(),
         }
     }
 
@@ -242,10 +324,20 @@ impl Connection {
         self.link.stats.reliable_sent + self.link.stats.reliable_received
     }
 
-    /// A client connection; its Hello is queued and goes out at the first flush.
+    /// A client connection; its Hello is queued and goes out at the first flush. With
+    /// `config.kcpnet_extensions` the Hello offers every extension (a kcp2k server ignores
+    /// the offer and answers a bare Hello: plain kcp2k).
     pub(crate) fn new_client(remote: SocketAddr, config: &Config, now: u32) -> Self {
         let mut c = Connection::new(Role::Client, remote, 0, config, now);
-        let _ = c.kcp.send(&[ReliableHeader::Hello.as_u8()]);
+        if config.kcpnet_extensions {
+            c.offered = Extensions::ALL;
+            let _ = c.kcp.send_with_header(
+                &[ReliableHeader::Hello.as_u8()],
+                &extensions::hello_block(c.offered),
+            );
+        } else {
+            let _ = c.kcp.send(&[ReliableHeader::Hello.as_u8()]);
+        }
         c
     }
 
@@ -263,7 +355,21 @@ impl Connection {
         config: &Config,
         now: u32,
     ) -> Self {
+        Connection::new_server_verified_ext(remote, cookie, Extensions::NONE, config, now)
+    }
+
+    /// [`Connection::new_server_verified`] for a client whose Hello offer gave `accepted`
+    /// (recovered from the cookie: [`handshake::CookieKey::verify_ext`]): our Hello, which
+    /// KCP may retransmit, is the one of the stateless reply, extension block included.
+    pub(crate) fn new_server_verified_ext(
+        remote: SocketAddr,
+        cookie: u32,
+        accepted: Extensions,
+        config: &Config,
+        now: u32,
+    ) -> Self {
         let mut c = Connection::new(Role::Server, remote, cookie, config, now);
+        c.ext = accepted;
         let mut hello = [0u8; SEGMENT_HEADER_LEN + 1];
         let header = SegmentHeader {
             conv: 0,
@@ -283,7 +389,8 @@ impl Connection {
         let mut message = [0u8; 8];
         let _ = c.kcp.recv(&mut message);
         c.hello_sent = true;
-        let _ = c.kcp.send(&[ReliableHeader::Hello.as_u8()]);
+        let (hello, len) = handshake::server_hello(accepted);
+        let _ = c.kcp.send(&hello[..len]);
         // Both went out in the stateless reply: "send" them into nowhere, so that KCP holds
         // our Hello in flight with its retransmission timer running.
         c.kcp.update(now, |_| {});
@@ -313,29 +420,82 @@ impl Connection {
         self.rtt
     }
 
-    pub(crate) fn stats(&self) -> ConnectionStats {
+    /// The kcpnet extensions this connection negotiated.
+    pub(crate) fn extensions(&self) -> Extensions {
+        self.ext
+    }
+
+    /// Counters, gauges and the quality at `now`.
+    pub(crate) fn stats(&self, now: u32) -> ConnectionStats {
         let s = self.kcp.snapshot();
+        let retransmits = s.xmit as u64 + self.kcp.fast_retransmits();
+        let c = self.link.stats;
         ConnectionStats {
+            datagrams_sent: c.datagrams_sent,
+            datagrams_received: c.datagrams_received,
+            bytes_sent: c.bytes_sent,
+            bytes_received: c.bytes_received,
+            reliable_sent: c.reliable_sent,
+            reliable_received: c.reliable_received,
+            unreliable_sent: c.unreliable_sent,
+            unreliable_received: c.unreliable_received,
+            datagrams_dropped: c.datagrams_dropped,
+            sends_dropped: c.sends_dropped,
             rtt_ms: self.rtt,
             srtt_ms: s.rx_srtt.max(0) as u32,
+            rttvar_ms: s.rx_rttval.max(0) as u32,
             rto_ms: s.rx_rto.max(0) as u32,
             retransmits: s.xmit as u64,
             fast_retransmits: self.kcp.fast_retransmits(),
+            segments_sent: s.snd_nxt as u64 + retransmits,
+            quality: self.quality(now),
             send_queue: s.nsnd_que,
             in_flight: s.nsnd_buf,
             recv_queue: s.nrcv_que,
             recv_buffer: s.nrcv_buf,
             remote_window: s.rmt_wnd,
             input_drops: self.kcp.input_drops(),
-            ..self.link.stats
         }
     }
 
     /// Starts the ping schedule of a newly connected peer at a phase drawn from its random
     /// cookie, so that peers which connected together (a server restart, a match start) do
-    /// not all ping, and flush, in the same tick every second.
+    /// not all ping, and flush, in the same tick every second. The first Ping goes out
+    /// between half an interval and an interval after the handshake (kcp2k: one interval),
+    /// never in the handshake's first moments, whatever the cookie.
     fn start_ping_clock(&mut self, now: u32) {
-        self.last_ping = now.wrapping_sub(self.link.cookie % PING_INTERVAL_MS);
+        self.last_ping = now.wrapping_sub(self.link.cookie % (PING_INTERVAL_MS / 2));
+        self.connected_at = now;
+    }
+
+    /// Connected and at least one direction open: pings, pongs and reports flow.
+    fn is_open(&self) -> bool {
+        matches!(
+            self.state,
+            ConnectionState::Connected
+                | ConnectionState::SendClosed
+                | ConnectionState::PeerSendClosed
+        )
+    }
+
+    /// The peer's application messages are still delivered.
+    fn receives_data(&self) -> bool {
+        matches!(
+            self.state,
+            ConnectionState::Connected
+                | ConnectionState::SendClosed
+                | ConnectionState::Disconnecting
+        ) && !self.fin_received
+    }
+
+    /// Whether kcpnet-only messages of `ext` may be read: negotiated, or — a client whose
+    /// Hello offered it, before it processed the server's answer — a Close that arrived
+    /// with the server's Hello (a kcp2k server never sends one).
+    fn speaks(&self, ext: Extensions) -> bool {
+        self.ext.contains(ext)
+            || (self.role == Role::Client
+                && self.state == ConnectionState::Connecting
+                && self.offered.contains(ext))
     }
 
     /// Datagrams this connection dropped so far (a plain counter read, for the hot path).
@@ -393,7 +553,10 @@ impl Connection {
     /// Bytes the application can still queue: a reliable send is accepted while this is
     /// positive (the message itself may be larger). 0 unless connected.
     pub(crate) fn send_capacity(&self) -> usize {
-        if self.state != ConnectionState::Connected {
+        if !matches!(
+            self.state,
+            ConnectionState::Connected | ConnectionState::PeerSendClosed
+        ) {
             return 0;
         }
         self.limits
@@ -410,6 +573,7 @@ impl Connection {
         if self.state == ConnectionState::Disconnected {
             return;
         }
+        self.roll_window(ctx.now);
         if bytes.len() > self.limits.mtu {
             self.note_received(ctx, bytes.len());
             let msg = format!(
@@ -458,12 +622,19 @@ impl Connection {
                     self.peer_window = self.peer_window.max(self.kcp.snapshot().rmt_wnd);
                 }
             }
+            Channel::Unreliable
+                if dgram.payload.first() == Some(&UNRELIABLE_CLOSE)
+                    && self.speaks(Extensions::CLOSE_REASONS) =>
+            {
+                self.note_received(ctx, bytes.len());
+                self.on_close_datagram(ctx, &dgram.payload[1..]);
+                return;
+            }
             Channel::Unreliable => match parse_unreliable(dgram.payload) {
                 Ok((UnreliableHeader::Data, payload)) => {
-                    if matches!(
-                        self.state,
-                        ConnectionState::Connected | ConnectionState::Disconnecting
-                    ) {
+                    // After the peer's SendShutdown, unreliable data it sent before (and
+                    // that was reordered behind it) is dropped: nothing follows the event.
+                    if self.receives_data() {
                         if ctx.events.pending_bytes() + payload.len()
                             > self.limits.max_pending_event_bytes
                         {
@@ -482,7 +653,12 @@ impl Connection {
                     // Reliable messages that arrived before the Disconnect (possibly in the
                     // same batch of datagrams) are delivered before `Disconnected`.
                     self.drain_messages(ctx, true);
-                    self.close(ctx, DisconnectReason::Remote, None, false);
+                    let reason = if self.fin_sent && self.fin_received {
+                        DisconnectReason::Finished
+                    } else {
+                        DisconnectReason::Remote
+                    };
+                    self.close(ctx, reason, None, false);
                     return;
                 }
                 Err(e) => {
@@ -553,8 +729,13 @@ impl Connection {
     /// Runs the timers (timeout, dead link, ping, choke, handshake) and takes every complete
     /// reliable message out of KCP.
     pub(crate) fn process(&mut self, ctx: &mut Ctx<'_>) {
+        if self.state == ConnectionState::Disconnected {
+            return;
+        }
+        self.roll_window(ctx.now);
         self.check_timers(ctx);
         self.drain_messages(ctx, false);
+        self.finish_if_done(ctx);
     }
 
     fn check_timers(&mut self, ctx: &mut Ctx<'_>) {
@@ -588,7 +769,10 @@ impl Connection {
                     );
                 }
             }
-            ConnectionState::Connected | ConnectionState::Disconnecting => {
+            ConnectionState::Connected
+            | ConnectionState::SendClosed
+            | ConnectionState::PeerSendClosed
+            | ConnectionState::Disconnecting => {
                 if time_diff(now, self.last_receive) >= self.limits.timeout as i32 {
                     let msg = format!(
                         "nothing received from {} for {} ms",
@@ -608,9 +792,7 @@ impl Connection {
                     self.fail(ctx, DisconnectReason::Timeout, ErrorCode::Timeout, msg);
                     return;
                 }
-                if self.state == ConnectionState::Connected
-                    && time_diff(now, self.last_ping) >= PING_INTERVAL_MS as i32
-                {
+                if self.is_open() && time_diff(now, self.last_ping) >= PING_INTERVAL_MS as i32 {
                     self.last_ping = now;
                     // Give back what a burst left behind before the ping needs a buffer, once
                     // a whole ping interval passed without reliable messages. Not
@@ -630,6 +812,7 @@ impl Connection {
                     let _ = self
                         .kcp
                         .send_with_header(&[ReliableHeader::Ping.as_u8()], &now.to_le_bytes());
+                    self.send_quality_report();
                 }
                 let queued = self.kcp.total_queued();
                 if queued >= self.limits.choke {
@@ -715,19 +898,21 @@ impl Connection {
                 break;
             }
             let slot = ctx.events.slot_mut(start);
-            let header = ReliableHeader::try_from(slot[0]);
-            if header == Ok(ReliableHeader::Data) {
+            let first = slot[0];
+            if first == ReliableHeader::Data.as_u8() {
                 if slot.len() == 1 {
                     ctx.events.unreserve(start);
                     self.protocol_error(ctx, "empty reliable Data message".into());
                     break;
                 }
-                if !matches!(
-                    self.state,
-                    ConnectionState::Connected | ConnectionState::Disconnecting
-                ) {
+                if !self.receives_data() {
                     ctx.events.unreserve(start);
-                    self.protocol_error(ctx, "Data before the handshake completed".into());
+                    let msg = if self.fin_received {
+                        "Data after the peer shut down its sending"
+                    } else {
+                        "Data before the handshake completed"
+                    };
+                    self.protocol_error(ctx, msg.into());
                     break;
                 }
                 self.link.stats.reliable_received += 1;
@@ -735,17 +920,14 @@ impl Connection {
                     .commit_reserved(ctx.id, Channel::Reliable, start, 1);
                 continue;
             }
-            let payload = parse_u32_payload(&slot[1..]);
+            // A control message: read what it carries, then give the slot back.
+            let control = self.control(first, &slot[1..]);
             ctx.events.unreserve(start);
-            match header {
-                Ok(ReliableHeader::Hello) => self.on_hello(ctx),
-                Ok(ReliableHeader::Ping) => {
-                    if let (Some(ts), ConnectionState::Connected) = (payload, self.state) {
-                        let due = self
-                            .last_pong_sent
-                            .is_none_or(|t| time_diff(ctx.now, t) >= PING_INTERVAL_MS as i32);
-                        if due {
-                            self.last_pong_sent = Some(ctx.now);
+            match control {
+                Control::Hello(offer) => self.on_hello(ctx, offer),
+                Control::Ping(ts) => {
+                    if let (Some(ts), true) = (ts, self.is_open()) {
+                        if self.pongs.allow(ctx.now) {
                             let _ = self.kcp.send_with_header(
                                 &[ReliableHeader::Pong.as_u8()],
                                 &ts.to_le_bytes(),
@@ -753,20 +935,50 @@ impl Connection {
                         }
                     }
                 }
-                Ok(ReliableHeader::Pong) => {
-                    if let (Some(ts), ConnectionState::Connected) = (payload, self.state) {
+                Control::Pong(ts) => {
+                    if let (Some(ts), true) = (ts, self.established) {
                         let rtt = time_diff(ctx.now, ts);
                         if rtt >= 0 {
                             self.rtt = Some(rtt as u32);
                         }
                     }
                 }
-                Ok(ReliableHeader::Data) => {}
-                Err(e) => {
+                Control::SendShutdown => self.on_send_shutdown(ctx),
+                Control::Report(Some((sent, loss))) => {
+                    let received = self.link.stats.unreliable_received as u32;
+                    self.reports.on_report(sent, loss, received);
+                }
+                Control::Report(None) => {
+                    self.protocol_error(ctx, "quality report shorter than 6 bytes".into());
+                    break;
+                }
+                Control::Invalid(e) => {
                     self.protocol_error(ctx, format!("invalid reliable message: {e}"));
                     break;
                 }
             }
+        }
+    }
+
+    /// What a reliable control message (header byte `first`, then `payload`) says. The
+    /// kcpnet-only headers are read only once their extension was negotiated; before, they
+    /// are undefined headers, as for kcp2k.
+    fn control(&self, first: u8, payload: &[u8]) -> Control {
+        match first {
+            RELIABLE_SEND_SHUTDOWN if self.ext.contains(Extensions::HALF_CLOSE) => {
+                Control::SendShutdown
+            }
+            RELIABLE_QUALITY_REPORT if self.ext.contains(Extensions::QUALITY_REPORTS) => {
+                Control::Report(parse_quality_report(payload))
+            }
+            _ => match ReliableHeader::try_from(first) {
+                Ok(ReliableHeader::Hello) => Control::Hello(parse_hello_block(payload)),
+                Ok(ReliableHeader::Ping) => Control::Ping(parse_u32_payload(payload)),
+                Ok(ReliableHeader::Pong) => Control::Pong(parse_u32_payload(payload)),
+                // Handled by the caller.
+                Ok(ReliableHeader::Data) => Control::Invalid(crate::wire::WireError::TooShort),
+                Err(e) => Control::Invalid(e),
+            },
         }
     }
 
@@ -786,19 +998,28 @@ impl Connection {
         }
     }
 
-    fn on_hello(&mut self, ctx: &mut Ctx<'_>) {
+    /// A Hello whose payload announced `announced` extensions.
+    fn on_hello(&mut self, ctx: &mut Ctx<'_>, announced: Extensions) {
         match (self.role, self.state) {
             (Role::Server, ConnectionState::Connecting) => {
                 if !self.hello_sent {
                     self.hello_sent = true;
-                    let _ = self.kcp.send(&[ReliableHeader::Hello.as_u8()]);
+                    let (hello, len) = handshake::server_hello(self.ext);
+                    let _ = self.kcp.send(&hello[..len]);
                 }
             }
             (Role::Client, ConnectionState::Connecting) => {
+                // The server's answer: what it accepted of our offer (a kcp2k server's bare
+                // Hello announces nothing).
+                self.ext = announced & self.offered;
                 self.state = ConnectionState::Connected;
                 self.established = true;
                 self.start_ping_clock(ctx.now);
-                info!("connected to {}", self.link.remote);
+                info!(
+                    "connected to {} (kcpnet extensions {:#x})",
+                    self.link.remote,
+                    self.ext.bits()
+                );
                 ctx.events.push_connected(ctx.id, self.link.remote);
             }
             _ => self.protocol_error(ctx, "unexpected second Hello".into()),
@@ -828,37 +1049,6 @@ impl Connection {
         self.close(ctx, reason, Some((code, message.into())), true);
     }
 
-    /// Ends the connection. Reports `Error` (if any) and `Disconnected` when the application
-    /// knows the connection (it saw `Connected`, or it is a client's attempt); sends the
-    /// kcp2k Disconnect datagrams when `notify_peer`.
-    pub(crate) fn close(
-        &mut self,
-        ctx: &mut Ctx<'_>,
-        reason: DisconnectReason,
-        error: Option<(ErrorCode, Cow<'static, str>)>,
-        notify_peer: bool,
-    ) {
-        if self.state == ConnectionState::Disconnected {
-            return;
-        }
-        if notify_peer {
-            let head = self.link.unreliable_header(UnreliableHeader::Disconnect);
-            for _ in 0..DISCONNECT_REPEAT {
-                self.link.transmit(ctx.tx, &head, &[]);
-            }
-        }
-        if self.established || self.role == Role::Client {
-            if let Some((code, message)) = error {
-                ctx.events.push_error(ctx.id, code, message);
-            }
-            ctx.events.push_disconnected(ctx.id, reason);
-        }
-        if self.established {
-            info!("{} ({}) disconnected: {reason:?}", ctx.id, self.link.remote);
-        }
-        self.state = ConnectionState::Disconnected;
-    }
-
     // ----------------------------------------------------------------- output
 
     /// Flushes KCP: on the interval, and at once when ACKs or data are pending and
@@ -867,6 +1057,7 @@ impl Connection {
         if self.state == ConnectionState::Disconnected {
             return;
         }
+        self.roll_window(ctx.now);
         let link = &mut self.link;
         let tx = &mut *ctx.tx;
         self.kcp
@@ -878,14 +1069,19 @@ impl Connection {
         if self.state == ConnectionState::Disconnecting
             && (self.kcp.wait_snd() == 0 || time_diff(ctx.now, self.deadline) >= 0)
         {
-            if self.kcp.wait_snd() > 0 {
+            let reason = if self.kcp.wait_snd() > 0 {
                 debug!(
                     "{}: linger timeout with {} segments unacknowledged",
                     ctx.id,
                     self.kcp.wait_snd()
                 );
-            }
-            self.close(ctx, DisconnectReason::Local, None, true);
+                DisconnectReason::Local
+            } else if self.fin_sent && self.fin_received {
+                DisconnectReason::Finished
+            } else {
+                DisconnectReason::Local
+            };
+            self.close(ctx, reason, None, true);
         }
     }
 
@@ -898,10 +1094,13 @@ impl Connection {
         channel: Channel,
     ) -> Result<(), Error> {
         match self.state {
-            ConnectionState::Connected => {}
+            ConnectionState::Connected | ConnectionState::PeerSendClosed => {}
             ConnectionState::Disconnected => return Err(Error::ConnectionClosed),
+            ConnectionState::SendClosed => return Err(Error::SendClosed),
+            ConnectionState::Disconnecting if self.fin_sent => return Err(Error::SendClosed),
             _ => return Err(Error::NotConnected),
         }
+        self.roll_window(ctx.now);
         if data.is_empty() {
             return Err(Error::EmptyMessage);
         }
@@ -940,21 +1139,6 @@ impl Connection {
         Ok(())
     }
 
-    /// Starts a graceful disconnect: no more sends, queued reliable data keeps flowing until
-    /// acknowledged or `linger_timeout_ms` passes, then Disconnect is sent.
-    pub(crate) fn disconnect_graceful(&mut self, ctx: &mut Ctx<'_>) {
-        match self.state {
-            ConnectionState::Connected => {
-                self.state = ConnectionState::Disconnecting;
-                self.deadline = ctx.now.wrapping_add(self.limits.linger_timeout);
-            }
-            ConnectionState::Connecting => {
-                self.close(ctx, DisconnectReason::Local, None, true);
-            }
-            _ => {}
-        }
-    }
-
     /// The absolute time (ms) by which [`Connection::process`] / [`Connection::flush`]
     /// must run again.
     pub(crate) fn next_deadline(&self, now: u32) -> u32 {
@@ -972,7 +1156,9 @@ impl Connection {
                     take(self.last_ping.wrapping_add(PING_INTERVAL_MS));
                 }
             }
-            ConnectionState::Connected => {
+            ConnectionState::Connected
+            | ConnectionState::SendClosed
+            | ConnectionState::PeerSendClosed => {
                 take(self.last_receive.wrapping_add(self.limits.timeout));
                 take(self.last_ping.wrapping_add(PING_INTERVAL_MS));
             }
