@@ -16,9 +16,9 @@
 //!
 //! reliable, after negotiation:
 //!   0x10 SendShutdown      (half-close)        no payload
-//!   0x11 QualityReport     (quality reports)   unreliable_sent u32 LE, loss_seen u16 LE
 //! unreliable, after negotiation:
 //!   0x10 Close             (close reasons)     cause u8, code u32 LE, len u8, message
+//!   0x11 QualityReport     (quality reports)   unreliable_sent u32 LE, loss_seen u16 LE
 //! ```
 
 use std::ops::{BitAnd, BitOr};
@@ -35,10 +35,13 @@ pub(crate) const BLOCK_LEN: usize = 9;
 /// Reliable header (half-close): the sender sends no more messages; every message it sent
 /// precedes this one. Payload: none (a reader ignores any).
 pub(crate) const RELIABLE_SEND_SHUTDOWN: u8 = 0x10;
-/// Reliable header (quality reports): `unreliable_sent u32 LE` (unreliable messages the
-/// sender has sent so far) and `loss_seen u16 LE` (the fraction of the receiver's unreliable
-/// messages the sender did not get, in units of 1/10 000; [`LOSS_UNKNOWN`] if it cannot say).
-pub(crate) const RELIABLE_QUALITY_REPORT: u8 = 0x11;
+/// Unreliable header (quality reports), sent with every Ping: `unreliable_sent u32 LE`
+/// (unreliable messages the sender has sent so far) and `loss_seen u16 LE` (the fraction of
+/// the receiver's unreliable messages the sender did not get, in units of 1/10 000;
+/// [`LOSS_UNKNOWN`] if it cannot say). Unreliable on purpose: it travels exactly like the
+/// messages it counts, so a report is never late behind its own retransmission (a lost
+/// report only makes the next interval longer).
+pub(crate) const UNRELIABLE_QUALITY_REPORT: u8 = 0x11;
 /// Payload bytes of a version-1 quality report (a reader ignores any after them).
 pub(crate) const QUALITY_REPORT_LEN: usize = 6;
 /// `loss_seen` when the sender has no estimate (nothing was sent in the interval).

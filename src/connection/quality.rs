@@ -1,6 +1,6 @@
 //! Connection quality: a ring of per-interval counters for windowed rates and the loss
 //! estimate, the Pong flood limit, and the quality-reports extension (unreliable loss as the
-//! peer sees it).
+//! peer sees it, over the last [`REPORT_SPAN`] reports).
 //!
 //! The ring holds the connection's cumulative counters at the last [`BUCKETS`] + 1
 //! boundaries of [`BUCKET_MS`] intervals, so a window of [`QUALITY_WINDOW_MS`] is the
@@ -10,10 +10,11 @@
 //! call ([`Window::roll`]), so an idle connection needs no wake-ups for it.
 
 use super::extensions::{self, LOSS_UNKNOWN};
-use super::Connection;
+use super::{Connection, Ctx};
 use crate::config::PING_INTERVAL_MS;
 use crate::kcp::time_diff;
 use crate::stats::{ConnectionQuality, QUALITY_WINDOW_MS};
+use crate::wire::datagram::{UnreliableHeader, DATAGRAM_HEADER_LEN};
 
 /// Length of one interval of the ring, in ms.
 pub(crate) const BUCKET_MS: u32 = 100;
@@ -141,14 +142,18 @@ impl PongLimiter {
     }
 }
 
+/// Reports spanned by the unreliable loss estimate: a report delayed by its own
+/// retransmission makes the messages that arrived meanwhile count for its interval; over
+/// several intervals that error shrinks in proportion.
+pub(crate) const REPORT_SPAN: usize = 4;
+
 /// The quality-reports extension's state.
 #[derive(Debug)]
 pub(crate) struct Reports {
-    /// The peer's `unreliable_sent` in its previous report.
-    peer_sent: u32,
-    /// Our unreliable messages received when that report was processed.
-    received: u32,
-    /// Loss of the peer's unreliable messages between its last two reports (1/10 000).
+    /// (the peer's `unreliable_sent`, our unreliable messages received) when each of the
+    /// last [`REPORT_SPAN`] reports was processed, oldest first; (0, 0) at the start.
+    history: [(u32, u32); REPORT_SPAN],
+    /// Loss of the peer's unreliable messages over those reports (1/10 000).
     loss_in: u16,
     /// Loss of our unreliable messages, as the peer last reported (1/10 000).
     peer_loss: u16,
@@ -157,8 +162,7 @@ pub(crate) struct Reports {
 impl Default for Reports {
     fn default() -> Self {
         Reports {
-            peer_sent: 0,
-            received: 0,
+            history: [(0, 0); REPORT_SPAN],
             loss_in: LOSS_UNKNOWN,
             peer_loss: LOSS_UNKNOWN,
         }
@@ -173,16 +177,17 @@ impl Reports {
     /// A report from the peer: it had sent `peer_sent` unreliable messages, we received
     /// `received`; it saw `peer_loss` of ours.
     pub(crate) fn on_report(&mut self, peer_sent: u32, peer_loss: u16, received: u32) {
-        let sent = peer_sent.wrapping_sub(self.peer_sent);
-        let got = received.wrapping_sub(self.received);
+        let (sent0, received0) = self.history[0];
+        let sent = peer_sent.wrapping_sub(sent0);
+        let got = received.wrapping_sub(received0);
         self.loss_in = if sent == 0 || sent > i32::MAX as u32 {
             LOSS_UNKNOWN
         } else {
             let lost = sent.saturating_sub(got) as u64;
             (lost * 10_000 / sent as u64) as u16
         };
-        self.peer_sent = peer_sent;
-        self.received = received;
+        self.history.rotate_left(1);
+        self.history[REPORT_SPAN - 1] = (peer_sent, received);
         self.peer_loss = if peer_loss > 10_000 {
             LOSS_UNKNOWN
         } else {
@@ -263,8 +268,8 @@ impl Connection {
         }
     }
 
-    /// Queues a quality report (after our Ping), if the extension was negotiated.
-    pub(super) fn send_quality_report(&mut self) {
+    /// Sends a quality report (with our Ping), if the extension was negotiated.
+    pub(super) fn send_quality_report(&mut self, ctx: &mut Ctx<'_>) {
         if !self.ext.contains(extensions::Extensions::QUALITY_REPORTS) {
             return;
         }
@@ -272,9 +277,20 @@ impl Connection {
             self.link.stats.unreliable_sent as u32,
             self.reports.loss_in(),
         );
-        let _ = self
-            .kcp
-            .send_with_header(&[extensions::RELIABLE_QUALITY_REPORT], &report);
+        let mut head = self.link.unreliable_header(UnreliableHeader::Data);
+        head[DATAGRAM_HEADER_LEN] = extensions::UNRELIABLE_QUALITY_REPORT;
+        self.link.transmit(ctx.tx, &head, &report);
+    }
+
+    /// A quality report from the peer (the bytes after its header byte).
+    pub(super) fn on_quality_report(&mut self, ctx: &mut Ctx<'_>, body: &[u8]) {
+        match extensions::parse_quality_report(body) {
+            Some((sent, loss)) => {
+                let received = self.link.stats.unreliable_received as u32;
+                self.reports.on_report(sent, loss, received);
+            }
+            None => self.protocol_error(ctx, "quality report shorter than 6 bytes".into()),
+        }
     }
 }
 
@@ -343,16 +359,26 @@ mod tests {
     }
 
     #[test]
-    fn reports_give_the_loss_between_them() {
+    fn reports_give_the_loss_over_the_last_reports() {
         let mut r = Reports::default();
         r.on_report(100, LOSS_UNKNOWN, 90);
         assert_eq!(r.loss_in(), 1000);
+        assert_eq!(loss_fraction(r.peer_loss), None);
         r.on_report(300, 2500, 270);
         assert_eq!(r.loss_in(), 1000);
         assert_eq!(loss_fraction(r.peer_loss), Some(0.25));
-        r.on_report(300, 0, 275); // nothing sent: unknown
+        // A late report counted 20 messages too many, the next one 20 too few: over the
+        // span the error is shared.
+        r.on_report(500, 0, 470);
+        r.on_report(700, 0, 650);
+        assert_eq!(r.loss_in(), 714); // 50 of 700 since the start
+        r.on_report(900, 0, 810);
+        assert_eq!(r.loss_in(), 1000); // (900 - 100) sent, (810 - 90) received
+        for _ in 0..REPORT_SPAN {
+            r.on_report(900, 0, 815); // nothing sent for a while: unknown
+        }
         assert_eq!(r.loss_in(), LOSS_UNKNOWN);
-        r.on_report(310, 0, 290); // duplicates: never negative
+        r.on_report(910, 0, 830); // duplicates: never negative
         assert_eq!(r.loss_in(), 0);
     }
 }

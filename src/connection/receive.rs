@@ -6,8 +6,8 @@
 use log::{debug, info, trace, warn};
 
 use super::extensions::{
-    parse_hello_block, parse_quality_report, Extensions, RELIABLE_QUALITY_REPORT,
-    RELIABLE_SEND_SHUTDOWN, UNRELIABLE_CLOSE,
+    parse_hello_block, Extensions, RELIABLE_SEND_SHUTDOWN, UNRELIABLE_CLOSE,
+    UNRELIABLE_QUALITY_REPORT,
 };
 use super::{
     handshake, Connection, ConnectionState, Ctx, Role, IDLE_POOL_BUFFERS, TRIM_ABOVE_BYTES,
@@ -31,8 +31,6 @@ enum Control {
     Pong(Option<u32>),
     /// kcpnet half-close: the peer sends nothing more.
     SendShutdown,
-    /// kcpnet quality report: the peer's unreliable messages sent and the loss it saw.
-    Report(Option<(u32, u16)>),
     /// An undefined header.
     Invalid(WireError),
 }
@@ -111,6 +109,12 @@ impl Connection {
                 self.note_received(ctx, bytes.len());
                 self.on_close_datagram(ctx, &dgram.payload[1..]);
                 return;
+            }
+            Channel::Unreliable
+                if dgram.payload.first() == Some(&UNRELIABLE_QUALITY_REPORT)
+                    && self.ext.contains(Extensions::QUALITY_REPORTS) =>
+            {
+                self.on_quality_report(ctx, &dgram.payload[1..]);
             }
             Channel::Unreliable => match parse_unreliable(dgram.payload) {
                 Ok((UnreliableHeader::Data, payload)) => {
@@ -294,7 +298,7 @@ impl Connection {
                     let _ = self
                         .kcp
                         .send_with_header(&[ReliableHeader::Ping.as_u8()], &now.to_le_bytes());
-                    self.send_quality_report();
+                    self.send_quality_report(ctx);
                 }
                 let queued = self.kcp.total_queued();
                 if queued >= self.limits.choke {
@@ -426,14 +430,6 @@ impl Connection {
                     }
                 }
                 Control::SendShutdown => self.on_send_shutdown(ctx),
-                Control::Report(Some((sent, loss))) => {
-                    let received = self.link.stats.unreliable_received as u32;
-                    self.reports.on_report(sent, loss, received);
-                }
-                Control::Report(None) => {
-                    self.protocol_error(ctx, "quality report shorter than 6 bytes".into());
-                    break;
-                }
                 Control::Invalid(e) => {
                     self.protocol_error(ctx, format!("invalid reliable message: {e}"));
                     break;
@@ -449,9 +445,6 @@ impl Connection {
         match first {
             RELIABLE_SEND_SHUTDOWN if self.ext.contains(Extensions::HALF_CLOSE) => {
                 Control::SendShutdown
-            }
-            RELIABLE_QUALITY_REPORT if self.ext.contains(Extensions::QUALITY_REPORTS) => {
-                Control::Report(parse_quality_report(payload))
             }
             _ => match ReliableHeader::try_from(first) {
                 Ok(ReliableHeader::Hello) => Control::Hello(parse_hello_block(payload)),
