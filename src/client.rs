@@ -10,7 +10,7 @@ use std::time::Duration;
 use log::trace;
 
 use crate::config::Config;
-use crate::connection::{Connection, ConnectionState, Ctx};
+use crate::connection::{Connection, ConnectionState, Ctx, Extensions};
 use crate::driver::{lend_for_datagram, lend_for_send, socket_options, Core, EventDrain, Peers};
 use crate::error::{Error, ErrorCode};
 use crate::event::{ConnectionId, DisconnectReason, Event};
@@ -19,7 +19,7 @@ use crate::io::{
     UdpTransport,
 };
 use crate::server::first_addr;
-use crate::stats::{ConnectionStats, EndpointStats};
+use crate::stats::{ConnectionQuality, ConnectionStats, EndpointStats};
 use crate::wire::datagram::Channel;
 
 /// The client's one connection.
@@ -174,9 +174,21 @@ impl Client {
         self.peer.conn.rtt()
     }
 
-    /// Statistics of the connection.
+    /// Statistics of the connection, its [`ConnectionQuality`] included (as of the last
+    /// tick).
     pub fn connection_stats(&self) -> ConnectionStats {
-        self.peer.conn.stats()
+        self.peer.conn.stats(self.core.now.kcp())
+    }
+
+    /// How good the link is (as of the last tick): see [`crate::Server::connection_quality`].
+    pub fn connection_quality(&self) -> ConnectionQuality {
+        self.peer.conn.quality(self.core.now.kcp())
+    }
+
+    /// The kcpnet extensions the connection negotiated ([`Extensions::NONE`] with a kcp2k
+    /// server, and until connected).
+    pub fn extensions(&self) -> Extensions {
+        self.peer.conn.extensions()
     }
 
     /// Endpoint counters (datagrams, bytes, drops).
@@ -312,6 +324,34 @@ impl Client {
         self.peer
             .run(&mut self.core, |c, ctx| c.disconnect_graceful(ctx));
     }
+
+    /// Closes the connection at once, telling a kcpnet server why: it receives
+    /// `DisconnectReason::App { code, message }` (see [`crate::Server::disconnect_with`] for
+    /// the limits; a kcp2k server sees a plain Disconnect).
+    pub fn disconnect_with(&mut self, code: u32, message: &str) -> Result<(), Error> {
+        self.core.refresh_now();
+        self.peer.run(&mut self.core, |c, ctx| {
+            c.disconnect_with(ctx, code, message, false)
+        })?;
+        self.core.closed_by_app(self.peer.id);
+        self.core.poll_transport();
+        Ok(())
+    }
+
+    /// [`Client::disconnect_graceful`] with a reason, as [`Client::disconnect_with`].
+    pub fn disconnect_graceful_with(&mut self, code: u32, message: &str) -> Result<(), Error> {
+        self.peer.run(&mut self.core, |c, ctx| {
+            c.disconnect_with(ctx, code, message, true)
+        })
+    }
+
+    /// Half-closes the connection: see [`crate::Server::shutdown_send`]. Further sends fail
+    /// with [`Error::SendClosed`]; keep ticking: the server's messages still arrive until it
+    /// shuts down too, then `Disconnected { reason: Finished }`. With a kcp2k server this is
+    /// [`Client::disconnect_graceful`].
+    pub fn shutdown_send(&mut self) -> Result<(), Error> {
+        self.peer.run(&mut self.core, |c, ctx| c.shutdown_send(ctx))
+    }
 }
 
 impl Drop for Client {
@@ -320,7 +360,10 @@ impl Drop for Client {
     fn drop(&mut self) {
         if matches!(
             self.peer.conn.state(),
-            ConnectionState::Connected | ConnectionState::Disconnecting
+            ConnectionState::Connected
+                | ConnectionState::SendClosed
+                | ConnectionState::PeerSendClosed
+                | ConnectionState::Disconnecting
         ) {
             self.disconnect();
         }

@@ -90,6 +90,12 @@ pub struct Config {
     /// port and the kernel spreads clients over them (Linux; an error where unsupported).
     /// Default false. See [`crate::io::SocketOptions::reuse_port`] and `docs/SCALING.md`.
     pub reuse_port: bool,
+    /// Negotiate kcpnet's extensions (close reasons, half-close, quality reports) in the
+    /// Hello: a client offers them, a server accepts a kcpnet client's offer. A kcp2k peer
+    /// never sends or answers an offer, so the connection is plain kcp2k either way; turn
+    /// this off to make a kcpnet end speak exactly what kcp2k does (a bare Hello, a bare
+    /// reply). Default true. See `docs/PROTOCOL.md`, "Extensions".
+    pub kcpnet_extensions: bool,
 }
 
 impl Default for Config {
@@ -118,6 +124,7 @@ impl Default for Config {
             batch_socket_io: true,
             dscp: None,
             reuse_port: false,
+            kcpnet_extensions: true,
         }
     }
 }

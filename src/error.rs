@@ -84,6 +84,17 @@ pub enum Error {
         /// The configured limit.
         limit: usize,
     },
+    /// This side shut down its sending (`shutdown_send`): nothing more can be sent on the
+    /// connection, which still receives until the peer shuts down too.
+    SendClosed,
+    /// A close message (`disconnect_with`) is longer than a Close datagram can carry:
+    /// [`crate::CloseMessage::MAX_LEN`] bytes, fewer with an `mtu` under 140.
+    ReasonTooLong {
+        /// The message's length in bytes.
+        size: usize,
+        /// The longest message this connection can send.
+        max: usize,
+    },
     /// The message is larger than the channel allows.
     MessageTooLarge {
         /// The size the application asked to send.
@@ -104,7 +115,9 @@ impl Error {
             Error::UnknownConnection
             | Error::NotConnected
             | Error::EmptyMessage
+            | Error::SendClosed
             | Error::MessageTooLarge { .. } => ErrorCode::InvalidSend,
+            Error::ReasonTooLong { .. } => ErrorCode::Unexpected,
             Error::Io(_) => ErrorCode::ConnectionClosed,
             Error::InvalidConfig(_) | Error::InvalidArgument(_) => ErrorCode::Unexpected,
         }
@@ -126,6 +139,13 @@ impl fmt::Display for Error {
             ),
             Error::NotConnected => f.write_str("not connected"),
             Error::EmptyMessage => f.write_str("empty messages cannot be sent"),
+            Error::SendClosed => f.write_str(
+                "this side shut down its sending (shutdown_send): nothing more can be sent",
+            ),
+            Error::ReasonTooLong { size, max } => write!(
+                f,
+                "close message of {size} bytes exceeds the maximum of {max} bytes"
+            ),
             Error::MessageTooLarge { size, max } => {
                 write!(
                     f,

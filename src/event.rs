@@ -50,13 +50,84 @@ impl fmt::Display for ConnectionId {
     }
 }
 
+/// A close message: at most [`CloseMessage::MAX_LEN`] bytes of UTF-8, held inline so that
+/// [`DisconnectReason`] stays `Copy` and a disconnect reason needs no allocation to read.
+/// Dereferences to `str`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CloseMessage {
+    len: u8,
+    bytes: [u8; CloseMessage::MAX_LEN],
+}
+
+impl CloseMessage {
+    /// The longest message, in bytes (on the wire too; a smaller `mtu` lowers what a
+    /// connection can send: see [`crate::Server::disconnect_with`]).
+    pub const MAX_LEN: usize = crate::connection::extensions::MAX_CLOSE_MESSAGE;
+
+    /// The message `text`, or `None` if it is longer than [`CloseMessage::MAX_LEN`] bytes.
+    pub fn new(text: &str) -> Option<CloseMessage> {
+        (text.len() <= Self::MAX_LEN).then(|| Self::truncated(text))
+    }
+
+    /// `text` cut to [`CloseMessage::MAX_LEN`] bytes at a character boundary.
+    pub fn truncated(text: &str) -> CloseMessage {
+        let text = crate::connection::extensions::truncate_utf8(text, Self::MAX_LEN);
+        let mut bytes = [0u8; Self::MAX_LEN];
+        bytes[..text.len()].copy_from_slice(text.as_bytes());
+        CloseMessage {
+            len: text.len() as u8,
+            bytes,
+        }
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        // Only ever built from a `&str` cut at a character boundary.
+        std::str::from_utf8(&self.bytes[..self.len as usize]).unwrap_or("")
+    }
+}
+
+impl Default for CloseMessage {
+    fn default() -> Self {
+        CloseMessage {
+            len: 0,
+            bytes: [0; Self::MAX_LEN],
+        }
+    }
+}
+
+impl std::ops::Deref for CloseMessage {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl fmt::Debug for CloseMessage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for CloseMessage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Why a connection ended.
+///
+/// The `Remote…`, `App` and `Finished` variants need a kcpnet peer (they travel in the
+/// close-reasons and half-close extensions, `docs/PROTOCOL.md`); a kcp2k peer's every close
+/// arrives as [`DisconnectReason::Remote`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum DisconnectReason {
-    /// This side called `disconnect` (or a graceful disconnect completed).
+    /// This side called `disconnect`, `disconnect_with` or `disconnect_graceful` (or a
+    /// graceful disconnect completed).
     Local,
-    /// The peer sent Disconnect.
+    /// The peer closed without a reason: kcp2k's Disconnect (every close of a kcp2k peer),
+    /// or a kcpnet peer's `disconnect` / `disconnect_graceful`.
     Remote,
     /// Nothing was received for `timeout_ms`, the link died, or the handshake timed out.
     Timeout,
@@ -64,8 +135,54 @@ pub enum DisconnectReason {
     ProtocolError,
     /// The queues grew past the choke threshold.
     Congestion,
-    /// The socket reported the peer unreachable, or the server shut down.
+    /// The socket reported the peer unreachable, or this server shut down.
     Closed,
+    /// The peer's application closed with a reason (`disconnect_with`): a kick with a code
+    /// and a message, say.
+    App {
+        /// The application's code (its meaning is the application's).
+        code: u32,
+        /// The application's message.
+        message: CloseMessage,
+    },
+    /// The peer's server shut down (`Server::shutdown`).
+    RemoteShutdown,
+    /// The peer closed because this side violated the protocol, as the peer saw it.
+    RemoteProtocolError {
+        /// The peer's error text (cut to [`CloseMessage::MAX_LEN`] bytes).
+        message: CloseMessage,
+    },
+    /// The peer closed because it heard nothing from this side for its timeout, or its
+    /// link to this side died (it reached us the other way).
+    RemoteTimeout,
+    /// The peer closed because its queues choked.
+    RemoteCongestion,
+    /// Both sides shut down their sending (`shutdown_send`) and every message was
+    /// delivered both ways: the connection finished normally.
+    Finished,
+}
+
+impl fmt::Display for DisconnectReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DisconnectReason::Local => f.write_str("closed by this side"),
+            DisconnectReason::Remote => f.write_str("closed by the peer"),
+            DisconnectReason::Timeout => f.write_str("timed out"),
+            DisconnectReason::ProtocolError => f.write_str("the peer violated the protocol"),
+            DisconnectReason::Congestion => f.write_str("congestion (queues choked)"),
+            DisconnectReason::Closed => f.write_str("closed (unreachable or shut down)"),
+            DisconnectReason::App { code, message } => {
+                write!(f, "closed by the peer: code {code}: {message}")
+            }
+            DisconnectReason::RemoteShutdown => f.write_str("the peer's server shut down"),
+            DisconnectReason::RemoteProtocolError { message } => {
+                write!(f, "the peer saw a protocol error: {message}")
+            }
+            DisconnectReason::RemoteTimeout => f.write_str("the peer timed out"),
+            DisconnectReason::RemoteCongestion => f.write_str("the peer's queues choked"),
+            DisconnectReason::Finished => f.write_str("finished (both sides shut down)"),
+        }
+    }
 }
 
 /// Something that happened on a connection.
@@ -106,6 +223,14 @@ pub enum Event<'a> {
         /// A human-readable explanation.
         message: &'a str,
     },
+    /// The peer shut down its sending (`shutdown_send`, kcpnet peers only): every message
+    /// it sent has been delivered before this event and no more will come. This side can
+    /// still send until it shuts down too; the connection then ends with
+    /// `Disconnected { reason: Finished }` on both sides.
+    PeerSendClosed {
+        /// The connection.
+        id: ConnectionId,
+    },
 }
 
 impl Event<'_> {
@@ -115,7 +240,8 @@ impl Event<'_> {
             Event::Connected { id, .. }
             | Event::Data { id, .. }
             | Event::Disconnected { id, .. }
-            | Event::Error { id, .. } => *id,
+            | Event::Error { id, .. }
+            | Event::PeerSendClosed { id } => *id,
         }
     }
 }
@@ -158,6 +284,11 @@ pub enum OwnedEvent {
         /// The explanation.
         message: String,
     },
+    /// See [`Event::PeerSendClosed`].
+    PeerSendClosed {
+        /// The connection.
+        id: ConnectionId,
+    },
 }
 
 impl OwnedEvent {
@@ -167,7 +298,8 @@ impl OwnedEvent {
             OwnedEvent::Connected { id, .. }
             | OwnedEvent::Data { id, .. }
             | OwnedEvent::Disconnected { id, .. }
-            | OwnedEvent::Error { id, .. } => *id,
+            | OwnedEvent::Error { id, .. }
+            | OwnedEvent::PeerSendClosed { id } => *id,
         }
     }
 }
@@ -188,6 +320,7 @@ impl Event<'_> {
                 code,
                 message: message.to_string(),
             },
+            Event::PeerSendClosed { id } => OwnedEvent::PeerSendClosed { id },
         }
     }
 }
@@ -196,7 +329,9 @@ impl Event<'_> {
 enum Kind {
     Connected(SocketAddr),
     Data(Channel),
-    Disconnected(DisconnectReason),
+    /// Boxed: a reason with a message is 140 bytes, and records are many.
+    Disconnected(Box<DisconnectReason>),
+    PeerSendClosed,
     Error(ErrorCode, Cow<'static, str>),
     /// A data record cancelled because the application closed its connection.
     Cancelled,
@@ -252,7 +387,11 @@ impl EventQueue {
     }
 
     pub(crate) fn push_disconnected(&mut self, id: ConnectionId, reason: DisconnectReason) {
-        self.push(id, Kind::Disconnected(reason));
+        self.push(id, Kind::Disconnected(Box::new(reason)));
+    }
+
+    pub(crate) fn push_peer_send_closed(&mut self, id: ConnectionId) {
+        self.push(id, Kind::PeerSendClosed);
     }
 
     pub(crate) fn push_error(
@@ -414,7 +553,11 @@ impl EventQueue {
             return Some(match r.kind {
                 Kind::Cancelled => continue,
                 Kind::Connected(addr) => Event::Connected { id, addr },
-                Kind::Disconnected(reason) => Event::Disconnected { id, reason },
+                Kind::Disconnected(reason) => Event::Disconnected {
+                    id,
+                    reason: *reason,
+                },
+                Kind::PeerSendClosed => Event::PeerSendClosed { id },
                 Kind::Error(code, message) => {
                     // Park the message in the arena so the event can borrow it. `consumed`
                     // stays: data of later records may lie before the parked text, and

@@ -177,12 +177,12 @@ pub mod wire;
 
 pub use client::{resolve, Client, ClientCtx};
 pub use config::Config;
-pub use connection::ConnectionState;
+pub use connection::{ConnectionState, Extensions};
 pub use driver::EventDrain;
 pub use error::{Error, ErrorCode};
-pub use event::{ConnectionId, DisconnectReason, Event, OwnedEvent};
+pub use event::{CloseMessage, ConnectionId, DisconnectReason, Event, OwnedEvent};
 pub use server::{Server, ServerCtx};
-pub use stats::{ConnectionStats, EndpointStats};
+pub use stats::{ConnectionQuality, ConnectionStats, EndpointStats};
 pub use wire::datagram::Channel;
 
 /// The README's code blocks, compiled as doctests.

@@ -15,8 +15,10 @@ use rand::{Rng, SeedableRng};
 use slab::Slab;
 
 use crate::config::Config;
-use crate::connection::handshake::{hello_reply, is_handshake_reply, CookieKey, HELLO_REPLY_LEN};
-use crate::connection::{Connection, ConnectionState, Ctx};
+use crate::connection::handshake::{
+    is_handshake_reply, parse_client_hello, write_hello_reply, CookieKey, HELLO_REPLY_LEN,
+};
+use crate::connection::{Connection, ConnectionState, Ctx, Extensions};
 use crate::driver::{
     lend_for_datagram, lend_for_send, socket_options, Core, EventDrain, Peers, LEND_DEFAULT,
 };
@@ -26,7 +28,7 @@ use crate::io::{
     Clock, ConditionerControl, Conditions, Direction, LinkConditioner, SystemClock, Transport,
     UdpTransport,
 };
-use crate::stats::{ConnectionStats, EndpointStats};
+use crate::stats::{ConnectionQuality, ConnectionStats, EndpointStats};
 use crate::wire::datagram::{Channel, Datagram};
 
 /// One slab entry.
@@ -180,18 +182,26 @@ impl Table {
             core.stats.dropped_unknown += 1;
             return;
         };
-        if d.channel == Channel::Reliable
-            && self.key.verify(&from, d.cookie, core.now.ms)
-            && is_handshake_reply(d.payload)
-        {
-            self.admit(core, data, from, d.cookie);
-            return;
+        if d.channel == Channel::Reliable && is_handshake_reply(d.payload) {
+            if let Some(accepted) = self.key.verify_ext(&from, d.cookie, core.now.ms) {
+                self.admit(core, data, from, d.cookie, accepted);
+                return;
+            }
         }
-        let cookie = self.key.current(&from, core.now.ms);
-        let wnd = core.config.receive_window_size.min(u16::MAX as u32) as u16;
-        let mut reply = [0u8; HELLO_REPLY_LEN];
-        match hello_reply(data, cookie, wnd, core.now.kcp(), &mut reply) {
-            Some(n) => {
+        match parse_client_hello(data) {
+            Some(hello) => {
+                // The accepted extensions follow from this Hello alone and are bound into
+                // the cookie, so admission recovers them without state.
+                let accepted = if core.config.kcpnet_extensions {
+                    hello.offered & Extensions::ALL
+                } else {
+                    Extensions::NONE
+                };
+                let cookie = self.key.current_with(&from, core.now.ms, accepted);
+                let wnd = core.config.receive_window_size.min(u16::MAX as u32) as u16;
+                let mut reply = [0u8; HELLO_REPLY_LEN];
+                let n =
+                    write_hello_reply(hello.ts, cookie, accepted, wnd, core.now.kcp(), &mut reply);
                 trace!("stateless Hello reply to {from}");
                 core.stats.hello_replies += 1;
                 core.send_datagram(&reply[..n], from);
@@ -205,7 +215,14 @@ impl Table {
 
     /// Creates the connection of a peer that proved it receives at `from` (its datagram
     /// carries the cookie of our stateless reply), and feeds it that datagram.
-    fn admit(&mut self, core: &mut Core, data: &[u8], from: SocketAddr, cookie: u32) {
+    fn admit(
+        &mut self,
+        core: &mut Core,
+        data: &[u8],
+        from: SocketAddr,
+        cookie: u32,
+        accepted: Extensions,
+    ) {
         if self.slots.len() >= core.config.max_connections {
             debug!("dropping {from}: max_connections reached");
             core.stats.dropped_limit += 1;
@@ -213,7 +230,13 @@ impl Table {
         }
         let generation = self.next_generation;
         self.next_generation = self.next_generation.wrapping_add(1).max(1);
-        let conn = Connection::new_server_verified(from, cookie, &core.config, core.now.kcp());
+        let conn = Connection::new_server_verified_ext(
+            from,
+            cookie,
+            accepted,
+            &core.config,
+            core.now.kcp(),
+        );
         let idx = self.slots.insert(Slot {
             conn,
             generation,
@@ -531,6 +554,67 @@ impl Server {
         Ok(())
     }
 
+    /// Closes a connection at once, as [`Server::disconnect`], telling a kcpnet peer why:
+    /// it receives `Disconnected { reason: DisconnectReason::App { code, message } }` (the
+    /// reason travels in each of the five close datagrams, so it survives loss as well as a
+    /// plain Disconnect). A kcp2k peer gets the plain Disconnect. `message` may have at most
+    /// [`crate::CloseMessage::MAX_LEN`] (128) bytes — fewer with an `mtu` below 140:
+    /// `mtu - 12` — or the call fails with [`Error::ReasonTooLong`] and nothing happens.
+    /// See the crate docs for a complete example.
+    pub fn disconnect_with(
+        &mut self,
+        id: ConnectionId,
+        code: u32,
+        message: &str,
+    ) -> Result<(), Error> {
+        let idx = self.table.index_of(id)?;
+        self.table
+            .with_conn(&mut self.core, idx, |c, ctx| {
+                c.disconnect_with(ctx, code, message, false)
+            })
+            .unwrap_or(Err(Error::ConnectionClosed))?;
+        self.core.closed_by_app(id);
+        self.table.settle(&mut self.core, idx);
+        Ok(())
+    }
+
+    /// [`Server::disconnect_graceful`] with a reason, as [`Server::disconnect_with`]: the
+    /// peer receives everything queued, then `DisconnectReason::App { code, message }`.
+    pub fn disconnect_graceful_with(
+        &mut self,
+        id: ConnectionId,
+        code: u32,
+        message: &str,
+    ) -> Result<(), Error> {
+        let idx = self.table.index_of(id)?;
+        self.table
+            .with_conn(&mut self.core, idx, |c, ctx| {
+                c.disconnect_with(ctx, code, message, true)
+            })
+            .unwrap_or(Err(Error::ConnectionClosed))?;
+        self.table.mark_dirty(idx);
+        self.table.settle(&mut self.core, idx);
+        Ok(())
+    }
+
+    /// Half-closes a connection: this side sends nothing more ([`Server::send`] fails with
+    /// [`Error::SendClosed`]) but everything already queued is delivered, the peer is told
+    /// after the last message and reports [`Event::PeerSendClosed`], and its messages keep
+    /// arriving until it shuts down its sending too. Then the connection ends with one
+    /// `Disconnected { reason: Finished }` on each side. The state is
+    /// [`ConnectionState::SendClosed`] meanwhile ([`ConnectionState::PeerSendClosed`] on the
+    /// peer). Needs a kcpnet peer (the half-close extension); with a kcp2k peer it is
+    /// [`Server::disconnect_graceful`]. Calling it again is a no-op.
+    pub fn shutdown_send(&mut self, id: ConnectionId) -> Result<(), Error> {
+        let idx = self.table.index_of(id)?;
+        self.table
+            .with_conn(&mut self.core, idx, |c, ctx| c.shutdown_send(ctx))
+            .unwrap_or(Err(Error::ConnectionClosed))?;
+        self.table.mark_dirty(idx);
+        self.table.settle(&mut self.core, idx);
+        Ok(())
+    }
+
     /// Closes every connection (hard disconnect, Disconnect datagrams sent), reporting
     /// `Disconnected` for each connected one.
     pub fn shutdown(&mut self) {
@@ -582,9 +666,38 @@ impl Server {
         self.table.slot(id).and_then(|s| s.conn.rtt())
     }
 
-    /// Statistics of one connection.
+    /// Statistics of one connection, its [`ConnectionQuality`] included (as of the last
+    /// tick).
     pub fn connection_stats(&self, id: ConnectionId) -> Option<ConnectionStats> {
-        self.table.slot(id).map(|s| s.conn.stats())
+        let now = self.core.now.kcp();
+        self.table.slot(id).map(|s| s.conn.stats(now))
+    }
+
+    /// How good a connection's link is (as of the last tick): KCP and Ping RTTs, windowed
+    /// loss and rates, pending reliable data.
+    ///
+    /// ```
+    /// # fn show(server: &kcpnet::Server, id: kcpnet::ConnectionId) {
+    /// if let Some(q) = server.connection_quality(id) {
+    ///     println!(
+    ///         "rtt {} ms, loss {:.1}%, {:.0} B/s out, {} B pending",
+    ///         q.kcp_rtt_ms,
+    ///         q.loss * 100.0,
+    ///         q.bytes_out_per_sec,
+    ///         q.pending_reliable_bytes
+    ///     );
+    /// }
+    /// # }
+    /// ```
+    pub fn connection_quality(&self, id: ConnectionId) -> Option<ConnectionQuality> {
+        let now = self.core.now.kcp();
+        self.table.slot(id).map(|s| s.conn.quality(now))
+    }
+
+    /// The kcpnet extensions a connection negotiated: [`Extensions::ALL`] with a kcpnet
+    /// peer of this version, [`Extensions::NONE`] with a kcp2k peer.
+    pub fn extensions(&self, id: ConnectionId) -> Option<Extensions> {
+        self.table.slot(id).map(|s| s.conn.extensions())
     }
 
     /// KCP segments queued or in flight on a connection: a measure of send backlog.

@@ -1,13 +1,74 @@
 //! Connection and endpoint statistics.
 
+/// How good a connection's link is right now (like GameNetworkingSockets' connection status
+/// or renet's `NetworkInfo`): [`crate::Server::connection_quality`],
+/// [`crate::Client::connection_quality`], and [`ConnectionStats::quality`].
+///
+/// Rates and the loss estimate cover a recent window: the last [`QUALITY_WINDOW_MS`] of
+/// whole 100 ms intervals (less while the connection is younger; `window_ms` says how
+/// much), so traffic of the last 100 ms is not counted yet.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ConnectionQuality {
+    /// KCP's smoothed round-trip time from the ACKs of its segments, in ms (0 before the
+    /// first sample): the link's RTT, what the retransmission timer uses.
+    pub kcp_rtt_ms: u32,
+    /// KCP's RTT variation (mean deviation), in ms.
+    pub kcp_rtt_var_ms: u32,
+    /// The round trip of the latest Ping/Pong, in ms (`None` until the first Pong). Pings
+    /// travel in the reliable stream, so under load this includes the time spent queued
+    /// behind reliable data: it is the application-level latency, not the link's.
+    pub ping_rtt_ms: Option<u32>,
+    /// Loss estimate in 0..=1: KCP segments retransmitted ÷ segments sent (retransmissions
+    /// included) in the window; with independent loss `p` of data segments this is `p`.
+    /// 0 when nothing was sent (see `loss_samples`). Lost ACKs that cause a retransmission
+    /// count as loss too.
+    pub loss: f32,
+    /// KCP segments sent in the window: the sample behind `loss`.
+    pub loss_samples: u32,
+    /// Fraction of this side's unreliable messages the peer did not receive, as the peer
+    /// reports it about once a second (kcpnet peers: quality-reports extension; `None`
+    /// with a kcp2k peer or before a report covered any unreliable traffic).
+    pub peer_unreliable_loss: Option<f32>,
+    /// Fraction of the peer's unreliable messages this side did not receive, between its
+    /// last two reports (kcpnet peers only, as above).
+    pub unreliable_loss_in: Option<f32>,
+    /// Bytes received per second in the window (whole datagrams, headers included).
+    pub bytes_in_per_sec: f32,
+    /// Bytes sent per second in the window (whole datagrams: data, ACKs, retransmissions).
+    pub bytes_out_per_sec: f32,
+    /// Application messages delivered per second in the window (both channels).
+    pub messages_in_per_sec: f32,
+    /// Application messages sent per second in the window (both channels).
+    pub messages_out_per_sec: f32,
+    /// The length of the window the rates and the loss cover, in ms.
+    pub window_ms: u32,
+    /// Time since the last datagram accepted from the peer, in ms.
+    pub since_last_receive_ms: u32,
+    /// Time since the handshake completed, in ms (0 while connecting).
+    pub connected_ms: u32,
+    /// Reliable payload bytes queued or in flight, not yet acknowledged (message header
+    /// bytes and kcp2k's own Ping/Pong included).
+    pub pending_reliable_bytes: usize,
+    /// Reliable messages queued or in flight, not yet acknowledged (Pings included).
+    pub pending_reliable_messages: usize,
+    /// The peer's last advertised free receive window, in segments.
+    pub peer_window: u32,
+}
+
+/// The window of [`ConnectionQuality`]'s rates and loss estimate, in ms.
+pub const QUALITY_WINDOW_MS: u32 = 1000;
+
 /// Counters and gauges of one connection (like ENet's per-peer or GameNetworkingSockets'
 /// connection status). Counters start at zero when the connection is created.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct ConnectionStats {
-    /// Round-trip time measured by kcp2k Ping/Pong, in ms (`None` until the first Pong).
+    /// Round-trip time of the latest kcp2k Ping/Pong, in ms (`None` until the first Pong);
+    /// includes queueing behind reliable data (see [`ConnectionQuality::ping_rtt_ms`]).
     pub rtt_ms: Option<u32>,
-    /// KCP's smoothed RTT from its ACKs, in ms (0 before the first sample).
+    /// KCP's smoothed RTT from its ACKs, in ms (0 before the first sample): the link's RTT.
     pub srtt_ms: u32,
+    /// KCP's RTT variation, in ms.
+    pub rttvar_ms: u32,
     /// KCP's current retransmission timeout, in ms.
     pub rto_ms: u32,
     /// Datagrams sent (all channels).
@@ -30,6 +91,9 @@ pub struct ConnectionStats {
     pub retransmits: u64,
     /// KCP segments retransmitted early (fast resend).
     pub fast_retransmits: u64,
+    /// KCP data segments sent, retransmissions included: the lifetime loss estimate is
+    /// `(retransmits + fast_retransmits) / segments_sent`.
+    pub segments_sent: u64,
     /// Datagrams dropped on receive: wrong cookie, malformed, or rejected by KCP.
     pub datagrams_dropped: u64,
     /// Datagrams not sent: the anti-amplification budget of a half-open peer, or a full
@@ -48,19 +112,8 @@ pub struct ConnectionStats {
     /// KCP segments refused on input, by reason (beyond the window, duplicates, oversized,
     /// ACKs or `una` for data never sent, bad fragment counts): see `docs/PROTOCOL.md`.
     pub input_drops: crate::kcp::InputDrops,
-}
-
-impl ConnectionStats {
-    /// Fraction of sent KCP segments that had to be retransmitted: a loss estimate in 0..=1
-    /// (0 when nothing was sent).
-    pub fn retransmit_ratio(&self) -> f64 {
-        let sent = self.datagrams_sent as f64;
-        if sent == 0.0 {
-            0.0
-        } else {
-            ((self.retransmits + self.fast_retransmits) as f64 / sent).min(1.0)
-        }
-    }
+    /// The link right now: RTTs named apart, windowed loss and rates, pending bytes.
+    pub quality: ConnectionQuality,
 }
 
 /// Counters of a whole server (or client) endpoint.

@@ -286,6 +286,25 @@ fn real_kcp2k_client_against_kcpnet_server() {
     // The deliberate difference: kcp2k echoes the Disconnect five times, kcpnet not at all.
     assert_eq!(real.disconnects, 5);
     assert_eq!(mine.disconnects, 0);
+    // A kcp2k client never sees a kcpnet extension: its bare Hello gets the bare 54-byte
+    // reply, and every message we sent starts with a kcp2k header (Hello, Ping, Data, Pong).
+    assert_eq!(ours[0].len(), 54, "the stateless reply to a bare Hello");
+    assert_eq!(
+        mine.pushes[0].3,
+        vec![1],
+        "our Hello carries no extension block"
+    );
+    let mut starts_message = true;
+    for (sn, frg, _, payload) in &mine.pushes {
+        if starts_message {
+            assert!(
+                (1..=4).contains(&payload[0]),
+                "message at sn {sn} starts with header {}",
+                payload[0]
+            );
+        }
+        starts_message = *frg == 0;
+    }
     // Every datagram we sent carried our cookie and fit the MTU.
     for dg in &ours {
         assert!(dg.len() <= 1200);

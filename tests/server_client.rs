@@ -1589,9 +1589,10 @@ fn server_shutdown_reports_each_connection_once() {
             disconnects(&sim.server_events, id),
             vec![DisconnectReason::Closed]
         );
+        // A kcpnet client is told why (close-reasons extension).
         assert_eq!(
             disconnects(&sim.client_events[i], sim.clients[i].id()),
-            vec![DisconnectReason::Remote]
+            vec![DisconnectReason::RemoteShutdown]
         );
     }
     assert_eq!(
@@ -1673,10 +1674,14 @@ fn protocol_violations_from_a_connected_client_close_it() {
             }
         }
         assert!(data_of(&sim.server_events, id).is_empty());
-        assert_eq!(
-            disconnects(&sim.client_events[c], cid),
-            vec![DisconnectReason::Remote],
-            "the client is told"
+        // The (kcpnet) client is told, with the server's error text.
+        let told = disconnects(&sim.client_events[c], cid);
+        assert!(
+            matches!(
+                told.as_slice(),
+                [DisconnectReason::RemoteProtocolError { message }] if !message.is_empty()
+            ),
+            "the client is told: {told:?}"
         );
         assert_eq!(sim.server.connection_count(), 0);
     }

@@ -9,12 +9,21 @@
 //!   previous one ([`CookieKey::verify`]) proves that the sender receives at that endpoint:
 //!   only then is a connection created ([`super::Connection::new_server_verified`]).
 //!
-//! A spoofer who does not receive at the address it claims never learns the cookie (32 bits
+//! A spoofer who does not receive at the address it claims never learns the cookie (31 bits
 //! of a keyed PRF of the address): it can make the server send one 54-byte reply per 30-byte
-//! Hello to the victim (1.8×), and it can fill nothing.
+//! Hello to the victim (1.8×; 63 bytes per 39-byte Hello offering extensions, 1.6×), and it
+//! can fill nothing.
+//!
+//! **Extensions.** The set the server accepts from a Hello's offer (`docs/PROTOCOL.md`,
+//! "Extensions") is computed from that Hello alone and bound into the cookie:
+//! `cookie = (low 32 bits of SipHash | 0x8000_0000) XOR accepted`. The datagram that later
+//! admits the client carries only the cookie, so [`CookieKey::verify_ext`] recovers the
+//! accepted set from it: `cookie XOR (SipHash | 0x8000_0000)` must be a set of extensions
+//! this version supports. Nothing is stored in between.
 
 use std::net::SocketAddr;
 
+use super::extensions::{hello_block, parse_hello_block, Extensions, BLOCK_LEN};
 use crate::wire::datagram::{Channel, Datagram, ReliableHeader, DATAGRAM_HEADER_LEN};
 use crate::wire::segment::{segments, Command, SegmentHeader, SEGMENT_HEADER_LEN};
 
@@ -22,8 +31,17 @@ use crate::wire::segment::{segments, Command, SegmentHeader, SEGMENT_HEADER_LEN}
 /// the previous epoch verifies, so a handshake has between 30 and 60 s to complete.
 pub(crate) const COOKIE_EPOCH_MS: u64 = 30_000;
 
-/// The largest stateless reply: header, one ACK, one PUSH carrying the Hello byte.
-pub(crate) const HELLO_REPLY_LEN: usize = DATAGRAM_HEADER_LEN + 2 * SEGMENT_HEADER_LEN + 1;
+/// The stateless reply to a bare Hello: header, one ACK, one PUSH carrying the Hello byte
+/// (54 bytes, as a kcp2k server's).
+pub(crate) const BARE_REPLY_LEN: usize = DATAGRAM_HEADER_LEN + 2 * SEGMENT_HEADER_LEN + 1;
+
+/// The largest stateless reply: [`BARE_REPLY_LEN`] plus the extension block (63 bytes).
+pub(crate) const HELLO_REPLY_LEN: usize = BARE_REPLY_LEN + BLOCK_LEN;
+
+/// The bit of the cookie's hash that is always set: it keeps `hash XOR accepted` non-zero
+/// (0 means "no cookie yet" on the wire), so extension bits stay below it.
+const COOKIE_HIGH_BIT: u32 = 0x8000_0000;
+const _: () = assert!(Extensions::ALL.bits() < COOKIE_HIGH_BIT);
 
 /// The server's secret for deriving cookies.
 #[derive(Clone)]
@@ -44,29 +62,60 @@ impl CookieKey {
         CookieKey { k0, k1 }
     }
 
-    /// The cookie for `addr` in `epoch`: never 0 (0 means "no cookie yet" on the wire).
-    pub(crate) fn cookie(&self, addr: &SocketAddr, epoch: u64) -> u32 {
+    /// The keyed hash of `addr` and `epoch`, with its top bit set.
+    fn base(&self, addr: &SocketAddr, epoch: u64) -> u32 {
         let mut msg = [0u8; 1 + 16 + 2 + 4 + 8];
         let n = encode_endpoint(addr, &mut msg);
         msg[n..n + 8].copy_from_slice(&epoch.to_le_bytes());
-        let h = siphash24(self.k0, self.k1, &msg[..n + 8]);
-        match h as u32 {
-            0 => 1,
-            c => c,
-        }
+        siphash24(self.k0, self.k1, &msg[..n + 8]) as u32 | COOKIE_HIGH_BIT
     }
 
-    /// The cookie handed out now (server clock `now_ms`).
+    /// The cookie for `addr` in `epoch` when no extension is accepted: never 0 (0 means "no
+    /// cookie yet" on the wire).
+    #[cfg_attr(not(test), allow(dead_code))] // the extension-less form (fuzz harness, tests)
+    pub(crate) fn cookie(&self, addr: &SocketAddr, epoch: u64) -> u32 {
+        self.cookie_with(addr, epoch, Extensions::NONE)
+    }
+
+    /// The cookie for `addr` in `epoch` that binds the `accepted` extensions: never 0.
+    pub(crate) fn cookie_with(&self, addr: &SocketAddr, epoch: u64, accepted: Extensions) -> u32 {
+        self.base(addr, epoch) ^ accepted.bits()
+    }
+
+    /// The cookie handed out now (server clock `now_ms`) when no extension is accepted.
+    #[cfg_attr(not(test), allow(dead_code))] // the extension-less form (fuzz harness, tests)
     pub(crate) fn current(&self, addr: &SocketAddr, now_ms: u64) -> u32 {
-        self.cookie(addr, now_ms / COOKIE_EPOCH_MS)
+        self.current_with(addr, now_ms, Extensions::NONE)
     }
 
-    /// Whether `cookie` is the one of `addr` in this epoch or the previous one.
+    /// The cookie handed out now for a Hello whose offer gave `accepted`.
+    pub(crate) fn current_with(&self, addr: &SocketAddr, now_ms: u64, accepted: Extensions) -> u32 {
+        self.cookie_with(addr, now_ms / COOKIE_EPOCH_MS, accepted)
+    }
+
+    /// Whether `cookie` is one handed out to `addr` in this epoch or the previous one.
+    #[cfg_attr(not(test), allow(dead_code))] // the extension-less form (fuzz harness, tests)
     pub(crate) fn verify(&self, addr: &SocketAddr, cookie: u32, now_ms: u64) -> bool {
+        self.verify_ext(addr, cookie, now_ms).is_some()
+    }
+
+    /// The extensions bound into `cookie` if it is one handed out to `addr` in this epoch or
+    /// the previous one (two hashes, whatever the number of extensions), `None` otherwise.
+    pub(crate) fn verify_ext(
+        &self,
+        addr: &SocketAddr,
+        cookie: u32,
+        now_ms: u64,
+    ) -> Option<Extensions> {
+        if cookie == 0 {
+            return None;
+        }
         let epoch = now_ms / COOKIE_EPOCH_MS;
-        cookie != 0
-            && (self.cookie(addr, epoch) == cookie
-                || (epoch > 0 && self.cookie(addr, epoch - 1) == cookie))
+        let check = |epoch: u64| {
+            let x = cookie ^ self.base(addr, epoch);
+            (x & !Extensions::ALL.bits() == 0).then(|| Extensions::from_bits_truncate(x))
+        };
+        check(epoch).or_else(|| if epoch > 0 { check(epoch - 1) } else { None })
     }
 }
 
@@ -151,23 +200,23 @@ pub(crate) fn is_handshake_reply(payload: &[u8]) -> bool {
     any
 }
 
-/// The reply to a client Hello, computed from the Hello datagram alone: `[1][cookie]`, an
-/// ACK of the client's sn 0 (echoing its `ts`), and our `PUSH sn=0 [Hello]` — the same
-/// segments a kcp2k server sends (capture #001), 54 bytes. `wnd` is our receive window,
-/// `now` our KCP clock. Returns the reply's length in `out`, or `None` if `hello` is not a
-/// Hello datagram (see [`crate::wire::datagram::is_hello_datagram`]).
-pub(crate) fn hello_reply(
-    hello: &[u8],
-    cookie: u32,
-    wnd: u16,
-    now: u32,
-    out: &mut [u8; HELLO_REPLY_LEN],
-) -> Option<usize> {
+/// What the stateless reply needs from a client's Hello datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ClientHello {
+    /// The `ts` of its Hello segment (our ACK echoes it).
+    pub ts: u32,
+    /// The extensions its Hello payload offers ([`Extensions::NONE`] for a bare Hello).
+    pub offered: Extensions,
+}
+
+/// Reads a Hello datagram (see [`crate::wire::datagram::is_hello_datagram`]): `None` if it
+/// is not one.
+pub(crate) fn parse_client_hello(hello: &[u8]) -> Option<ClientHello> {
     let d = Datagram::parse(hello).ok()?;
     if d.channel != Channel::Reliable {
         return None;
     }
-    let mut client_ts = None;
+    let mut found = None;
     for seg in segments(d.payload) {
         let (h, payload) = seg.ok()?;
         if h.cmd == Command::Push
@@ -176,10 +225,63 @@ pub(crate) fn hello_reply(
             && h.frg == 0
             && payload.first() == Some(&ReliableHeader::Hello.as_u8())
         {
-            client_ts = Some(h.ts);
+            found = Some(ClientHello {
+                ts: h.ts,
+                offered: parse_hello_block(&payload[1..]),
+            });
         }
     }
-    let client_ts = client_ts?;
+    found
+}
+
+/// The reliable Hello message a server sends when it accepted `accepted`: the bare Hello
+/// byte, or the byte and the extension block. Returns the buffer and the message length.
+pub(crate) fn server_hello(accepted: Extensions) -> ([u8; 1 + BLOCK_LEN], usize) {
+    let mut m = [0u8; 1 + BLOCK_LEN];
+    m[0] = ReliableHeader::Hello.as_u8();
+    if accepted.is_empty() {
+        return (m, 1);
+    }
+    m[1..].copy_from_slice(&hello_block(accepted));
+    (m, 1 + BLOCK_LEN)
+}
+
+/// The reply to a client Hello without extensions (a bare Hello); see [`write_hello_reply`].
+/// Returns the reply's length in `out`, or `None` if `hello` is not a Hello datagram.
+#[cfg_attr(not(test), allow(dead_code))] // the extension-less form (fuzz harness, tests)
+pub(crate) fn hello_reply(
+    hello: &[u8],
+    cookie: u32,
+    wnd: u16,
+    now: u32,
+    out: &mut [u8; HELLO_REPLY_LEN],
+) -> Option<usize> {
+    let h = parse_client_hello(hello)?;
+    Some(write_hello_reply(
+        h.ts,
+        cookie,
+        Extensions::NONE,
+        wnd,
+        now,
+        out,
+    ))
+}
+
+/// The reply to a client Hello, computed from the Hello datagram alone: `[1][cookie]`, an
+/// ACK of the client's sn 0 (echoing its `ts`), and our `PUSH sn=0 [Hello]` — the same
+/// segments a kcp2k server sends (capture #001), 54 bytes; with `accepted` extensions the
+/// Hello carries the extension block (63 bytes). `cookie` must bind `accepted`
+/// ([`CookieKey::current_with`]); `wnd` is our receive window, `now` our KCP clock. Returns
+/// the reply's length in `out`.
+pub(crate) fn write_hello_reply(
+    client_ts: u32,
+    cookie: u32,
+    accepted: Extensions,
+    wnd: u16,
+    now: u32,
+    out: &mut [u8; HELLO_REPLY_LEN],
+) -> usize {
+    let (message, len) = server_hello(accepted);
     out[0] = Channel::Reliable.as_u8();
     out[1..DATAGRAM_HEADER_LEN].copy_from_slice(&cookie.to_le_bytes());
     let ack = SegmentHeader {
@@ -195,14 +297,15 @@ pub(crate) fn hello_reply(
     let push = SegmentHeader {
         cmd: Command::Push,
         ts: now,
-        len: 1,
+        len: len as u32,
         ..ack
     };
-    let (a, rest) = out[DATAGRAM_HEADER_LEN..].split_at_mut(SEGMENT_HEADER_LEN);
-    ack.emit(a).ok()?;
-    push.emit(rest).ok()?;
-    out[HELLO_REPLY_LEN - 1] = ReliableHeader::Hello.as_u8();
-    Some(HELLO_REPLY_LEN)
+    let push_at = DATAGRAM_HEADER_LEN + SEGMENT_HEADER_LEN;
+    let data_at = push_at + SEGMENT_HEADER_LEN;
+    out[DATAGRAM_HEADER_LEN..push_at].copy_from_slice(&ack.to_bytes());
+    out[push_at..data_at].copy_from_slice(&push.to_bytes());
+    out[data_at..data_at + len].copy_from_slice(&message[..len]);
+    data_at + len
 }
 
 #[cfg(test)]
@@ -319,5 +422,70 @@ mod tests {
         let mut data = hello.clone();
         *data.last_mut().unwrap() = 3;
         assert_eq!(hello_reply(&data, 1, 128, 0, &mut out), None);
+    }
+
+    fn hello_with(block: &[u8]) -> Vec<u8> {
+        let mut hello = vec![1, 0, 0, 0, 0];
+        let seg = SegmentHeader {
+            conv: 0,
+            cmd: Command::Push,
+            frg: 0,
+            wnd: 128,
+            ts: 28,
+            sn: 0,
+            una: 0,
+            len: 1 + block.len() as u32,
+        };
+        hello.extend_from_slice(&seg.to_bytes());
+        hello.push(1);
+        hello.extend_from_slice(block);
+        hello
+    }
+
+    #[test]
+    fn an_offer_is_answered_with_the_accepted_set_bound_into_the_cookie() {
+        let key = CookieKey::new(3, 4);
+        let a: SocketAddr = "192.0.2.9:4000".parse().unwrap();
+        let t = 5 * COOKIE_EPOCH_MS;
+        let hello = hello_with(&hello_block(Extensions::ALL));
+        assert_eq!(hello.len(), 39);
+        let h = parse_client_hello(&hello).unwrap();
+        assert_eq!(h.offered, Extensions::ALL);
+        let cookie = key.current_with(&a, t, h.offered);
+        let mut out = [0u8; HELLO_REPLY_LEN];
+        let n = write_hello_reply(h.ts, cookie, h.offered, 128, 9, &mut out);
+        assert_eq!(n, 63);
+        assert!(n <= 3 * hello.len());
+        let d = Datagram::parse(&out[..n]).unwrap();
+        let segs: Vec<_> = segments(d.payload).map(|s| s.unwrap()).collect();
+        assert_eq!(segs[1].1[0], 1);
+        assert_eq!(parse_hello_block(&segs[1].1[1..]), Extensions::ALL);
+        // The admitting datagram carries only the cookie: the set comes back from it.
+        assert_eq!(key.verify_ext(&a, cookie, t), Some(Extensions::ALL));
+        assert_eq!(
+            key.verify_ext(&a, cookie, t + COOKIE_EPOCH_MS),
+            Some(Extensions::ALL)
+        );
+        let plain = key.current(&a, t);
+        assert_eq!(key.verify_ext(&a, plain, t), Some(Extensions::NONE));
+        assert_ne!(plain, cookie);
+        // A bit this version does not support, or another endpoint: refused.
+        assert_eq!(key.verify_ext(&a, plain ^ 0x100, t), None);
+        assert_eq!(
+            key.verify_ext(&"192.0.2.9:4001".parse().unwrap(), cookie, t),
+            None
+        );
+        // A partial offer gives a partial set; a bare Hello gives the 54-byte kcp2k reply.
+        let partial = hello_with(&hello_block(Extensions::HALF_CLOSE));
+        assert_eq!(
+            parse_client_hello(&partial).unwrap().offered,
+            Extensions::HALF_CLOSE
+        );
+        let bare = hello_with(&[]);
+        assert_eq!(parse_client_hello(&bare).unwrap().offered, Extensions::NONE);
+        assert_eq!(
+            hello_reply(&bare, plain, 128, 9, &mut out),
+            Some(BARE_REPLY_LEN)
+        );
     }
 }

@@ -12,27 +12,40 @@
 //!           a handshake reply carrying the endpoint's cookie --> Connecting --> Connected
 //!           at once --...--> Disconnected
 //!   graceful: Connected --disconnect_graceful--> Disconnecting --all data acked or linger--> Disconnected
+//!   half-close (kcpnet peers): Connected --shutdown_send--> SendClosed --peer's SendShutdown-->
+//!           Disconnecting --our data acked--> Disconnected (Finished); the peer goes
+//!           Connected --our SendShutdown--> PeerSendClosed --shutdown_send--> Disconnecting --> ...
 //! ```
+//!
+//! Submodules: `handshake` (the server's stateless handshake), `extensions` (the kcpnet
+//! extensions' wire format), `close` (close reasons, graceful close, half-close), `quality`
+//! (windowed rates and loss, the Pong limit, quality reports), `receive` (datagrams in,
+//! timers, messages out of KCP). This file holds the state, its construction and queries,
+//! and the sending side (flush, send, deadlines).
 
-use std::borrow::Cow;
 use std::net::SocketAddr;
 
-use log::{debug, info, trace, warn};
+use log::{debug, trace};
 
 use crate::config::{Config, PING_INTERVAL_MS};
-use crate::error::{Error, ErrorCode};
-use crate::event::{ConnectionId, DisconnectReason, EventQueue};
-use crate::kcp::{time_diff, FragmentLimit, Kcp, KcpError};
+use crate::error::Error;
+use crate::event::{CloseMessage, ConnectionId, DisconnectReason, EventQueue};
+use crate::kcp::{time_diff, FragmentLimit, Kcp};
 use crate::stats::ConnectionStats;
-use crate::wire::datagram::{
-    parse_u32_payload, parse_unreliable, Channel, Datagram, ReliableHeader, UnreliableHeader,
-    DATAGRAM_HEADER_LEN,
-};
+use crate::wire::datagram::{Channel, ReliableHeader, UnreliableHeader, DATAGRAM_HEADER_LEN};
 use crate::wire::segment::{Command, SegmentHeader, SEGMENT_HEADER_LEN};
 
+mod close;
+pub(crate) mod extensions;
 pub(crate) mod handshake;
+mod quality;
+mod receive;
 
-/// kcp2k sends its unreliable Disconnect this many times (no acknowledgement exists).
+pub use extensions::Extensions;
+use quality::{PongLimiter, Reports, Window};
+
+/// kcp2k sends its unreliable Disconnect this many times (no acknowledgement exists); a
+/// kcpnet Close is sent as many times.
 const DISCONNECT_REPEAT: usize = 5;
 /// A half-open server peer may be sent at most this many times the bytes it sent us.
 const AMPLIFICATION_FACTOR: u64 = 3;
@@ -43,14 +56,6 @@ const IDLE_POOL_BUFFERS: usize = 0;
 /// about 1.3 KB of queue capacity, and trimming that would reallocate it every second.
 const TRIM_ABOVE_BYTES: usize = 4 * 1024;
 
-/// The verdict on a datagram's cookie.
-enum CookieCheck {
-    Reject,
-    Accept,
-    /// A client learning the server's cookie: keep it if the datagram proves valid.
-    Adopt,
-}
-
 /// Where a connection stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -60,7 +65,15 @@ pub enum ConnectionState {
     Connecting,
     /// Handshake complete; both channels open.
     Connected,
-    /// Graceful disconnect: flushing queued reliable data, still receiving.
+    /// Half-closed by this side (`shutdown_send`, kcpnet peers): sends fail with
+    /// [`Error::SendClosed`], queued messages are still delivered, and the peer's messages
+    /// still arrive until it shuts down too.
+    SendClosed,
+    /// Half-closed by the peer (it called `shutdown_send`; [`crate::Event::PeerSendClosed`]
+    /// was reported): nothing more arrives, this side can still send.
+    PeerSendClosed,
+    /// Closing: a graceful disconnect, or both sides shut down their sending; queued
+    /// reliable data is flushed until acknowledged.
     Disconnecting,
     /// Closed; nothing more is sent or delivered.
     Disconnected,
@@ -104,6 +117,22 @@ struct Limits {
     flush_on_tick: bool,
 }
 
+/// The counters a connection keeps itself (the rest of [`ConnectionStats`] is read from KCP
+/// when asked).
+#[derive(Debug, Default, Clone, Copy)]
+struct Counters {
+    datagrams_sent: u64,
+    datagrams_received: u64,
+    bytes_sent: u64,
+    bytes_received: u64,
+    reliable_sent: u64,
+    reliable_received: u64,
+    unreliable_sent: u64,
+    unreliable_received: u64,
+    datagrams_dropped: u64,
+    sends_dropped: u64,
+}
+
 /// The remote end: address, cookie, byte accounting and the half-open send budget.
 #[derive(Debug)]
 struct Link {
@@ -111,7 +140,7 @@ struct Link {
     cookie: u32,
     /// Server half-open: sends limited to `AMPLIFICATION_FACTOR ×` received bytes.
     budgeted: bool,
-    stats: ConnectionStats,
+    stats: Counters,
 }
 
 impl Link {
@@ -169,7 +198,7 @@ pub(crate) struct Connection {
     limits: Limits,
     last_receive: u32,
     last_ping: u32,
-    last_pong_sent: Option<u32>,
+    pongs: PongLimiter,
     rtt: Option<u32>,
     /// Handshake deadline while connecting, linger deadline while disconnecting.
     deadline: u32,
@@ -180,6 +209,22 @@ pub(crate) struct Connection {
     /// The receive window the peer advertised with its Hello (segments), for mismatch
     /// reports.
     peer_window: u32,
+    /// The kcpnet extensions both ends agreed on ([`Extensions::NONE`] with a kcp2k peer).
+    ext: Extensions,
+    /// Client: what its Hello offered.
+    offered: Extensions,
+    /// Half-close: our SendShutdown is queued.
+    fin_sent: bool,
+    /// Half-close: the peer's SendShutdown arrived.
+    fin_received: bool,
+    /// The code and message of `disconnect_with`, sent when the connection closes.
+    close_note: Option<Box<(u32, CloseMessage)>>,
+    /// When the handshake completed.
+    connected_at: u32,
+    /// Counters at the last interval boundaries, for windowed rates and loss.
+    window: Window,
+    /// The quality-reports extension's state.
+    reports: Reports,
 }
 
 impl Connection {
@@ -210,7 +255,7 @@ impl Connection {
                 remote,
                 cookie,
                 budgeted: role == Role::Server,
-                stats: ConnectionStats::default(),
+                stats: Counters::default(),
             },
             limits: Limits {
                 mtu: config.mtu,
@@ -228,12 +273,20 @@ impl Connection {
             },
             last_receive: now,
             last_ping: now,
-            last_pong_sent: None,
+            pongs: PongLimiter::default(),
             rtt: None,
             deadline: now.wrapping_add(config.handshake_timeout_ms),
             activity_at_ping: 0,
             throttled: false,
             peer_window: 0,
+            ext: Extensions::NONE,
+            offered: Extensions::NONE,
+            fin_sent: false,
+            fin_received: false,
+            close_note: None,
+            connected_at: now,
+            window: Window::new(now),
+            reports: Reports::default(),
         }
     }
 
@@ -243,10 +296,20 @@ impl Connection {
         self.link.stats.reliable_sent + self.link.stats.reliable_received
     }
 
-    /// A client connection; its Hello is queued and goes out at the first flush.
+    /// A client connection; its Hello is queued and goes out at the first flush. With
+    /// `config.kcpnet_extensions` the Hello offers every extension (a kcp2k server ignores
+    /// the offer and answers a bare Hello: plain kcp2k).
     pub(crate) fn new_client(remote: SocketAddr, config: &Config, now: u32) -> Self {
         let mut c = Connection::new(Role::Client, remote, 0, config, now);
-        let _ = c.kcp.send(&[ReliableHeader::Hello.as_u8()]);
+        if config.kcpnet_extensions {
+            c.offered = Extensions::ALL;
+            let _ = c.kcp.send_with_header(
+                &[ReliableHeader::Hello.as_u8()],
+                &extensions::hello_block(c.offered),
+            );
+        } else {
+            let _ = c.kcp.send(&[ReliableHeader::Hello.as_u8()]);
+        }
         c
     }
 
@@ -264,7 +327,21 @@ impl Connection {
         config: &Config,
         now: u32,
     ) -> Self {
+        Connection::new_server_verified_ext(remote, cookie, Extensions::NONE, config, now)
+    }
+
+    /// [`Connection::new_server_verified`] for a client whose Hello offer gave `accepted`
+    /// (recovered from the cookie: [`handshake::CookieKey::verify_ext`]): our Hello, which
+    /// KCP may retransmit, is the one of the stateless reply, extension block included.
+    pub(crate) fn new_server_verified_ext(
+        remote: SocketAddr,
+        cookie: u32,
+        accepted: Extensions,
+        config: &Config,
+        now: u32,
+    ) -> Self {
         let mut c = Connection::new(Role::Server, remote, cookie, config, now);
+        c.ext = accepted;
         let mut hello = [0u8; SEGMENT_HEADER_LEN + 1];
         let header = SegmentHeader {
             conv: 0,
@@ -284,7 +361,8 @@ impl Connection {
         let mut message = [0u8; 8];
         let _ = c.kcp.recv(&mut message);
         c.hello_sent = true;
-        let _ = c.kcp.send(&[ReliableHeader::Hello.as_u8()]);
+        let (hello, len) = handshake::server_hello(accepted);
+        let _ = c.kcp.send(&hello[..len]);
         // Both went out in the stateless reply: "send" them into nowhere, so that KCP holds
         // our Hello in flight with its retransmission timer running.
         c.kcp.update(now, |_| {});
@@ -314,29 +392,82 @@ impl Connection {
         self.rtt
     }
 
-    pub(crate) fn stats(&self) -> ConnectionStats {
+    /// The kcpnet extensions this connection negotiated.
+    pub(crate) fn extensions(&self) -> Extensions {
+        self.ext
+    }
+
+    /// Counters, gauges and the quality at `now`.
+    pub(crate) fn stats(&self, now: u32) -> ConnectionStats {
         let s = self.kcp.snapshot();
+        let retransmits = s.xmit as u64 + self.kcp.fast_retransmits();
+        let c = self.link.stats;
         ConnectionStats {
+            datagrams_sent: c.datagrams_sent,
+            datagrams_received: c.datagrams_received,
+            bytes_sent: c.bytes_sent,
+            bytes_received: c.bytes_received,
+            reliable_sent: c.reliable_sent,
+            reliable_received: c.reliable_received,
+            unreliable_sent: c.unreliable_sent,
+            unreliable_received: c.unreliable_received,
+            datagrams_dropped: c.datagrams_dropped,
+            sends_dropped: c.sends_dropped,
             rtt_ms: self.rtt,
             srtt_ms: s.rx_srtt.max(0) as u32,
+            rttvar_ms: s.rx_rttval.max(0) as u32,
             rto_ms: s.rx_rto.max(0) as u32,
             retransmits: s.xmit as u64,
             fast_retransmits: self.kcp.fast_retransmits(),
+            segments_sent: s.snd_nxt as u64 + retransmits,
+            quality: self.quality(now),
             send_queue: s.nsnd_que,
             in_flight: s.nsnd_buf,
             recv_queue: s.nrcv_que,
             recv_buffer: s.nrcv_buf,
             remote_window: s.rmt_wnd,
             input_drops: self.kcp.input_drops(),
-            ..self.link.stats
         }
     }
 
     /// Starts the ping schedule of a newly connected peer at a phase drawn from its random
     /// cookie, so that peers which connected together (a server restart, a match start) do
-    /// not all ping, and flush, in the same tick every second.
+    /// not all ping, and flush, in the same tick every second. The first Ping goes out
+    /// between half an interval and an interval after the handshake (kcp2k: one interval),
+    /// never in the handshake's first moments, whatever the cookie.
     fn start_ping_clock(&mut self, now: u32) {
-        self.last_ping = now.wrapping_sub(self.link.cookie % PING_INTERVAL_MS);
+        self.last_ping = now.wrapping_sub(self.link.cookie % (PING_INTERVAL_MS / 2));
+        self.connected_at = now;
+    }
+
+    /// Connected and at least one direction open: pings, pongs and reports flow.
+    fn is_open(&self) -> bool {
+        matches!(
+            self.state,
+            ConnectionState::Connected
+                | ConnectionState::SendClosed
+                | ConnectionState::PeerSendClosed
+        )
+    }
+
+    /// The peer's application messages are still delivered.
+    fn receives_data(&self) -> bool {
+        matches!(
+            self.state,
+            ConnectionState::Connected
+                | ConnectionState::SendClosed
+                | ConnectionState::Disconnecting
+        ) && !self.fin_received
+    }
+
+    /// Whether kcpnet-only messages of `ext` may be read: negotiated, or — a client whose
+    /// Hello offered it, before it processed the server's answer — a Close that arrived
+    /// with the server's Hello (a kcp2k server never sends one).
+    fn speaks(&self, ext: Extensions) -> bool {
+        self.ext.contains(ext)
+            || (self.role == Role::Client
+                && self.state == ConnectionState::Connecting
+                && self.offered.contains(ext))
     }
 
     /// Datagrams this connection dropped so far (a plain counter read, for the hot path).
@@ -394,470 +525,15 @@ impl Connection {
     /// Bytes the application can still queue: a reliable send is accepted while this is
     /// positive (the message itself may be larger). 0 unless connected.
     pub(crate) fn send_capacity(&self) -> usize {
-        if self.state != ConnectionState::Connected {
+        if !matches!(
+            self.state,
+            ConnectionState::Connected | ConnectionState::PeerSendClosed
+        ) {
             return 0;
         }
         self.limits
             .send_queue_limit
             .saturating_sub(self.send_queued_bytes())
-    }
-
-    // ------------------------------------------------------------------ input
-
-    /// Handles one datagram from this connection's remote address. Reliable payloads go into
-    /// KCP (messages are taken out by [`Connection::process`]); unreliable ones are handled
-    /// at once.
-    pub(crate) fn handle_datagram(&mut self, ctx: &mut Ctx<'_>, bytes: &[u8]) {
-        if self.state == ConnectionState::Disconnected {
-            return;
-        }
-        if bytes.len() > self.limits.mtu {
-            self.note_received(ctx, bytes.len());
-            let msg = format!(
-                "received a datagram of {} bytes, larger than our mtu of {} bytes: the peer's \
-                 mtu is at least {}; both ends must use the same mtu",
-                bytes.len(),
-                self.limits.mtu,
-                bytes.len()
-            );
-            self.protocol_error(ctx, msg);
-            return;
-        }
-        let dgram = match Datagram::parse(bytes) {
-            Ok(d) => d,
-            Err(e) => {
-                trace!("{}: dropping malformed datagram: {e}", self.link.remote);
-                self.link.stats.datagrams_dropped += 1;
-                return;
-            }
-        };
-        let handshaking = !self.established;
-        let adopt = match self.accept_cookie(ctx, dgram.cookie, dgram.channel) {
-            CookieCheck::Reject => {
-                self.link.stats.datagrams_dropped += 1;
-                return;
-            }
-            CookieCheck::Accept => false,
-            CookieCheck::Adopt => true,
-        };
-        match dgram.channel {
-            Channel::Reliable => {
-                self.kcp.set_current(ctx.now);
-                if let Err(e) = self.kcp.input(dgram.payload) {
-                    debug!("{}: KCP rejected a datagram: {e}", self.link.remote);
-                    self.link.stats.datagrams_dropped += 1;
-                    return;
-                }
-                if adopt {
-                    // Adopted only from a datagram KCP accepted, so junk carrying a random
-                    // cookie cannot lock the client out of its server.
-                    self.link.cookie = dgram.cookie;
-                }
-                if handshaking {
-                    // The handshake's segments carry the peer's whole receive window: kept
-                    // for mismatch reports.
-                    self.peer_window = self.peer_window.max(self.kcp.snapshot().rmt_wnd);
-                }
-            }
-            Channel::Unreliable => match parse_unreliable(dgram.payload) {
-                Ok((UnreliableHeader::Data, payload)) => {
-                    if matches!(
-                        self.state,
-                        ConnectionState::Connected | ConnectionState::Disconnecting
-                    ) {
-                        if ctx.events.pending_bytes() + payload.len()
-                            > self.limits.max_pending_event_bytes
-                        {
-                            // The application is not draining events: unreliable data may
-                            // be lost, so drop it rather than grow without bound.
-                            self.link.stats.datagrams_dropped += 1;
-                        } else {
-                            self.link.stats.unreliable_received += 1;
-                            ctx.events.push_data(ctx.id, Channel::Unreliable, payload);
-                        }
-                    }
-                }
-                Ok((UnreliableHeader::Disconnect, _)) => {
-                    self.note_received(ctx, bytes.len());
-                    info!("{}: peer disconnected", self.link.remote);
-                    // Reliable messages that arrived before the Disconnect (possibly in the
-                    // same batch of datagrams) are delivered before `Disconnected`.
-                    self.drain_messages(ctx, true);
-                    self.close(ctx, DisconnectReason::Remote, None, false);
-                    return;
-                }
-                Err(e) => {
-                    self.note_received(ctx, bytes.len());
-                    self.protocol_error(ctx, format!("invalid unreliable datagram: {e}"));
-                    return;
-                }
-            },
-        }
-        self.note_received(ctx, bytes.len());
-    }
-
-    fn note_received(&mut self, ctx: &Ctx<'_>, len: usize) {
-        self.last_receive = ctx.now;
-        self.link.stats.datagrams_received += 1;
-        self.link.stats.bytes_received += len as u64;
-    }
-
-    /// The cookie rules of PROTOCOL.md §4 with kcpnet's return-routability check.
-    fn accept_cookie(&mut self, ctx: &mut Ctx<'_>, cookie: u32, channel: Channel) -> CookieCheck {
-        let check = |ok: bool| {
-            if ok {
-                CookieCheck::Accept
-            } else {
-                CookieCheck::Reject
-            }
-        };
-        match (self.role, self.state) {
-            (Role::Server, ConnectionState::Connecting) => {
-                if cookie == self.link.cookie {
-                    // The client received our Hello at its address: the handshake is done.
-                    self.state = ConnectionState::Connected;
-                    self.established = true;
-                    self.link.budgeted = false;
-                    self.start_ping_clock(ctx.now);
-                    info!("{} connected as {}", self.link.remote, ctx.id);
-                    ctx.events.push_connected(ctx.id, self.link.remote);
-                    CookieCheck::Accept
-                } else {
-                    // Hello retransmissions sent before the client learned our cookie.
-                    check(cookie == 0)
-                }
-            }
-            (Role::Client, _) if self.link.cookie == 0 => {
-                // Adopt the server's cookie from its first valid reliable datagram (kcp2k
-                // adopts it from any). An unreliable datagram before that — a Disconnect
-                // in particular — cannot be told from a spoofed one: ignored.
-                if cookie == 0 || channel != Channel::Reliable {
-                    CookieCheck::Reject
-                } else {
-                    CookieCheck::Adopt
-                }
-            }
-            _ => {
-                if cookie != self.link.cookie {
-                    debug!(
-                        "{}: dropping datagram with wrong cookie {cookie:#x}",
-                        self.link.remote
-                    );
-                }
-                check(cookie == self.link.cookie)
-            }
-        }
-    }
-
-    // ---------------------------------------------------------------- process
-
-    /// Runs the timers (timeout, dead link, ping, choke, handshake) and takes every complete
-    /// reliable message out of KCP.
-    pub(crate) fn process(&mut self, ctx: &mut Ctx<'_>) {
-        self.check_timers(ctx);
-        self.drain_messages(ctx, false);
-    }
-
-    fn check_timers(&mut self, ctx: &mut Ctx<'_>) {
-        let now = ctx.now;
-        match self.state {
-            ConnectionState::Disconnected => {}
-            ConnectionState::Connecting => {
-                if self.role == Role::Client
-                    && time_diff(now, self.last_ping) >= PING_INTERVAL_MS as i32
-                {
-                    // As kcp2k's client does. Once the client knows the cookie this also
-                    // completes the server's return-routability check when the server's
-                    // Hello retransmissions are lost and nothing else is left to send, and
-                    // either way it refills a half-open peer's send budget.
-                    self.last_ping = now;
-                    let _ = self
-                        .kcp
-                        .send_with_header(&[ReliableHeader::Ping.as_u8()], &now.to_le_bytes());
-                }
-                if time_diff(now, self.deadline) >= 0 {
-                    let msg = format!(
-                        "handshake with {} not completed within {} ms",
-                        self.link.remote, self.limits.handshake_timeout
-                    );
-                    debug!("{msg}");
-                    self.close(
-                        ctx,
-                        DisconnectReason::Timeout,
-                        Some((ErrorCode::Timeout, msg.into())),
-                        false,
-                    );
-                }
-            }
-            ConnectionState::Connected | ConnectionState::Disconnecting => {
-                if time_diff(now, self.last_receive) >= self.limits.timeout as i32 {
-                    let msg = format!(
-                        "nothing received from {} for {} ms",
-                        self.link.remote, self.limits.timeout
-                    );
-                    info!("{} timed out: {msg}", ctx.id);
-                    self.fail(ctx, DisconnectReason::Timeout, ErrorCode::Timeout, msg);
-                    return;
-                }
-                if self.kcp.is_dead() {
-                    let msg = format!(
-                        "dead link to {}: a segment was sent {} times without acknowledgement",
-                        self.link.remote,
-                        self.kcp_dead_link()
-                    );
-                    info!("{}: {msg}", ctx.id);
-                    self.fail(ctx, DisconnectReason::Timeout, ErrorCode::Timeout, msg);
-                    return;
-                }
-                if self.state == ConnectionState::Connected
-                    && time_diff(now, self.last_ping) >= PING_INTERVAL_MS as i32
-                {
-                    self.last_ping = now;
-                    // Give back what a burst left behind before the ping needs a buffer, once
-                    // a whole ping interval passed without reliable messages. Not
-                    // `Kcp::is_idle`: it also wants no pending ACKs, but the peer's Ping
-                    // arrives in the very tick our own Ping is due (the two ping clocks start
-                    // one one-way delay apart), so a server never trimmed. Only trim above
-                    // the idle working set: trimming that would make the next pings allocate
-                    // again every second.
-                    let activity = self.app_messages();
-                    if self.kcp.wait_snd() == 0
-                        && activity == self.activity_at_ping
-                        && self.kcp.queue_heap_bytes() > TRIM_ABOVE_BYTES
-                    {
-                        self.kcp.trim_memory(IDLE_POOL_BUFFERS);
-                    }
-                    self.activity_at_ping = activity;
-                    let _ = self
-                        .kcp
-                        .send_with_header(&[ReliableHeader::Ping.as_u8()], &now.to_le_bytes());
-                }
-                let queued = self.kcp.total_queued();
-                if queued >= self.limits.choke {
-                    let msg = format!(
-                        "{queued} segments queued (threshold {}): the peer or the application \
-                         is not keeping up",
-                        self.limits.choke
-                    );
-                    warn!("{} choked: {msg}", ctx.id);
-                    self.fail(
-                        ctx,
-                        DisconnectReason::Congestion,
-                        ErrorCode::Congestion,
-                        msg,
-                    );
-                }
-            }
-        }
-    }
-
-    fn kcp_dead_link(&self) -> u32 {
-        self.kcp.dead_link()
-    }
-
-    /// Takes complete reliable messages out of KCP into the event queue. With `closing`, the
-    /// event queue's byte budget is ignored: the connection is about to end, and what KCP
-    /// holds (at most a receive window) must not be lost.
-    fn drain_messages(&mut self, ctx: &mut Ctx<'_>, closing: bool) {
-        self.throttled = false;
-        while self.state != ConnectionState::Disconnected {
-            let size = match self.kcp.peek_size() {
-                Ok(n) => n,
-                Err(KcpError::BadFragments) => {
-                    self.protocol_error(
-                        ctx,
-                        "the fragments of a reliable message do not count down to 0 \
-                         (a corrupt or hostile peer)"
-                            .into(),
-                    );
-                    break;
-                }
-                Err(_) => {
-                    if self.kcp.is_recv_stalled() {
-                        let msg = format!(
-                            "the peer sent a message of more fragments than our receive \
-                             window of {} segments can hold: {}",
-                            self.kcp.rcv_wnd(),
-                            self.window_mismatch()
-                        );
-                        self.protocol_error(ctx, msg);
-                    }
-                    break;
-                }
-            };
-            if size > 1 + self.limits.reliable_max {
-                let msg = format!(
-                    "reliable message of {size} bytes exceeds our maximum of {} \
-                     (mtu {} and receive_window_size {}): {}",
-                    1 + self.limits.reliable_max,
-                    self.limits.mtu,
-                    self.limits.receive_window,
-                    self.window_mismatch()
-                );
-                self.protocol_error(ctx, msg);
-                break;
-            }
-            if size == 0 {
-                self.protocol_error(ctx, "empty reliable message (no header byte)".into());
-                break;
-            }
-            let pending = ctx.events.pending_bytes();
-            if !closing && pending > 0 && pending + size > self.limits.max_pending_event_bytes {
-                // Leave it in KCP: its window closes and the sender slows down. The driver
-                // must process us again once the application took events (see
-                // `is_throttled`): no datagram may come to do it, the sender waits for
-                // our window update.
-                self.throttled = true;
-                break;
-            }
-            let start = ctx.events.reserve(size);
-            if self.kcp.recv(ctx.events.slot_mut(start)).is_err() {
-                ctx.events.unreserve(start);
-                break;
-            }
-            let slot = ctx.events.slot_mut(start);
-            let header = ReliableHeader::try_from(slot[0]);
-            if header == Ok(ReliableHeader::Data) {
-                if slot.len() == 1 {
-                    ctx.events.unreserve(start);
-                    self.protocol_error(ctx, "empty reliable Data message".into());
-                    break;
-                }
-                if !matches!(
-                    self.state,
-                    ConnectionState::Connected | ConnectionState::Disconnecting
-                ) {
-                    ctx.events.unreserve(start);
-                    self.protocol_error(ctx, "Data before the handshake completed".into());
-                    break;
-                }
-                self.link.stats.reliable_received += 1;
-                ctx.events
-                    .commit_reserved(ctx.id, Channel::Reliable, start, 1);
-                continue;
-            }
-            let payload = parse_u32_payload(&slot[1..]);
-            ctx.events.unreserve(start);
-            match header {
-                Ok(ReliableHeader::Hello) => self.on_hello(ctx),
-                Ok(ReliableHeader::Ping) => {
-                    if let (Some(ts), ConnectionState::Connected) = (payload, self.state) {
-                        let due = self
-                            .last_pong_sent
-                            .is_none_or(|t| time_diff(ctx.now, t) >= PING_INTERVAL_MS as i32);
-                        if due {
-                            self.last_pong_sent = Some(ctx.now);
-                            let _ = self.kcp.send_with_header(
-                                &[ReliableHeader::Pong.as_u8()],
-                                &ts.to_le_bytes(),
-                            );
-                        }
-                    }
-                }
-                Ok(ReliableHeader::Pong) => {
-                    if let (Some(ts), ConnectionState::Connected) = (payload, self.state) {
-                        let rtt = time_diff(ctx.now, ts);
-                        if rtt >= 0 {
-                            self.rtt = Some(rtt as u32);
-                        }
-                    }
-                }
-                Ok(ReliableHeader::Data) => {}
-                Err(e) => {
-                    self.protocol_error(ctx, format!("invalid reliable message: {e}"));
-                    break;
-                }
-            }
-        }
-    }
-
-    /// The window part of a mismatch report: both ends' receive windows.
-    fn window_mismatch(&self) -> String {
-        let ours = self.limits.receive_window;
-        match self.peer_window {
-            0 => format!(
-                "our receive_window_size is {ours}; both ends must use the same \
-                 receive_window_size and mtu"
-            ),
-            theirs => format!(
-                "the peer's receive window is {theirs} segments, ours is {ours} \
-                 (receive_window_size); both ends must use the same receive_window_size \
-                 and mtu"
-            ),
-        }
-    }
-
-    fn on_hello(&mut self, ctx: &mut Ctx<'_>) {
-        match (self.role, self.state) {
-            (Role::Server, ConnectionState::Connecting) => {
-                if !self.hello_sent {
-                    self.hello_sent = true;
-                    let _ = self.kcp.send(&[ReliableHeader::Hello.as_u8()]);
-                }
-            }
-            (Role::Client, ConnectionState::Connecting) => {
-                self.state = ConnectionState::Connected;
-                self.established = true;
-                self.start_ping_clock(ctx.now);
-                info!("connected to {}", self.link.remote);
-                ctx.events.push_connected(ctx.id, self.link.remote);
-            }
-            _ => self.protocol_error(ctx, "unexpected second Hello".into()),
-        }
-    }
-
-    /// The peer broke the protocol: report `InvalidReceive` and disconnect. A server's
-    /// connection that never reached `Connected` is dropped silently instead.
-    fn protocol_error(&mut self, ctx: &mut Ctx<'_>, message: String) {
-        warn!("{} ({}): {message}", ctx.id, self.link.remote);
-        self.fail(
-            ctx,
-            DisconnectReason::ProtocolError,
-            ErrorCode::InvalidReceive,
-            message,
-        );
-    }
-
-    /// Reports an error, notifies the peer and closes.
-    fn fail(
-        &mut self,
-        ctx: &mut Ctx<'_>,
-        reason: DisconnectReason,
-        code: ErrorCode,
-        message: String,
-    ) {
-        self.close(ctx, reason, Some((code, message.into())), true);
-    }
-
-    /// Ends the connection. Reports `Error` (if any) and `Disconnected` when the application
-    /// knows the connection (it saw `Connected`, or it is a client's attempt); sends the
-    /// kcp2k Disconnect datagrams when `notify_peer`.
-    pub(crate) fn close(
-        &mut self,
-        ctx: &mut Ctx<'_>,
-        reason: DisconnectReason,
-        error: Option<(ErrorCode, Cow<'static, str>)>,
-        notify_peer: bool,
-    ) {
-        if self.state == ConnectionState::Disconnected {
-            return;
-        }
-        if notify_peer {
-            let head = self.link.unreliable_header(UnreliableHeader::Disconnect);
-            for _ in 0..DISCONNECT_REPEAT {
-                self.link.transmit(ctx.tx, &head, &[]);
-            }
-        }
-        if self.established || self.role == Role::Client {
-            if let Some((code, message)) = error {
-                ctx.events.push_error(ctx.id, code, message);
-            }
-            ctx.events.push_disconnected(ctx.id, reason);
-        }
-        if self.established {
-            info!("{} ({}) disconnected: {reason:?}", ctx.id, self.link.remote);
-        }
-        self.state = ConnectionState::Disconnected;
     }
 
     // ----------------------------------------------------------------- output
@@ -868,6 +544,7 @@ impl Connection {
         if self.state == ConnectionState::Disconnected {
             return;
         }
+        self.roll_window(ctx.now);
         let link = &mut self.link;
         let tx = &mut *ctx.tx;
         self.kcp
@@ -879,14 +556,19 @@ impl Connection {
         if self.state == ConnectionState::Disconnecting
             && (self.kcp.wait_snd() == 0 || time_diff(ctx.now, self.deadline) >= 0)
         {
-            if self.kcp.wait_snd() > 0 {
+            let reason = if self.kcp.wait_snd() > 0 {
                 debug!(
                     "{}: linger timeout with {} segments unacknowledged",
                     ctx.id,
                     self.kcp.wait_snd()
                 );
-            }
-            self.close(ctx, DisconnectReason::Local, None, true);
+                DisconnectReason::Local
+            } else if self.fin_sent && self.fin_received {
+                DisconnectReason::Finished
+            } else {
+                DisconnectReason::Local
+            };
+            self.close(ctx, reason, None, true);
         }
     }
 
@@ -899,10 +581,13 @@ impl Connection {
         channel: Channel,
     ) -> Result<(), Error> {
         match self.state {
-            ConnectionState::Connected => {}
+            ConnectionState::Connected | ConnectionState::PeerSendClosed => {}
             ConnectionState::Disconnected => return Err(Error::ConnectionClosed),
+            ConnectionState::SendClosed => return Err(Error::SendClosed),
+            ConnectionState::Disconnecting if self.fin_sent => return Err(Error::SendClosed),
             _ => return Err(Error::NotConnected),
         }
+        self.roll_window(ctx.now);
         if data.is_empty() {
             return Err(Error::EmptyMessage);
         }
@@ -941,21 +626,6 @@ impl Connection {
         Ok(())
     }
 
-    /// Starts a graceful disconnect: no more sends, queued reliable data keeps flowing until
-    /// acknowledged or `linger_timeout_ms` passes, then Disconnect is sent.
-    pub(crate) fn disconnect_graceful(&mut self, ctx: &mut Ctx<'_>) {
-        match self.state {
-            ConnectionState::Connected => {
-                self.state = ConnectionState::Disconnecting;
-                self.deadline = ctx.now.wrapping_add(self.limits.linger_timeout);
-            }
-            ConnectionState::Connecting => {
-                self.close(ctx, DisconnectReason::Local, None, true);
-            }
-            _ => {}
-        }
-    }
-
     /// The absolute time (ms) by which [`Connection::process`] / [`Connection::flush`]
     /// must run again.
     pub(crate) fn next_deadline(&self, now: u32) -> u32 {
@@ -973,7 +643,9 @@ impl Connection {
                     take(self.last_ping.wrapping_add(PING_INTERVAL_MS));
                 }
             }
-            ConnectionState::Connected => {
+            ConnectionState::Connected
+            | ConnectionState::SendClosed
+            | ConnectionState::PeerSendClosed => {
                 take(self.last_receive.wrapping_add(self.limits.timeout));
                 take(self.last_ping.wrapping_add(PING_INTERVAL_MS));
             }

@@ -458,6 +458,17 @@ impl Kcp {
         self.snd_buf.len() + self.snd_queue.len()
     }
 
+    /// Payload bytes and messages queued or in flight, not yet acknowledged: O(segments held).
+    /// A message counts until its last fragment (`frg == 0`) is acknowledged.
+    pub fn pending_send(&self) -> (usize, usize) {
+        self.snd_queue
+            .iter()
+            .chain(self.snd_buf.iter())
+            .fold((0, 0), |(bytes, messages), s| {
+                (bytes + s.data.len(), messages + usize::from(s.frg == 0))
+            })
+    }
+
     /// Segments waiting in the send queue, in flight, received in order and received out of
     /// order, added up (kcp2k's choke measure).
     pub fn total_queued(&self) -> usize {

@@ -280,13 +280,13 @@ fn server_kick_reaches_the_client_as_remote() {
 fn removing_the_resources_ends_every_connection_once() {
     let mut p = Pair::new();
     let id = p.connect();
-    // Removing the server: its peers are told at once, and the app still gets one
-    // Disconnected per connection.
+    // Removing the server: its peers are told at once (a kcpnet peer learns it was a
+    // shutdown), and the app still gets one Disconnected per connection.
     p.server.world_mut().remove_resource::<KcpServer>();
     p.step_until(20, |p| p.client_res().is_disconnected());
     assert_eq!(
         p.client_res().disconnect_reason(),
-        Some(DisconnectReason::Remote)
+        Some(DisconnectReason::RemoteShutdown)
     );
     assert_eq!(
         p.server_seen().last(),

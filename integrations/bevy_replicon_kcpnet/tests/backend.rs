@@ -276,9 +276,10 @@ fn server_stop() {
             reason: DisconnectReason::Closed
         }]
     );
+    // The client learns that the server shut down (kcpnet's close reasons).
     assert_eq!(
         s.client.world().resource::<KcpClient>().disconnect_reason(),
-        Some(DisconnectReason::Remote)
+        Some(DisconnectReason::RemoteShutdown)
     );
 }
 
