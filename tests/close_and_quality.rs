@@ -1400,3 +1400,31 @@ fn pending_data_and_silence_are_visible() {
     assert!(stats.segments_sent > stats.retransmits);
     let _ = id;
 }
+
+// ====================================================================== handshake
+
+/// A client that sends unreliable messages the moment it sees `Connected` (before its
+/// `tick_outgoing`) reaches the server: its ACK of the server's Hello, which admits it
+/// there, goes out first. (Before, the echo client's first unreliable messages over UDP
+/// arrived ahead of the ACK and were dropped as a stranger's.)
+#[test]
+fn unreliable_messages_sent_on_connected_are_not_lost() {
+    let mut sim = Sim::new(Config::default(), 70);
+    sim.add_client(Config::default());
+    let mut sent = false;
+    for _ in 0..200 {
+        sim.step_with(
+            |_, _| {},
+            |_, client, ev| {
+                if let OwnedEvent::Connected { .. } = ev {
+                    client.send(b"first", Channel::Unreliable).unwrap();
+                    sent = true;
+                }
+            },
+        );
+    }
+    assert!(sent);
+    let got: Vec<_> = data_of(&sim.server_events, None);
+    assert_eq!(got, vec![(Channel::Unreliable, &b"first"[..])]);
+    assert_eq!(sim.server.stats().dropped_unknown, 0);
+}

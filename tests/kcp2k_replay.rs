@@ -289,7 +289,11 @@ fn real_kcp2k_client_against_kcpnet_server() {
     // A kcp2k client never sees a kcpnet extension: its bare Hello gets the bare 54-byte
     // reply, and every message we sent starts with a kcp2k header (Hello, Ping, Data, Pong).
     assert_eq!(ours[0].len(), 54, "the stateless reply to a bare Hello");
-    assert_eq!(mine.pushes[0].3, vec![1], "our Hello carries no extension block");
+    assert_eq!(
+        mine.pushes[0].3,
+        vec![1],
+        "our Hello carries no extension block"
+    );
     let mut starts_message = true;
     for (sn, frg, _, payload) in &mine.pushes {
         if starts_message {
