@@ -166,7 +166,8 @@ impl Client {
         self.peer.conn.state()
     }
 
-    /// True once the handshake completed and until the connection closes.
+    /// True once the handshake completed and until the connection closes or either side
+    /// half-closes it (see [`Client::state`]).
     pub fn is_connected(&self) -> bool {
         self.peer.conn.state() == ConnectionState::Connected
     }

@@ -657,7 +657,9 @@ impl Server {
         self.table.slot(id).map(|s| s.conn.state())
     }
 
-    /// True while the connection is connected (handshake done, not closing).
+    /// True while the connection is connected (handshake done, not closing, neither side
+    /// half-closed: see [`Server::state`] for [`ConnectionState::SendClosed`] and
+    /// [`ConnectionState::PeerSendClosed`]).
     pub fn is_connected(&self, id: ConnectionId) -> bool {
         self.state(id) == Some(ConnectionState::Connected)
     }
