@@ -180,7 +180,7 @@ impl Client {
     /// Statistics of the connection, its [`ConnectionQuality`] included (as of the last
     /// tick).
     pub fn connection_stats(&self) -> ConnectionStats {
-        self.peer.conn.stats(self.core.now.kcp())
+        self.peer.conn.stats_at(self.core.now.kcp())
     }
 
     /// How good the link is (as of the last tick): see [`crate::Server::connection_quality`].

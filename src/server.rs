@@ -673,7 +673,7 @@ impl Server {
     /// tick).
     pub fn connection_stats(&self, id: ConnectionId) -> Option<ConnectionStats> {
         let now = self.core.now.kcp();
-        self.table.slot(id).map(|s| s.conn.stats(now))
+        self.table.slot(id).map(|s| s.conn.stats_at(now))
     }
 
     /// How good a connection's link is (as of the last tick): KCP and Ping RTTs, windowed
