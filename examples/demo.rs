@@ -153,8 +153,16 @@ TABLE COLUMNS (one row per second; rates are over that second):
     outKB/s    bytes per second out of the server socket
     rtt50/99   p50 / p99 over bots of the kcp2k Ping/Pong RTT (Client::rtt) in ms;
                a ping delayed by loss or head-of-line blocking counts in full
+    krtt50     p50 over bots of KCP's smoothed RTT (ConnectionQuality::kcp_rtt_ms)
+               in ms: the link's round trip, without the queueing pings see
     rexmit/s   KCP retransmissions (retransmits + fast_retransmits, both ends)
+    kloss%     KCP's loss estimate, both ends: segments retransmitted / sent over
+               the last second (ConnectionQuality::loss, pooled over connections);
+               with traffic this sparse a lost ACK also costs a retransmission, so it
+               approaches the round-trip loss rather than the one-way loss
     loss%      bot->server unreliable loss over the second: 1 - received/sent
+    pendKB     reliable bytes queued or in flight, not yet acknowledged, both ends
+               (ConnectionQuality::pending_reliable_bytes)
     busy%      share of the second the loop spent working (100 = cannot keep up)
     maxms      the longest frame's work in ms
     note       drain = bots stopped sending; grace = waiting for late echoes;
@@ -520,7 +528,7 @@ fn retransmits(server: &Server, bots: &[Bot]) -> u64 {
 
 fn header() -> String {
     format!(
-        "{:>5} {:>5} {:>6} {:>7} {:>8} {:>8} {:>5} {:>5} {:>8} {:>5} {:>5} {:>5}  {}",
+        "{:>5} {:>5} {:>6} {:>7} {:>8} {:>8} {:>5} {:>5} {:>6} {:>8} {:>6} {:>5} {:>6} {:>5} {:>5}  {}",
         "t",
         "conn",
         "rel/s",
@@ -529,12 +537,38 @@ fn header() -> String {
         "outKB/s",
         "rtt50",
         "rtt99",
+        "krtt50",
         "rexmit/s",
+        "kloss%",
         "loss%",
+        "pendKB",
         "busy%",
         "maxms",
         "note"
     )
+}
+
+/// Quality over both ends: KCP RTT p50 over bots, the pooled KCP loss estimate (percent)
+/// and the pending reliable bytes.
+fn quality(server: &Server, bots: &[Bot]) -> (Option<u32>, Option<f64>, usize) {
+    let server_side = server
+        .connections()
+        .filter_map(|id| server.connection_quality(id));
+    let bot_side: Vec<_> = bots
+        .iter()
+        .filter(|b| b.client.is_connected())
+        .map(|b| b.client.connection_quality())
+        .collect();
+    let mut krtt: Vec<u32> = bot_side.iter().map(|q| q.kcp_rtt_ms).collect();
+    krtt.sort_unstable();
+    let (mut lost, mut sent, mut pending) = (0.0, 0u64, 0usize);
+    for q in server_side.chain(bot_side.iter().copied()) {
+        lost += q.loss as f64 * q.loss_samples as f64;
+        sent += q.loss_samples as u64;
+        pending += q.pending_reliable_bytes;
+    }
+    let loss = (sent > 0).then(|| 100.0 * lost / sent as f64);
+    (percentile(&krtt, 0.50), loss, pending)
 }
 
 // ------------------------------------------------------------------------- main
@@ -834,8 +868,9 @@ fn run(o: &Options) -> Result<bool, String> {
                     println!("{}", header());
                 }
                 rows += 1;
+                let (krtt, kloss, pending) = quality(&server, &bots);
                 let row = format!(
-                    "{:>5.1} {:>5} {:>6.0} {:>7.0} {:>8.1} {:>8.1} {:>5} {:>5} {:>8.0} {:>5} {:>5.0} {:>5.1}  {}",
+                    "{:>5.1} {:>5} {:>6.0} {:>7.0} {:>8.1} {:>8.1} {:>5} {:>5} {:>6} {:>8.0} {:>6} {:>5} {:>6.1} {:>5.0} {:>5.1}  {}",
                     s.at.as_secs_f64(),
                     server.connection_count(),
                     per_s(s.rel, prev.rel),
@@ -844,8 +879,11 @@ fn run(o: &Options) -> Result<bool, String> {
                     per_s(s.bytes_out, prev.bytes_out) / 1000.0,
                     fmt_opt(percentile(&rtts, 0.50)),
                     fmt_opt(percentile(&rtts, 0.99)),
+                    fmt_opt(krtt),
                     per_s(s.rexmit, prev.rexmit),
+                    kloss.map_or_else(|| "-".to_string(), |l| format!("{l:.1}")),
                     loss_s,
+                    pending as f64 / 1000.0,
                     100.0 * win_busy.as_secs_f64() / dt,
                     win_max.as_secs_f64() * 1000.0,
                     note

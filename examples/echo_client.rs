@@ -19,8 +19,10 @@
 //! Every echo is checked: byte-identical content, the right channel, reliable echoes in
 //! send order. Lost unreliable messages are counted but are not failures. Then the client
 //! disconnects gracefully (waiting at most 5 s for `Disconnected`) or, with `--kick`, sends
-//! the reliable message `KICK` and expects the server to disconnect it (reason `Remote`).
-//! A summary follows (messages and bytes per channel, elapsed time, RTT, retransmissions).
+//! the reliable message `KICK` and expects the server to disconnect it: reason `Remote` from
+//! a kcp2k server, `App { code, message }` from a kcpnet one (the close reason is printed).
+//! A summary follows (messages and bytes per channel, elapsed time, RTT, retransmissions,
+//! the connection quality).
 //!
 //! Exit code 0: every reliable echo came back right. 1: connection failure, timeout
 //! (`--timeout-secs`, default 30, for the whole run), a mismatch or an unexpected
@@ -48,7 +50,8 @@ Usage: echo_client --host HOST --port PORT [--count N] [--seed S] [--timeout-sec
   --seed S             seed of the message size generator [default: 1]
   --timeout-secs S     fail if the run (connect + echoes) takes longer [default: 30]
   --kick               at the end send the reliable message KICK and expect the server to
-                       disconnect us (reason Remote) instead of disconnecting ourselves
+                       disconnect us (reason Remote from kcp2k, App with a code and a
+                       message from kcpnet) instead of disconnecting ourselves
 
 Exit code 0 if every reliable echo came back byte-identical and in order, 1 on a
 connection failure, timeout, mismatch or unexpected disconnect.";
@@ -457,12 +460,18 @@ fn drive(
         if connected {
             connected_at = now;
             out.connect_time = Some(now - started);
+            let ext = client.extensions();
             println!(
-                "connected to {remote} in {:.1} ms (local {}); {}",
+                "connected to {remote} in {:.1} ms (local {}; {}); {}",
                 (now - started).as_secs_f64() * 1e3,
                 client
                     .local_addr()
                     .map_or_else(|_| "?".into(), |a| a.to_string()),
+                if ext.is_empty() {
+                    "plain kcp2k".to_string()
+                } else {
+                    format!("kcpnet extensions {:#x}", ext.bits())
+                },
                 run.plan()
             );
             phase = Phase::Running;
@@ -473,12 +482,12 @@ fn drive(
                 if let Some(reason) = disconnected {
                     return Err(if phase == Phase::Connecting {
                         format!(
-                            "could not connect to {remote}: disconnected ({reason:?}){}",
+                            "could not connect to {remote}: disconnected ({reason}){}",
                             cause()
                         )
                     } else {
                         format!(
-                            "unexpected disconnect ({reason:?}){} after {} of {} reliable echoes",
+                            "unexpected disconnect ({reason}){} after {} of {} reliable echoes",
                             cause(),
                             run.reliable_echoed.messages,
                             run.reliable_sent.messages
@@ -503,16 +512,18 @@ fn drive(
                 }
             }
             Phase::Kicking(since) => match disconnected {
-                Some(DisconnectReason::Remote) => {
+                // A kcp2k server's kick carries no reason; a kcpnet one tells why.
+                Some(reason @ (DisconnectReason::Remote | DisconnectReason::App { .. })) => {
                     println!(
-                        "kicked by the server after {:.1} ms, as expected",
+                        "kicked by the server after {:.1} ms, as expected: {reason} ({reason:?})",
                         (now - since).as_secs_f64() * 1e3
                     );
                     return Ok(());
                 }
                 Some(reason) => {
                     return Err(format!(
-                        "after KICK expected a disconnect by the server (Remote), got {reason:?}{}",
+                        "after KICK expected a disconnect by the server (Remote or App), got \
+                         {reason:?}{}",
                         cause()
                     ))
                 }
@@ -527,7 +538,7 @@ fn drive(
             Phase::Disconnecting(since) => match disconnected {
                 Some(reason) => {
                     println!(
-                        "disconnected ({reason:?}) {:.1} ms after the graceful disconnect",
+                        "disconnected ({reason}: {reason:?}) {:.1} ms after the graceful disconnect",
                         (now - since).as_secs_f64() * 1e3
                     );
                     return Ok(());
@@ -621,11 +632,27 @@ fn print_summary(run: &Run, out: &Outcome, client: &Client, started: Instant) {
         stats.rto_ms
     );
     println!(
-        "  link:        retransmissions {} (+{} fast), datagrams sent {} / received {}, dropped {}",
+        "  link:        retransmissions {} (+{} fast) of {} segments sent, datagrams sent {} / \
+         received {}, dropped {}",
         stats.retransmits,
         stats.fast_retransmits,
+        stats.segments_sent,
         stats.datagrams_sent,
         stats.datagrams_received,
         stats.datagrams_dropped
+    );
+    let q = stats.quality;
+    println!(
+        "  quality:     kcp rtt {} ms (var {}), loss {:.1}% of {} segments in the last {} ms, \
+         {:.0} B/s out, {:.0} B/s in, {} B pending, peer window {}",
+        q.kcp_rtt_ms,
+        q.kcp_rtt_var_ms,
+        q.loss * 100.0,
+        q.loss_samples,
+        q.window_ms,
+        q.bytes_out_per_sec,
+        q.bytes_in_per_sec,
+        q.pending_reliable_bytes,
+        q.peer_window
     );
 }

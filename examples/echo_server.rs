@@ -8,7 +8,8 @@
 //! Binds `ADDR:PORT` (by default `[::]`, dual-mode: IPv6 and IPv4 peers; falls back to
 //! `0.0.0.0` with a warning when IPv6 is unavailable) and echoes every message back to its
 //! sender on the channel it came in on. The reliable message `KICK` is not echoed: the
-//! server disconnects that client instead. One line per event goes to stdout (connected
+//! server disconnects that client instead, with a reason (code 4000 and a message) that a
+//! kcpnet client receives and a kcp2k client sees as a plain Disconnect. One line per event goes to stdout (connected
 //! with the peer address, data with channel and size, disconnected with the reason, error
 //! with code and message). Any kcp2k peer can connect (the defaults are kcp2k's); try the
 //! `echo_client` example. Ctrl-C stops the server; `--max-seconds N` makes it exit by
@@ -39,7 +40,7 @@ Usage: echo_server --port PORT [--bind ADDR] [--max-seconds N] [config flags]
   --max-seconds N      exit after N seconds [default: run until killed]
 
 Echoes every message on the channel it came in on; the reliable message KICK makes the
-server disconnect that client. Prints one line per event to stdout.";
+server disconnect that client (with close code 4000). Prints one line per event to stdout.";
 
 struct Args {
     port: u16,
@@ -102,11 +103,15 @@ fn bind(args: &Args) -> Result<Server, String> {
     }
 }
 
+/// The close code of a kick (an application-defined value).
+const KICK_CODE: u32 = 4000;
+
 fn print_event(event: &Event<'_>) {
     match *event {
         Event::Connected { id, addr } => println!("{id} connected from {addr}"),
         Event::Data { id, channel, data } => println!("{id} data {channel} {} bytes", data.len()),
-        Event::Disconnected { id, reason } => println!("{id} disconnected: {reason:?}"),
+        Event::Disconnected { id, reason } => println!("{id} disconnected: {reason} ({reason:?})"),
+        Event::PeerSendClosed { id } => println!("{id} shut down its sending"),
         Event::Error { id, code, message } => {
             println!("{id} error {} ({code}): {message}", code as u8)
         }
@@ -151,8 +156,9 @@ fn main() {
             print_event(&event);
             if let Event::Data { id, channel, data } = event {
                 if channel == Channel::Reliable && data == b"KICK" {
-                    println!("{id} kick requested: disconnecting");
-                    if let Err(e) = ctx.disconnect(id) {
+                    // A kcpnet client receives the reason; a kcp2k one a plain Disconnect.
+                    println!("{id} kick requested: disconnecting with code {KICK_CODE}");
+                    if let Err(e) = ctx.disconnect_with(id, KICK_CODE, "kicked: you sent KICK") {
                         println!("{id} disconnect failed: {e}");
                     }
                 } else if let Err(e) = ctx.send(id, data, channel) {

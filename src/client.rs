@@ -164,7 +164,8 @@ impl Client {
         self.peer.conn.state()
     }
 
-    /// True once the handshake completed and until the connection closes.
+    /// True once the handshake completed and until the connection closes or either side
+    /// half-closes it (see [`Client::state`]).
     pub fn is_connected(&self) -> bool {
         self.peer.conn.state() == ConnectionState::Connected
     }
@@ -177,7 +178,7 @@ impl Client {
     /// Statistics of the connection, its [`ConnectionQuality`] included (as of the last
     /// tick).
     pub fn connection_stats(&self) -> ConnectionStats {
-        self.peer.conn.stats(self.core.now.kcp())
+        self.peer.conn.stats_at(self.core.now.kcp())
     }
 
     /// How good the link is (as of the last tick): see [`crate::Server::connection_quality`].

@@ -24,6 +24,13 @@
 //! * **Link conditioner** ([`io::LinkConditioner`]): loss, latency, jitter, reordering,
 //!   duplication and bandwidth caps, settable at run time, deterministic under a virtual
 //!   clock.
+//! * **Between two kcpnet peers** (negotiated in the Hello; a kcp2k peer never sees it):
+//!   close reasons ([`Server::disconnect_with`] → [`DisconnectReason::App`], and a
+//!   shutdown, a kick, a protocol error and a timeout told apart), half-close
+//!   ([`Server::shutdown_send`]), and the peer's view of unreliable loss.
+//! * **Connection quality** ([`Server::connection_quality`]): KCP's RTT and the Ping RTT
+//!   named apart, a loss estimate, bytes and messages per second over the last second,
+//!   pending reliable data, time since the last datagram.
 //!
 //! ## A server and a client (drained-queue form)
 //! ```
@@ -153,6 +160,74 @@
 //! let sent = client.connection_stats().reliable_sent;
 //! assert_eq!(received, sent); // every reliable echo arrived despite the losses
 //! assert!(client.connection_stats().retransmits > 0);
+//! ```
+//!
+//! ## Why a connection ended, and how good it is
+//! A kcpnet server can say why it closes a connection, and a kcpnet client receives it (a
+//! kcp2k client sees a plain Disconnect); both ends can read the link's quality at any time:
+//! ```
+//! use std::time::Duration;
+//! use kcpnet::io::{Conditions, Direction, ManualClock, MemoryNetwork};
+//! use kcpnet::{Channel, Client, Config, DisconnectReason, Event, Server};
+//!
+//! let net = MemoryNetwork::new();
+//! let clock = ManualClock::new();
+//! let server_addr = "10.0.0.1:7777".parse().unwrap();
+//! let mut server = Server::with_transport(
+//!     Box::new(net.bind(server_addr).unwrap()),
+//!     Box::new(clock.clone()),
+//!     Config::default(),
+//! ).unwrap();
+//! let mut client = Client::with_transport(
+//!     Box::new(kcpnet::io::LinkConditioner::new(net.bind("10.0.0.2:5000".parse().unwrap()).unwrap(), 7)),
+//!     Box::new(clock.clone()),
+//!     server_addr,
+//!     Config::default(),
+//! ).unwrap();
+//! // 5% loss and 30 ms each way on the client's link.
+//! let bad = Conditions::lossy(0.05).with_latency(Duration::from_millis(30));
+//! client.set_conditions(Direction::Both, bad).unwrap();
+//!
+//! let mut peer = None;
+//! let mut reason = None;
+//! for step in 0..8_000 {
+//!     server.tick_incoming();
+//!     while let Some(event) = server.poll_event() {
+//!         if let Event::Connected { id, .. } = event {
+//!             peer = Some(id);
+//!         }
+//!     }
+//!     if step == 6_000 {
+//!         let q = server.connection_quality(peer.unwrap()).unwrap();
+//!         println!(
+//!             "rtt {} ms (ping {:?}), loss {:.1}%, in {:.0} B/s, {} B pending",
+//!             q.kcp_rtt_ms, q.ping_rtt_ms, q.loss * 100.0, q.bytes_in_per_sec,
+//!             q.pending_reliable_bytes,
+//!         );
+//!         assert!((55..=70).contains(&q.kcp_rtt_ms)); // 2 × 30 ms
+//!         assert!(q.messages_in_per_sec > 90.0); // the client sends 100 a second
+//!         server.disconnect_with(peer.unwrap(), 403, "kicked: speed hack").unwrap();
+//!     }
+//!     server.tick_outgoing();
+//!
+//!     client.tick_incoming();
+//!     while let Some(event) = client.poll_event() {
+//!         if let Event::Disconnected { reason: r, .. } = event {
+//!             reason = Some(r);
+//!         }
+//!     }
+//!     if client.is_connected() && step % 10 == 0 {
+//!         client.send(&[0; 200], Channel::Reliable).unwrap();
+//!     }
+//!     client.tick_outgoing();
+//!     clock.advance(Duration::from_millis(1));
+//! }
+//! match reason {
+//!     Some(DisconnectReason::App { code, message }) => {
+//!         assert_eq!((code, message.as_str()), (403, "kicked: speed hack"));
+//!     }
+//!     other => panic!("{other:?}"),
+//! }
 //! ```
 //!
 //! ## Layers

@@ -656,7 +656,9 @@ impl Server {
         self.table.slot(id).map(|s| s.conn.state())
     }
 
-    /// True while the connection is connected (handshake done, not closing).
+    /// True while the connection is connected (handshake done, not closing, neither side
+    /// half-closed: see [`Server::state`] for [`ConnectionState::SendClosed`] and
+    /// [`ConnectionState::PeerSendClosed`]).
     pub fn is_connected(&self, id: ConnectionId) -> bool {
         self.state(id) == Some(ConnectionState::Connected)
     }
@@ -670,7 +672,7 @@ impl Server {
     /// tick).
     pub fn connection_stats(&self, id: ConnectionId) -> Option<ConnectionStats> {
         let now = self.core.now.kcp();
-        self.table.slot(id).map(|s| s.conn.stats(now))
+        self.table.slot(id).map(|s| s.conn.stats_at(now))
     }
 
     /// How good a connection's link is (as of the last tick): KCP and Ping RTTs, windowed

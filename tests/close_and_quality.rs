@@ -125,19 +125,23 @@ fn kcpnet_bytes(dg: &[u8], frg_of: &mut BTreeMap<u32, u8>) -> Option<String> {
     }
 }
 
-/// Datagrams seen by a [`Tap`]: (virtual ms, bytes), both ways.
+/// Datagrams seen by a [`Tap`]: (virtual ms, bytes), both ways; and raw datagrams to send
+/// to the server from the client's address at the next poll.
 #[derive(Default)]
 struct TapLog {
     sent: Vec<(u64, Vec<u8>)>,
     received: Vec<(u64, Vec<u8>)>,
+    inject: Vec<Vec<u8>>,
 }
 
 type TapHandle = Arc<Mutex<TapLog>>;
 
-/// A client transport that records every datagram it sends and receives.
+/// A client transport that records every datagram it sends and receives, and sends the
+/// test's raw datagrams.
 struct Tap {
     inner: LinkConditioner<MemorySocket>,
     log: TapHandle,
+    server: SocketAddr,
 }
 
 impl Transport for Tap {
@@ -169,6 +173,10 @@ impl Transport for Tap {
     }
 
     fn poll(&mut self, now: Duration) -> std::io::Result<()> {
+        let inject = std::mem::take(&mut self.log.lock().unwrap().inject);
+        for d in inject {
+            self.inner.inner_mut().send_to(&d, self.server, now)?;
+        }
         self.inner.poll(now)
     }
 
@@ -194,6 +202,7 @@ fn tapped_pair(
     let tap = Tap {
         inner: LinkConditioner::new(socket, seed ^ 0xA11CE),
         log: log.clone(),
+        server: sim.server_addr,
     };
     let c = Client::with_transport(
         Box::new(tap),
@@ -1399,4 +1408,132 @@ fn pending_data_and_silence_are_visible() {
     );
     assert!(stats.segments_sent > stats.retransmits);
     let _ = id;
+}
+
+// ====================================================================== handshake
+
+/// A client that sends unreliable messages the moment it sees `Connected` (before its
+/// `tick_outgoing`) reaches the server: its ACK of the server's Hello, which admits it
+/// there, goes out first. (Before, the echo client's first unreliable messages over UDP
+/// arrived ahead of the ACK and were dropped as a stranger's.)
+#[test]
+fn unreliable_messages_sent_on_connected_are_not_lost() {
+    let mut sim = Sim::new(Config::default(), 70);
+    sim.add_client(Config::default());
+    let mut sent = false;
+    for _ in 0..200 {
+        sim.step_with(
+            |_, _| {},
+            |_, client, ev| {
+                if let OwnedEvent::Connected { .. } = ev {
+                    client.send(b"first", Channel::Unreliable).unwrap();
+                    sent = true;
+                }
+            },
+        );
+    }
+    assert!(sent);
+    let got: Vec<_> = data_of(&sim.server_events, None);
+    assert_eq!(got, vec![(Channel::Unreliable, &b"first"[..])]);
+    assert_eq!(sim.server.stats().dropped_unknown, 0);
+}
+
+// ================================================================= hostile input
+
+/// The cookie the tapped client uses (from its last datagram).
+fn cookie_of(log: &TapHandle) -> u32 {
+    let log = log.lock().unwrap();
+    let last = &log.sent.last().unwrap().1;
+    u32::from_le_bytes(last[1..5].try_into().unwrap())
+}
+
+fn inject(sim: &mut Sim, log: &TapHandle, datagram: Vec<u8>) {
+    log.lock().unwrap().inject.push(datagram);
+    sim.run_for(ms(100)); // 20 ms each way
+}
+
+/// kcpnet-only datagrams are undefined headers on a connection that did not negotiate
+/// them (as for kcp2k); malformed ones are protocol errors; a valid Close is honoured.
+#[test]
+fn kcpnet_only_datagrams_are_checked() {
+    let close = |cookie: u32, tail: &[u8]| {
+        let mut d = vec![2];
+        d.extend_from_slice(&cookie.to_le_bytes());
+        d.push(0x10);
+        d.extend_from_slice(tail);
+        d
+    };
+    // Not negotiated (the client has the extensions off): a Close is an undefined header.
+    let (mut sim, id, log) = tapped_pair(80, Config::default(), no_extensions(), lossy(0.0));
+    let cookie = cookie_of(&log);
+    inject(
+        &mut sim,
+        &log,
+        close(cookie, &[1, 1, 0, 0, 0, 2, b'h', b'i']),
+    );
+    assert_eq!(
+        disconnects(&sim.server_events, id),
+        vec![DisconnectReason::ProtocolError]
+    );
+    // Negotiated: a cut-short Close, a wrong length, a message that is not UTF-8, a quality
+    // report shorter than 6 bytes: protocol errors, told to the client.
+    let bad: [&[u8]; 3] = [
+        &[1, 1, 0],
+        &[1, 1, 0, 0, 0, 5, b'h', b'i'],
+        &[1, 1, 0, 0, 0, 2, 0xFF, 0xFE],
+    ];
+    for (seed, tail) in (81..).zip(bad) {
+        let (mut sim, id, log) =
+            tapped_pair(seed, Config::default(), Config::default(), lossy(0.0));
+        let cookie = cookie_of(&log);
+        inject(&mut sim, &log, close(cookie, tail));
+        assert_eq!(
+            disconnects(&sim.server_events, id),
+            vec![DisconnectReason::ProtocolError],
+            "{tail:02x?}"
+        );
+        assert!(sim.server_events.iter().any(|e| matches!(
+            e,
+            OwnedEvent::Error { message, .. } if message.contains("Close")
+        )));
+        let cid = sim.clients[0].id();
+        let told = disconnects(&sim.client_events[0], cid);
+        assert!(
+            matches!(told[..], [DisconnectReason::RemoteProtocolError { .. }]),
+            "{tail:02x?}: {told:?}"
+        );
+    }
+    let (mut sim, id, log) = tapped_pair(85, Config::default(), Config::default(), lossy(0.0));
+    let cookie = cookie_of(&log);
+    let mut report = vec![2];
+    report.extend_from_slice(&cookie.to_le_bytes());
+    report.extend_from_slice(&[0x11, 1, 2, 3]);
+    inject(&mut sim, &log, report);
+    assert_eq!(
+        disconnects(&sim.server_events, id),
+        vec![DisconnectReason::ProtocolError]
+    );
+    // A valid Close with an unknown cause is a plain Disconnect; one with cause App gives
+    // the code and the message.
+    let (mut sim, id, log) = tapped_pair(86, Config::default(), Config::default(), lossy(0.0));
+    let cookie = cookie_of(&log);
+    inject(&mut sim, &log, close(cookie, &[99, 0, 0, 0, 0, 0]));
+    assert_eq!(
+        disconnects(&sim.server_events, id),
+        vec![DisconnectReason::Remote]
+    );
+    let (mut sim, id, log) = tapped_pair(87, Config::default(), Config::default(), lossy(0.0));
+    let cookie = cookie_of(&log);
+    inject(
+        &mut sim,
+        &log,
+        close(cookie, &[1, 0x93, 0x01, 0, 0, 3, b'b', b'y', b'e']),
+    );
+    assert_eq!(
+        disconnects(&sim.server_events, id),
+        vec![DisconnectReason::App {
+            code: 403,
+            message: CloseMessage::new("bye").unwrap()
+        }]
+    );
 }

@@ -397,8 +397,14 @@ impl Connection {
         self.ext
     }
 
+    /// Counters, gauges and the quality as of this connection's last call.
+    #[allow(dead_code)] // the fuzz harness reads it; the drivers pass their clock (stats_at)
+    pub(crate) fn stats(&self) -> ConnectionStats {
+        self.stats_at(self.window.last_call())
+    }
+
     /// Counters, gauges and the quality at `now`.
-    pub(crate) fn stats(&self, now: u32) -> ConnectionStats {
+    pub(crate) fn stats_at(&self, now: u32) -> ConnectionStats {
         let s = self.kcp.snapshot();
         let retransmits = s.xmit as u64 + self.kcp.fast_retransmits();
         let c = self.link.stats;

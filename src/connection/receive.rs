@@ -496,6 +496,13 @@ impl Connection {
                     self.ext.bits()
                 );
                 ctx.events.push_connected(ctx.id, self.link.remote);
+                // Our ACK of the server's Hello is what admits us there (stateless
+                // handshake): send it now, before the application's first unreliable
+                // messages, which the server would drop as coming from a stranger.
+                let link = &mut self.link;
+                let tx = &mut *ctx.tx;
+                self.kcp
+                    .flush_at(ctx.now, |buf| link.transmit_reliable(tx, buf));
             }
             _ => self.protocol_error(ctx, "unexpected second Hello".into()),
         }

@@ -459,7 +459,7 @@ impl Kcp {
     }
 
     /// Payload bytes and messages queued or in flight, not yet acknowledged: O(segments held).
-    /// A message counts until its last fragment (`frg == 0`) is acknowledged.
+    /// Messages are counted by their last fragment (`frg == 0`) still held.
     pub fn pending_send(&self) -> (usize, usize) {
         self.snd_queue
             .iter()
