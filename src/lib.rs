@@ -244,6 +244,9 @@ mod connection;
 mod driver;
 pub mod error;
 pub mod event;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod io;
 pub mod kcp;
 mod server;

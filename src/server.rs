@@ -44,6 +44,10 @@ struct Slot {
     throttled: bool,
 }
 
+// The fuzz harnesses (`fuzzing::memory_bound`) allow 64 bytes of slot bookkeeping around a
+// connection.
+const _: () = assert!(std::mem::size_of::<Slot>() <= std::mem::size_of::<Connection>() + 64);
+
 /// The server's connections: a slab found by address, the timer heap, the dirty list.
 struct Table {
     slots: Slab<Slot>,
