@@ -465,7 +465,80 @@ fn w6(p: &Profile) -> Value {
         "batching on ÷ off (mean): {}",
         ratio(f(&batch, "mean_us"), f(&plain, "mean_us"))
     );
-    json!({"memory": mem, "udp_plain": plain, "udp_batch": batch})
+    let rss = w6_rss(n);
+    json!({"memory": mem, "udp_plain": plain, "udp_batch": batch, "rss": rss})
+}
+
+/// W6's memory rows: a server process (W3's role) with `n` idle clients in another process,
+/// 3 s after they all connected: the server's resident-memory growth per connection, and
+/// kcpnet's own `connection_memory` (mean). Raw UDP's stateless echo server is the floor.
+fn w6_rss(n: usize) -> Value {
+    let mut out = serde_json::Map::new();
+    for imp in ["udp", "kcpnet"] {
+        let mut s = Proc::spawn(&args(&["--role", "w3-server", "--impl", imp]));
+        let port = s.port().to_string();
+        let ns = n.to_string();
+        let mut c = Proc::spawn(&args(&[
+            "--role",
+            "w3-client",
+            "--impl",
+            imp,
+            "--n",
+            &ns,
+            "--secs",
+            "4",
+            "--port",
+            &port,
+            "--idle",
+            "1",
+        ]));
+        if c.expect("READY", Duration::from_secs(90)).is_none() {
+            eprintln!("W6 memory {imp}: clients never got ready");
+        }
+        std::thread::sleep(Duration::from_secs(3));
+        s.tell("mark");
+        let cr = c.result(Duration::from_secs(60));
+        let sr = s.stop(Duration::from_secs(10));
+        let conns = f(&sr, "connections").max(1.0);
+        out.insert(
+            imp.to_string(),
+            json!({
+                "server": sr, "client": cr,
+                "rss_per_conn": (f(&sr, "rss_mark") - f(&sr, "rss_base")) / n as f64,
+                "connection_memory": f(&sr, "connection_memory"),
+                "connections": conns,
+            }),
+        );
+    }
+    println!("\nW6 memory: {n} idle clients in another process, server process RSS 3 s after all connected");
+    println!(
+        "{:<10} {:>12} {:>14} {:>20} {:>16}",
+        "impl", "connections", "RSS/conn", "connection_memory", "shared buffers"
+    );
+    for imp in ["udp", "kcpnet"] {
+        let v = &out[imp];
+        println!(
+            "{:<10} {:>12} {:>14} {:>20} {:>16}",
+            imp,
+            if imp == "udp" {
+                "–".to_string()
+            } else {
+                f(&v["server"], "connections_at_mark").to_string()
+            },
+            human(f(v, "rss_per_conn").max(0.0) as u64),
+            if imp == "udp" {
+                "–".to_string()
+            } else {
+                human(f(v, "connection_memory") as u64)
+            },
+            if imp == "udp" {
+                "–".to_string()
+            } else {
+                human(f(&v["server"], "shared_buffer_bytes") as u64)
+            }
+        );
+    }
+    Value::Object(out)
 }
 
 fn human(bytes: u64) -> String {

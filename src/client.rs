@@ -11,7 +11,7 @@ use log::trace;
 
 use crate::config::Config;
 use crate::connection::{Connection, ConnectionState, Ctx, Extensions};
-use crate::driver::{lend_for_datagram, lend_for_send, socket_options, Core, EventDrain, Peers};
+use crate::driver::{socket_options, Core, EventDrain, Peers};
 use crate::error::{Error, ErrorCode};
 use crate::event::{ConnectionId, DisconnectReason, Event};
 use crate::io::{
@@ -41,12 +41,9 @@ impl Peers for Peer {
             core.stats.dropped_unknown += 1;
             return;
         }
-        core.with_conn_lending(
-            &mut self.conn,
-            self.id,
-            lend_for_datagram(data.len()),
-            |c, ctx| c.handle_datagram(ctx, data),
-        );
+        core.with_conn(&mut self.conn, self.id, |c, ctx| {
+            c.handle_datagram(ctx, data)
+        });
     }
 
     fn on_connection_refused(&mut self, core: &mut Core) {
@@ -194,7 +191,10 @@ impl Client {
 
     /// Endpoint counters (datagrams, bytes, drops).
     pub fn stats(&self) -> EndpointStats {
-        self.core.stats
+        EndpointStats {
+            shared_buffer_bytes: self.core.shared_buffer_bytes(),
+            ..self.core.stats
+        }
     }
 
     /// KCP segments queued or in flight: a measure of send backlog.
@@ -301,9 +301,8 @@ impl Client {
     /// unreliable ones at once. See [`crate::Server::send`] for the errors
     /// ([`Error::NotConnected`] while connecting, [`Error::ConnectionClosed`] once ended).
     pub fn send(&mut self, data: &[u8], channel: Channel) -> Result<(), Error> {
-        let lend = lend_for_send(&self.core.config, data.len());
         self.core
-            .with_conn_lending(&mut self.peer.conn, self.peer.id, lend, |c, ctx| {
+            .with_conn(&mut self.peer.conn, self.peer.id, |c, ctx| {
                 c.send(ctx, data, channel)
             })
     }

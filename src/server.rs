@@ -19,9 +19,7 @@ use crate::connection::handshake::{
     is_handshake_reply, parse_client_hello, write_hello_reply, CookieKey, HELLO_REPLY_LEN,
 };
 use crate::connection::{Connection, ConnectionState, Ctx, Extensions};
-use crate::driver::{
-    lend_for_datagram, lend_for_send, socket_options, Core, EventDrain, Peers, LEND_DEFAULT,
-};
+use crate::driver::{socket_options, Core, EventDrain, Peers};
 use crate::error::Error;
 use crate::event::{ConnectionId, DisconnectReason, Event};
 use crate::io::{
@@ -89,20 +87,9 @@ impl Table {
         idx: usize,
         f: impl FnOnce(&mut Connection, &mut Ctx<'_>) -> R,
     ) -> Option<R> {
-        self.with_conn_lending(core, idx, LEND_DEFAULT, f)
-    }
-
-    /// [`Table::with_conn`], lending the connection up to `lend` payload buffers.
-    fn with_conn_lending<R>(
-        &mut self,
-        core: &mut Core,
-        idx: usize,
-        lend: usize,
-        f: impl FnOnce(&mut Connection, &mut Ctx<'_>) -> R,
-    ) -> Option<R> {
         let slot = self.slots.get_mut(idx)?;
         let id = ConnectionId::new(idx, slot.generation);
-        Some(core.with_conn_lending(&mut slot.conn, id, lend, f))
+        Some(core.with_conn(&mut slot.conn, id, f))
     }
 
     fn mark_dirty(&mut self, idx: usize) {
@@ -234,12 +221,10 @@ impl Table {
         }
         let generation = self.next_generation;
         self.next_generation = self.next_generation.wrapping_add(1).max(1);
-        let conn = Connection::new_server_verified_ext(
-            from,
-            cookie,
-            accepted,
-            &core.config,
-            core.now.kcp(),
+        let now = core.now.kcp();
+        let (config, buffers, output) = core.shared_buffers();
+        let conn = Connection::new_server_verified_with(
+            from, cookie, accepted, config, now, buffers, output,
         );
         let idx = self.slots.insert(Slot {
             conn,
@@ -250,9 +235,7 @@ impl Table {
         });
         self.by_addr.insert(from, idx);
         debug!("{from} proved its address (slot {idx})");
-        self.with_conn_lending(core, idx, lend_for_datagram(data.len()), |c, ctx| {
-            c.handle_datagram(ctx, data)
-        });
+        self.with_conn(core, idx, |c, ctx| c.handle_datagram(ctx, data));
         if self.slots[idx].conn.is_established() {
             core.stats.connections_accepted += 1;
         }
@@ -265,9 +248,7 @@ impl Peers for Table {
     fn on_datagram(&mut self, core: &mut Core, data: &[u8], from: SocketAddr) {
         if let Some(&idx) = self.by_addr.get(&from) {
             let dropped_before = self.slots[idx].conn.datagrams_dropped();
-            self.with_conn_lending(core, idx, lend_for_datagram(data.len()), |c, ctx| {
-                c.handle_datagram(ctx, data)
-            });
+            self.with_conn(core, idx, |c, ctx| c.handle_datagram(ctx, data));
             if self.slots[idx].conn.datagrams_dropped() != dropped_before {
                 core.stats.dropped_invalid += 1;
             }
@@ -520,12 +501,9 @@ impl Server {
     /// [`Error::MessageTooLarge`].
     pub fn send(&mut self, id: ConnectionId, data: &[u8], channel: Channel) -> Result<(), Error> {
         let idx = self.table.index_of(id)?;
-        let lend = lend_for_send(&self.core.config, data.len());
         let result = self
             .table
-            .with_conn_lending(&mut self.core, idx, lend, |c, ctx| {
-                c.send(ctx, data, channel)
-            })
+            .with_conn(&mut self.core, idx, |c, ctx| c.send(ctx, data, channel))
             .unwrap_or(Err(Error::ConnectionClosed));
         if result.is_ok() && channel == Channel::Reliable {
             self.table.mark_dirty(idx);
@@ -740,6 +718,7 @@ impl Server {
     pub fn stats(&self) -> EndpointStats {
         EndpointStats {
             connections: self.table.slots.len(),
+            shared_buffer_bytes: self.core.shared_buffer_bytes(),
             ..self.core.stats
         }
     }

@@ -142,4 +142,9 @@ pub struct EndpointStats {
     pub connections_accepted: u64,
     /// Connections currently in the table.
     pub connections: usize,
+    /// Heap bytes of the buffers every connection shares, which no per-connection figure
+    /// counts: the free KCP payload buffers kept for reuse (at most the windows' worth,
+    /// `send_window_size + receive_window_size + 256` buffers of one MSS) and the output
+    /// buffer. A gauge, read when the stats are taken.
+    pub shared_buffer_bytes: usize,
 }

@@ -506,6 +506,9 @@ pub fn w3_server(p: &Params) {
     let mut echoed = 0u64;
     let mut marked: Option<(u64, u64, u64, Instant)> = None;
     let mut conns = 0usize;
+    // kcpnet only, at the mark: connections, their mean `Server::connection_memory`, and
+    // the endpoint's shared buffers.
+    let (mut conns_at_mark, mut conn_mem, mut shared_bytes) = (0usize, 0.0f64, 0usize);
     let maybe_mark = |echoed: u64, conns: usize, marked: &mut Option<(u64, u64, u64, Instant)>| {
         if marked.is_none() && MARKS.load(std::sync::atomic::Ordering::Relaxed) > 0 {
             *marked = Some((cpu_ns(), echoed, rss_bytes(), Instant::now()));
@@ -530,7 +533,15 @@ pub fn w3_server(p: &Params) {
                 });
                 s.tick_outgoing();
                 conns = s.connection_count();
+                let was_marked = marked.is_some();
                 maybe_mark(echoed, conns, &mut marked);
+                if !was_marked && marked.is_some() && conns > 0 {
+                    let ids: Vec<_> = s.connections().collect();
+                    let sum: usize = ids.iter().filter_map(|&id| s.connection_memory(id)).sum();
+                    conn_mem = sum as f64 / conns as f64;
+                    conns_at_mark = conns;
+                    shared_bytes = s.stats().shared_buffer_bytes;
+                }
                 std::thread::sleep(Duration::from_millis(1));
             }
         }
@@ -576,7 +587,8 @@ pub fn w3_server(p: &Params) {
         "wall_s": t0.elapsed().as_secs_f64(),
         "echoed": echoed - echoed0,
         "rss_base": rss_base, "rss_mark": rss_mark, "rss_end": rss_bytes(),
-        "connections": conns,
+        "connections": conns, "connections_at_mark": conns_at_mark,
+        "connection_memory": conn_mem, "shared_buffer_bytes": shared_bytes,
     }));
 }
 
@@ -588,6 +600,8 @@ pub fn w3_client(p: &Params) {
     let n = p.n("n") as usize;
     let run = Duration::from_secs(p.n("secs").max(1));
     let port = p.n("port") as u16;
+    // `--idle 1`: connect, then send nothing (W6's memory rows).
+    let idle = p.n("idle") == 1;
     let period = Duration::from_millis(50);
     let epoch = Instant::now();
     let mut rtts: Vec<f64> = Vec::new();
@@ -645,7 +659,7 @@ pub fn w3_client(p: &Params) {
                             }
                         }
                     }
-                    if now < end && now >= next[i] && c.is_connected() {
+                    if !idle && now < end && now >= next[i] && c.is_connected() {
                         if c.send(&stamp(i), Channel::Reliable).is_ok() {
                             sent += 1;
                         }
@@ -688,7 +702,7 @@ pub fn w3_client(p: &Params) {
                             rtts.push(r);
                         }
                     }
-                    if now < end && now >= next[i] {
+                    if !idle && now < end && now >= next[i] {
                         if s.send(&stamp(i)).is_ok() {
                             sent += 1;
                         }

@@ -140,7 +140,7 @@ impl Connection {
 
     /// The longest close message one Close datagram of `mtu` bytes carries.
     fn close_message_max(&self) -> usize {
-        MAX_CLOSE_MESSAGE.min(self.limits.mtu.saturating_sub(CLOSE_OVERHEAD))
+        MAX_CLOSE_MESSAGE.min((self.limits.mtu as usize).saturating_sub(CLOSE_OVERHEAD))
     }
 
     /// Closes with a reason the peer receives as `DisconnectReason::App { code, message }`

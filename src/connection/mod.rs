@@ -51,10 +51,12 @@ const DISCONNECT_REPEAT: usize = 5;
 const AMPLIFICATION_FACTOR: u64 = 3;
 /// Free segment buffers an idle connection keeps: none, the driver lends them per call.
 const IDLE_POOL_BUFFERS: usize = 0;
-/// An idle connection whose KCP holds more heap than this (queue and ring capacity left by a
-/// burst) gives the excess back. Not lower: the ping traffic of an idle connection needs
-/// about 1.3 KB of queue capacity, and trimming that would reallocate it every second.
-const TRIM_ABOVE_BYTES: usize = 4 * 1024;
+/// An idle connection whose KCP queues and rings hold more storage than this (capacity left
+/// by a burst, `Kcp::ring_heap_bytes`) gives the excess back, so it returns under 2 KiB in
+/// all (with its 1.1 KB of inline state). Not lower: the ping traffic of an idle connection
+/// keeps about 440 bytes of it (one or two entries per queue), and trimming that would
+/// reallocate it every second.
+const TRIM_ABOVE_BYTES: usize = 768;
 
 /// Where a connection stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -103,17 +105,19 @@ pub(crate) struct Ctx<'a> {
 /// The per-connection constants derived from [`Config`].
 #[derive(Debug, Clone)]
 struct Limits {
-    mtu: usize,
+    // Sizes as u32 (saturated: no datagram, message or queue limit of kcp2k comes near
+    // 4 GiB) to keep the per-connection state small; read through `as usize`.
+    mtu: u32,
     receive_window: u32,
-    reliable_max: usize,
-    unreliable_max: usize,
+    reliable_max: u32,
+    unreliable_max: u32,
     timeout: u32,
     handshake_timeout: u32,
     linger_timeout: u32,
-    choke: usize,
-    send_queue_limit: usize,
-    mss: usize,
-    max_pending_event_bytes: usize,
+    choke: u32,
+    send_queue_limit: u32,
+    mss: u32,
+    max_pending_event_bytes: u32,
     flush_on_tick: bool,
 }
 
@@ -182,6 +186,11 @@ impl Link {
             header.as_u8(),
         ]
     }
+}
+
+/// `n` as u32, saturated.
+fn sat32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 /// One kcp2k peer. See the [module docs](self).
@@ -258,17 +267,17 @@ impl Connection {
                 stats: Counters::default(),
             },
             limits: Limits {
-                mtu: config.mtu,
+                mtu: sat32(config.mtu),
                 receive_window: config.receive_window_size,
-                reliable_max: config.reliable_max_message_size(),
-                unreliable_max: config.unreliable_max_message_size(),
+                reliable_max: sat32(config.reliable_max_message_size()),
+                unreliable_max: sat32(config.unreliable_max_message_size()),
                 timeout: config.timeout_ms,
                 handshake_timeout: config.handshake_timeout_ms,
                 linger_timeout: config.linger_timeout_ms,
-                choke: config.queue_disconnect_threshold,
-                send_queue_limit: config.send_queue_limit,
-                mss: config.kcp_mss(),
-                max_pending_event_bytes: config.max_pending_event_bytes,
+                choke: sat32(config.queue_disconnect_threshold),
+                send_queue_limit: sat32(config.send_queue_limit),
+                mss: sat32(config.kcp_mss()),
+                max_pending_event_bytes: sat32(config.max_pending_event_bytes),
                 flush_on_tick: config.flush_on_tick,
             },
             last_receive: now,
@@ -340,7 +349,34 @@ impl Connection {
         config: &Config,
         now: u32,
     ) -> Self {
+        Connection::new_server_verified_with(
+            remote,
+            cookie,
+            accepted,
+            config,
+            now,
+            &mut Vec::new(),
+            &mut Vec::new(),
+        )
+    }
+
+    /// [`Connection::new_server_verified_ext`] working on a driver's shared pool of payload
+    /// buffers and output buffer (as [`Connection::lend_buffers`] and
+    /// [`Connection::swap_output_buffer`] lend them), so that creating a connection takes
+    /// its Hello's buffer from the pool instead of allocating one, and a connect storm
+    /// does not fill the pool beyond what is in use at once.
+    pub(crate) fn new_server_verified_with(
+        remote: SocketAddr,
+        cookie: u32,
+        accepted: Extensions,
+        config: &Config,
+        now: u32,
+        buffers: &mut Vec<Vec<u8>>,
+        output: &mut Vec<u8>,
+    ) -> Self {
         let mut c = Connection::new(Role::Server, remote, cookie, config, now);
+        c.lend_buffers(buffers);
+        c.swap_output_buffer(output);
         c.ext = accepted;
         let mut hello = [0u8; SEGMENT_HEADER_LEN + 1];
         let header = SegmentHeader {
@@ -366,6 +402,8 @@ impl Connection {
         // Both went out in the stateless reply: "send" them into nowhere, so that KCP holds
         // our Hello in flight with its retransmission timer running.
         c.kcp.update(now, |_| {});
+        c.swap_output_buffer(output);
+        c.reclaim_buffers(buffers);
         c
     }
 
@@ -495,8 +533,8 @@ impl Connection {
     /// bound (its buffers, capped by the windows: [`Kcp::memory_bound`]) plus the send queue,
     /// which the application fills up to `send_queue_limit` plus one largest message.
     pub(crate) fn memory_bound(&self) -> usize {
-        let mss = self.limits.mss.max(1);
-        let queued_segments = self.limits.send_queue_limit.div_ceil(mss) + 256;
+        let mss = (self.limits.mss as usize).max(1);
+        let queued_segments = (self.limits.send_queue_limit as usize).div_ceil(mss) + 256;
         std::mem::size_of::<Self>()
             + self.kcp.memory_bound()
             + self.kcp.snd_queue_bound(queued_segments)
@@ -507,15 +545,15 @@ impl Connection {
         self.kcp.wait_snd()
     }
 
-    /// Lends up to `n` free payload buffers from the driver's shared pool to this
-    /// connection's KCP (see [`Kcp::lend_buffers`]).
-    pub(crate) fn lend_buffers(&mut self, shared: &mut Vec<Vec<u8>>, n: usize) {
-        self.kcp.lend_buffers(shared, n);
+    /// Lends the driver's shared pool of free payload buffers to this connection's KCP for
+    /// a call (see [`Kcp::lend_buffers`]); [`Connection::reclaim_buffers`] takes it back.
+    pub(crate) fn lend_buffers(&mut self, shared: &mut Vec<Vec<u8>>) {
+        self.kcp.lend_buffers(shared);
     }
 
-    /// Gives the connection's free payload buffers back to the driver's shared pool.
-    pub(crate) fn reclaim_buffers(&mut self, shared: &mut Vec<Vec<u8>>, limit: usize) {
-        self.kcp.reclaim_buffers(shared, limit);
+    /// Gives the pool lent by [`Connection::lend_buffers`] back to the driver.
+    pub(crate) fn reclaim_buffers(&mut self, shared: &mut Vec<Vec<u8>>) {
+        self.kcp.reclaim_buffers(shared);
     }
 
     /// Exchanges KCP's output buffer with the driver's shared one (lent for a call).
@@ -525,7 +563,7 @@ impl Connection {
 
     /// Bytes of reliable data queued or in flight, as the send queue limit counts them.
     fn send_queued_bytes(&self) -> usize {
-        self.kcp.wait_snd().saturating_mul(self.limits.mss)
+        self.kcp.wait_snd().saturating_mul(self.limits.mss as usize)
     }
 
     /// Bytes the application can still queue: a reliable send is accepted while this is
@@ -537,9 +575,7 @@ impl Connection {
         ) {
             return 0;
         }
-        self.limits
-            .send_queue_limit
-            .saturating_sub(self.send_queued_bytes())
+        (self.limits.send_queue_limit as usize).saturating_sub(self.send_queued_bytes())
     }
 
     // ----------------------------------------------------------------- output
@@ -599,17 +635,17 @@ impl Connection {
         }
         match channel {
             Channel::Reliable => {
-                if data.len() > self.limits.reliable_max {
+                if data.len() > (self.limits.reliable_max as usize) {
                     return Err(Error::MessageTooLarge {
                         size: data.len(),
-                        max: self.limits.reliable_max,
+                        max: self.limits.reliable_max as usize,
                     });
                 }
                 let queued = self.send_queued_bytes();
-                if queued >= self.limits.send_queue_limit {
+                if queued >= (self.limits.send_queue_limit as usize) {
                     return Err(Error::SendQueueFull {
                         queued,
-                        limit: self.limits.send_queue_limit,
+                        limit: self.limits.send_queue_limit as usize,
                     });
                 }
                 self.kcp
@@ -618,10 +654,10 @@ impl Connection {
                 self.link.stats.reliable_sent += 1;
             }
             Channel::Unreliable => {
-                if data.len() > self.limits.unreliable_max {
+                if data.len() > (self.limits.unreliable_max as usize) {
                     return Err(Error::MessageTooLarge {
                         size: data.len(),
-                        max: self.limits.unreliable_max,
+                        max: self.limits.unreliable_max as usize,
                     });
                 }
                 let head = self.link.unreliable_header(UnreliableHeader::Data);

@@ -54,13 +54,13 @@ impl Connection {
             return;
         }
         self.roll_window(ctx.now);
-        if bytes.len() > self.limits.mtu {
+        if bytes.len() > (self.limits.mtu as usize) {
             self.note_received(ctx, bytes.len());
             let msg = format!(
                 "received a datagram of {} bytes, larger than our mtu of {} bytes: the peer's \
                  mtu is at least {}; both ends must use the same mtu",
                 bytes.len(),
-                self.limits.mtu,
+                self.limits.mtu as usize,
                 bytes.len()
             );
             self.protocol_error(ctx, msg);
@@ -122,7 +122,7 @@ impl Connection {
                     // that was reordered behind it) is dropped: nothing follows the event.
                     if self.receives_data() {
                         if ctx.events.pending_bytes() + payload.len()
-                            > self.limits.max_pending_event_bytes
+                            > (self.limits.max_pending_event_bytes as usize)
                         {
                             // The application is not draining events: unreliable data may
                             // be lost, so drop it rather than grow without bound.
@@ -290,7 +290,7 @@ impl Connection {
                     let activity = self.app_messages();
                     if self.kcp.wait_snd() == 0
                         && activity == self.activity_at_ping
-                        && self.kcp.queue_heap_bytes() > TRIM_ABOVE_BYTES
+                        && self.kcp.ring_heap_bytes() > TRIM_ABOVE_BYTES
                     {
                         self.kcp.trim_memory(IDLE_POOL_BUFFERS);
                     }
@@ -301,11 +301,11 @@ impl Connection {
                     self.send_quality_report(ctx);
                 }
                 let queued = self.kcp.total_queued();
-                if queued >= self.limits.choke {
+                if queued >= (self.limits.choke as usize) {
                     let msg = format!(
                         "{queued} segments queued (threshold {}): the peer or the application \
                          is not keeping up",
-                        self.limits.choke
+                        self.limits.choke as usize
                     );
                     warn!("{} choked: {msg}", ctx.id);
                     self.fail(
@@ -353,12 +353,12 @@ impl Connection {
                     break;
                 }
             };
-            if size > 1 + self.limits.reliable_max {
+            if size > 1 + (self.limits.reliable_max as usize) {
                 let msg = format!(
                     "reliable message of {size} bytes exceeds our maximum of {} \
                      (mtu {} and receive_window_size {}): {}",
-                    1 + self.limits.reliable_max,
-                    self.limits.mtu,
+                    1 + (self.limits.reliable_max as usize),
+                    self.limits.mtu as usize,
                     self.limits.receive_window,
                     self.window_mismatch()
                 );
@@ -370,7 +370,10 @@ impl Connection {
                 break;
             }
             let pending = ctx.events.pending_bytes();
-            if !closing && pending > 0 && pending + size > self.limits.max_pending_event_bytes {
+            if !closing
+                && pending > 0
+                && pending + size > (self.limits.max_pending_event_bytes as usize)
+            {
                 // Leave it in KCP: its window closes and the sender slows down. The driver
                 // must process us again once the application took events (see
                 // `is_throttled`): no datagram may come to do it, the sender waits for

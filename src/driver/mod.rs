@@ -139,29 +139,14 @@ pub(crate) struct Core {
     pub closed_in_dispatch: Vec<ConnectionId>,
     recv_buf: Vec<u8>,
     send_buf: Vec<u8>,
-    /// Free KCP payload buffers shared by every connection: each is lent what a call may
-    /// need and gives back what it no longer holds, so an idle connection holds none.
+    /// Free KCP payload buffers shared by every connection: lent whole to a connection for
+    /// each call (its KCP's pool, capped by the KCP pool limit: the windows' worth), so an
+    /// idle connection holds none.
     buffers: Vec<Vec<u8>>,
-    /// Most buffers kept in `buffers` (the windows' worth: the turnover of one flush).
-    buffers_limit: usize,
     /// KCP's output buffer, shared: lent to a connection for each call.
     output: Vec<u8>,
     pub stats: EndpointStats,
     pub now: Now,
-}
-
-/// Payload buffers lent to a connection for a call that may queue a few segments (a Ping,
-/// a Pong, a Hello).
-pub(crate) const LEND_DEFAULT: usize = 4;
-
-/// Payload buffers a datagram of `len` bytes may need: one per segment it can hold.
-pub(crate) fn lend_for_datagram(len: usize) -> usize {
-    len / crate::wire::segment::SEGMENT_HEADER_LEN + 1
-}
-
-/// Payload buffers a send of `len` bytes may need: its fragments plus a Ping's.
-pub(crate) fn lend_for_send(config: &Config, len: usize) -> usize {
-    len / config.kcp_mss().max(1) + 2
 }
 
 impl Core {
@@ -172,7 +157,6 @@ impl Core {
     ) -> Result<Core, Error> {
         config.validate()?;
         let now = Now::read(clock.as_ref());
-        let buffers_limit = (config.send_window_size + config.receive_window_size) as usize + 256;
         Ok(Core {
             transport,
             clock,
@@ -183,7 +167,6 @@ impl Core {
             recv_buf: vec![0; RECV_BUFFER_LEN],
             send_buf: Vec::new(),
             buffers: Vec::new(),
-            buffers_limit,
             output: Vec::new(),
             stats: EndpointStats::default(),
             now,
@@ -243,27 +226,15 @@ impl Core {
     }
 
     /// Runs `f` on `conn` with a context borrowing this core's event queue and transport,
-    /// lending it the shared output buffer and a few payload buffers for the call.
+    /// lending it the shared output buffer and the shared pool of payload buffers for the
+    /// call (both O(1) swaps).
     pub(crate) fn with_conn<R>(
         &mut self,
         conn: &mut Connection,
         id: ConnectionId,
         f: impl FnOnce(&mut Connection, &mut Ctx<'_>) -> R,
     ) -> R {
-        self.with_conn_lending(conn, id, LEND_DEFAULT, f)
-    }
-
-    /// [`Core::with_conn`] lending up to `lend` payload buffers: as many segments as the
-    /// call may store (a datagram's segments, a message's fragments). Whatever the
-    /// connection holds free afterwards goes back to the shared pool.
-    pub(crate) fn with_conn_lending<R>(
-        &mut self,
-        conn: &mut Connection,
-        id: ConnectionId,
-        lend: usize,
-        f: impl FnOnce(&mut Connection, &mut Ctx<'_>) -> R,
-    ) -> R {
-        conn.lend_buffers(&mut self.buffers, lend);
+        conn.lend_buffers(&mut self.buffers);
         conn.swap_output_buffer(&mut self.output);
         let mut tx = TransportTx {
             transport: self.transport.as_mut(),
@@ -279,8 +250,21 @@ impl Core {
         };
         let r = f(conn, &mut ctx);
         conn.swap_output_buffer(&mut self.output);
-        conn.reclaim_buffers(&mut self.buffers, self.buffers_limit);
+        conn.reclaim_buffers(&mut self.buffers);
         r
+    }
+
+    /// Heap bytes of the shared payload-buffer pool and output buffer.
+    pub(crate) fn shared_buffer_bytes(&self) -> usize {
+        self.buffers.capacity() * std::mem::size_of::<Vec<u8>>()
+            + self.buffers.iter().map(Vec::capacity).sum::<usize>()
+            + self.output.capacity()
+    }
+
+    /// The config, the shared pool of free payload buffers and the shared output buffer,
+    /// for a connection being created (outside [`Core::with_conn`]).
+    pub(crate) fn shared_buffers(&mut self) -> (&Config, &mut Vec<Vec<u8>>, &mut Vec<u8>) {
+        (&self.config, &mut self.buffers, &mut self.output)
     }
 
     /// Sends one datagram that belongs to no connection (the server's stateless replies).

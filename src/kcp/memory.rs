@@ -31,19 +31,20 @@ impl Peaks {
 }
 
 impl Kcp {
-    /// Lends this instance up to `n` free payload buffers from a pool shared by many
-    /// instances (those whose capacity is not this instance's `mss` are dropped), so that
-    /// the next `send` / `input` takes them instead of allocating. With
-    /// [`Kcp::reclaim_buffers`] after each use, an idle instance holds no payload buffer.
-    pub fn lend_buffers(&mut self, from: &mut Vec<Vec<u8>>, n: usize) {
-        self.pool.lend_from(from, n, self.mss as usize);
+    /// Lends this instance a pool of free payload buffers shared by many instances, until
+    /// [`Kcp::reclaim_buffers`]: meanwhile `shared` *is* this instance's pool (`send` and
+    /// `input` take buffers from it, freed segments go back to it up to
+    /// [`Kcp::pool_limit`]) and the caller's `shared` is left empty. Buffers this instance
+    /// pooled on its own before move into the shared pool first. O(1) once the instance
+    /// has no pool of its own: with a lend/reclaim pair around each use, an idle instance
+    /// holds no payload buffer and no pool storage.
+    pub fn lend_buffers(&mut self, shared: &mut Vec<Vec<u8>>) {
+        self.pool.lend_from(shared, self.mss as usize);
     }
 
-    /// Gives every free payload buffer of this instance's pool back to a shared pool `to`,
-    /// while `to` holds fewer than `to_limit`; the rest are freed. Buffers holding data
-    /// (queued, in flight, received) stay.
-    pub fn reclaim_buffers(&mut self, to: &mut Vec<Vec<u8>>, to_limit: usize) {
-        self.pool.reclaim_into(to, to_limit);
+    /// Gives the pool lent by [`Kcp::lend_buffers`] back to `shared`.
+    pub fn reclaim_buffers(&mut self, shared: &mut Vec<Vec<u8>>) {
+        self.pool.give_back(shared);
     }
 
     /// Exchanges this instance's output buffer (where `flush` assembles datagrams) with
@@ -87,6 +88,16 @@ impl Kcp {
     /// buffers of the pool and the output buffer (which a driver may lend and reclaim).
     pub fn queue_heap_bytes(&self) -> usize {
         self.heap_bytes() - self.pool.heap_bytes() - self.buffer.capacity()
+    }
+
+    /// Heap bytes of the queues' and rings' own storage (their capacity, whether in use or
+    /// spare), without the segments' payload buffers: what [`Kcp::trim_memory`] can give
+    /// back from an instance with nothing queued.
+    pub fn ring_heap_bytes(&self) -> usize {
+        (self.snd_queue.capacity() + self.rcv_queue.capacity()) * size_of::<Segment>()
+            + self.snd_buf.storage_bytes()
+            + self.rcv_buf.storage_bytes()
+            + self.acklist.capacity() * size_of::<(u32, u32)>()
     }
 
     /// Heap bytes of the send queue (messages accepted by [`Kcp::send`] that the window has

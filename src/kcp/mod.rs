@@ -49,13 +49,15 @@
 //!
 //! # Memory
 //! A fresh `Kcp` allocates nothing until it is used. Segment payload buffers come from a
-//! per-instance pool of free buffers of `mss` bytes, capped by default at
+//! pool of free buffers of `mss` bytes (the instance's own, or one shared by many instances
+//! and lent for each use: [`Kcp::lend_buffers`]), capped by default at
 //! `snd_wnd + rcv_wnd + 256` ([`Kcp::set_pool_limit`]): as many as the windows and one
 //! message of the largest fragment count need, so that steady-state traffic, messages of the
 //! largest size included, allocates nothing per segment. The pool only holds buffers that
 //! were in use at once before, so it never adds to the peak. The output buffer is
-//! `reserved + mtu` bytes, allocated at the first flush. Every window-sized structure grows
-//! explicitly and never beyond its window, so apart from the send queue (which the
+//! `reserved + mtu` bytes, allocated at the first flush (or lent:
+//! [`Kcp::swap_output_buffer`]). Every window-sized structure grows explicitly, from one
+//! entry, doubling, and never beyond its window, so apart from the send queue (which the
 //! application fills) what a peer can make an instance hold is bounded by
 //! [`Kcp::memory_bound`], about `(snd_wnd + 2 * rcv_wnd + pool) * mss` plus the ACK list;
 //! the exact formula is documented there. [`Kcp::trim_memory`] releases the pool and the

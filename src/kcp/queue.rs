@@ -63,6 +63,7 @@ impl Kcp {
             } else {
                 (count - i - 1) as u8
             };
+            grow_deque(&mut self.snd_queue, usize::MAX);
             self.snd_queue.push_back(seg);
             data = &data[a..];
             tail = &tail[b..];

@@ -62,14 +62,15 @@ impl Pool {
         }
     }
 
-    /// An empty buffer of capacity `mss`: a pooled one if there is one.
+    /// An empty buffer of capacity `mss`: a pooled one if there is one (a pooled buffer of
+    /// another capacity, left by an earlier `mss`, is freed instead).
     pub(super) fn take(&mut self, mss: usize) -> Vec<u8> {
         match self.bufs.pop() {
-            Some(mut buf) => {
+            Some(mut buf) if buf.capacity() == mss => {
                 buf.clear();
                 buf
             }
-            None => Vec::with_capacity(mss),
+            _ => Vec::with_capacity(mss),
         }
     }
 
@@ -107,30 +108,26 @@ impl Pool {
         self.bufs.shrink_to_fit();
     }
 
-    /// Moves up to `n` buffers of capacity `mss` from `from` into the pool (as room allows).
-    pub(super) fn lend_from(&mut self, from: &mut Vec<Vec<u8>>, n: usize, mss: usize) {
-        let mut moved = 0;
-        while moved < n && self.bufs.len() < self.limit {
-            match from.pop() {
-                Some(buf) if buf.capacity() == mss => {
-                    grow_vec(&mut self.bufs, self.limit);
-                    self.bufs.push(buf);
-                    moved += 1;
+    /// Makes `shared` this pool's store of free buffers until [`Pool::give_back`], leaving
+    /// `shared` empty. Buffers pooled here before move into `shared` first (as the limit
+    /// allows) and this pool's own storage is freed, so a pool that only ever works on lent
+    /// storage holds no memory of its own.
+    pub(super) fn lend_from(&mut self, shared: &mut Vec<Vec<u8>>, mss: usize) {
+        if self.bufs.capacity() > 0 {
+            for buf in std::mem::take(&mut self.bufs) {
+                if shared.len() < self.limit && buf.capacity() == mss {
+                    grow_vec(shared, self.limit);
+                    shared.push(buf);
                 }
-                Some(_) => {} // another size: dropped
-                None => break,
             }
         }
+        std::mem::swap(&mut self.bufs, shared);
     }
 
-    /// Moves every pooled buffer to `to` while `to` holds fewer than `to_limit` (the rest is
-    /// freed), keeping the pool's own capacity.
-    pub(super) fn reclaim_into(&mut self, to: &mut Vec<Vec<u8>>, to_limit: usize) {
-        while let Some(buf) = self.bufs.pop() {
-            if to.len() < to_limit {
-                to.push(buf);
-            }
-        }
+    /// Hands the lent storage of [`Pool::lend_from`] back to `shared` (with the buffers
+    /// freed into it meanwhile, minus those taken).
+    pub(super) fn give_back(&mut self, shared: &mut Vec<Vec<u8>>) {
+        std::mem::swap(&mut self.bufs, shared);
     }
 
     pub(super) fn heap_bytes(&self) -> usize {
@@ -162,13 +159,14 @@ impl Kcp {
     }
 }
 
-/// Makes room for one more element in `q`: doubles the capacity (at least 4), but not
-/// beyond `limit` unless one more element needs it. Keeping growth explicit keeps the
-/// capacity of each window-sized queue at most its window.
+/// Makes room for one more element in `q`: doubles the capacity (from 1, so the queues of an
+/// idle connection, which hold one ping at a time, stay at one element), but not beyond
+/// `limit` unless one more element needs it. Keeping growth explicit keeps the capacity of
+/// each window-sized queue at most its window.
 pub(super) fn grow_deque<T>(q: &mut VecDeque<T>, limit: usize) {
     let need = q.len() + 1;
     if need > q.capacity() {
-        let target = need.max(q.capacity().saturating_mul(2).max(4).min(limit));
+        let target = need.max(q.capacity().saturating_mul(2).min(limit));
         q.reserve_exact(target - q.len());
     }
 }
@@ -177,7 +175,7 @@ pub(super) fn grow_deque<T>(q: &mut VecDeque<T>, limit: usize) {
 pub(super) fn grow_vec<T>(v: &mut Vec<T>, limit: usize) {
     let need = v.len() + 1;
     if need > v.capacity() {
-        let target = need.max(v.capacity().saturating_mul(2).max(4).min(limit));
+        let target = need.max(v.capacity().saturating_mul(2).min(limit));
         v.reserve_exact(target - v.len());
     }
 }

@@ -205,9 +205,12 @@ impl SendBuf {
 
     /// Heap bytes of the slots, the timers and the segments' buffers.
     pub(super) fn heap_bytes(&self) -> usize {
-        self.slots.capacity() * Self::SLOT_BYTES
-            + self.timers.capacity() * TIMER_BYTES
-            + self.iter().map(|s| s.data.capacity()).sum::<usize>()
+        self.storage_bytes() + self.iter().map(|s| s.data.capacity()).sum::<usize>()
+    }
+
+    /// Heap bytes of the slots and the timers (capacity).
+    pub(super) fn storage_bytes(&self) -> usize {
+        self.slots.capacity() * Self::SLOT_BYTES + self.timers.capacity() * TIMER_BYTES
     }
 
     /// Releases spare capacity.
@@ -346,7 +349,7 @@ impl RecvBuf {
             let need = i + 1;
             if need > self.slots.capacity() {
                 let cap = self.slots.capacity();
-                let target = need.max(cap.saturating_mul(2).max(4).min(limit));
+                let target = need.max(cap.saturating_mul(2).min(limit));
                 self.slots.reserve_exact(target - self.slots.len());
             }
             self.slots.resize_with(need, || None);
@@ -373,8 +376,12 @@ impl RecvBuf {
 
     /// Heap bytes of the slots and the segments' buffers.
     pub(super) fn heap_bytes(&self) -> usize {
+        self.storage_bytes() + self.iter().map(|s| s.data.capacity()).sum::<usize>()
+    }
+
+    /// Heap bytes of the slots (capacity).
+    pub(super) fn storage_bytes(&self) -> usize {
         self.slots.capacity() * Self::SLOT_BYTES
-            + self.iter().map(|s| s.data.capacity()).sum::<usize>()
     }
 
     /// Releases spare capacity.
