@@ -106,6 +106,7 @@ pub(crate) fn socket_options(config: &Config, server: bool) -> SocketOptions {
         batch: config.batch_socket_io,
         dscp: config.dscp,
         reuse_port: server && config.reuse_port,
+        ..SocketOptions::default()
     }
 }
 
