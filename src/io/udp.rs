@@ -1830,29 +1830,32 @@ mod tests {
         assert_eq!(a.next_wakeup(), None);
         // With GSO a run is one entry: 32 entries go out when a 33rd does not fit, and a
         // batch of one run when it holds 256 datagrams.
-        let mut a = UdpTransport::bind("127.0.0.1:0".parse().unwrap(), &opts(true)).unwrap();
-        if !a.is_gso() {
-            eprintln!("no GSO; skipping the GSO half");
-            return;
+        #[cfg(target_os = "linux")]
+        {
+            let mut a = UdpTransport::bind("127.0.0.1:0".parse().unwrap(), &opts(true)).unwrap();
+            if !a.is_gso() {
+                eprintln!("no GSO; skipping the GSO half");
+                return;
+            }
+            for i in 0..33 {
+                // Ever longer: no datagram joins the one before.
+                a.send_to(&payload(6, i), to, Duration::ZERO).unwrap();
+            }
+            assert_eq!(recv_n(&mut b, 32).len(), 32);
+            assert_eq!(a.next_wakeup(), Some(Duration::ZERO), "the 33rd waits");
+            a.poll(Duration::ZERO).unwrap();
+            assert_eq!(recv_n(&mut b, 1)[0].0, payload(6, 32));
+            for i in 0..GSO_QUEUE_DATAGRAMS {
+                a.send_to(&[i as u8; 100], to, Duration::ZERO).unwrap();
+            }
+            assert_eq!(a.next_wakeup(), None);
+            let got = recv_n(&mut b, GSO_QUEUE_DATAGRAMS);
+            assert_eq!(got.len(), GSO_QUEUE_DATAGRAMS);
+            for (i, (d, _)) in got.iter().enumerate() {
+                assert_eq!(d, &[i as u8; 100]);
+            }
+            assert_eq!(a.take_send_drops(), 0);
         }
-        for i in 0..33 {
-            // Ever longer: no datagram joins the one before.
-            a.send_to(&payload(6, i), to, Duration::ZERO).unwrap();
-        }
-        assert_eq!(recv_n(&mut b, 32).len(), 32);
-        assert_eq!(a.next_wakeup(), Some(Duration::ZERO), "the 33rd waits");
-        a.poll(Duration::ZERO).unwrap();
-        assert_eq!(recv_n(&mut b, 1)[0].0, payload(6, 32));
-        for i in 0..GSO_QUEUE_DATAGRAMS {
-            a.send_to(&[i as u8; 100], to, Duration::ZERO).unwrap();
-        }
-        assert_eq!(a.next_wakeup(), None);
-        let got = recv_n(&mut b, GSO_QUEUE_DATAGRAMS);
-        assert_eq!(got.len(), GSO_QUEUE_DATAGRAMS);
-        for (i, (d, _)) in got.iter().enumerate() {
-            assert_eq!(d, &[i as u8; 100]);
-        }
-        assert_eq!(a.take_send_drops(), 0);
     }
 
     #[test]
@@ -1975,6 +1978,7 @@ mod tests {
     }
 
     /// `n` bytes, distinct per `(tag, i)`.
+    #[cfg(target_os = "linux")]
     fn filled(tag: u8, i: usize, n: usize) -> Vec<u8> {
         (0..n)
             .map(|j| (j as u8).wrapping_mul(31) ^ tag ^ (i as u8).wrapping_mul(7))
@@ -1982,6 +1986,7 @@ mod tests {
     }
 
     /// Receive with a std socket until `count` datagrams arrived or two seconds passed.
+    #[cfg(target_os = "linux")]
     fn std_recv_n(rx: &std::net::UdpSocket, count: usize) -> Vec<(Vec<u8>, SocketAddr)> {
         rx.set_read_timeout(Some(Duration::from_millis(20)))
             .unwrap();
@@ -1997,6 +2002,7 @@ mod tests {
     }
 
     /// Nothing more arrives at `t` within 50 ms (no duplicate).
+    #[cfg(target_os = "linux")]
     fn nothing_more(t: &mut UdpTransport) {
         let mut buf = vec![0u8; 65_536];
         let deadline = Instant::now() + Duration::from_millis(50);
@@ -2344,6 +2350,46 @@ mod tests {
         }
         nothing_more(&mut b);
         assert_eq!(b.offload_stats().gro_buffers, 3);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn gso_and_gro_through_a_dual_mode_socket() {
+        let Ok(mut server) = UdpTransport::bind("[::]:0".parse().unwrap(), &opts(true)) else {
+            eprintln!("IPv6 unavailable; skipping");
+            return;
+        };
+        let mut client = UdpTransport::bind("127.0.0.1:0".parse().unwrap(), &opts(true)).unwrap();
+        if !client.is_gso() || !server.is_gso() || !server.is_gro() {
+            eprintln!("no GSO/GRO; skipping");
+            return;
+        }
+        let port = server.local_addr().unwrap().port();
+        let server_v4 = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port));
+        let want: Vec<Vec<u8>> = (0..25).map(|i| filled(9, i, 1200)).collect();
+        for d in &want {
+            client.send_to(d, server_v4, Duration::ZERO).unwrap();
+        }
+        client.poll(Duration::ZERO).unwrap();
+        let got = recv_n(&mut server, want.len());
+        let from = client.local_addr().unwrap();
+        assert_eq!(got.len(), want.len());
+        for (i, (d, src)) in got.iter().enumerate() {
+            assert_eq!((d, *src), (&want[i], from), "datagram {i}");
+        }
+        assert!(server.offload_stats().gro_buffers >= 1);
+        // Back through the IPv6 socket to the IPv4 peer (an IPv4-mapped destination).
+        for d in &want {
+            server.send_to(d, from, Duration::ZERO).unwrap();
+        }
+        assert_eq!(pending_runs(&server), [25]);
+        server.poll(Duration::ZERO).unwrap();
+        assert_eq!(server.offload_stats().gso_messages, 1);
+        let back = recv_n(&mut client, want.len());
+        assert_eq!(back.len(), want.len());
+        for (i, (d, src)) in back.iter().enumerate() {
+            assert_eq!((d, *src), (&want[i], server_v4), "datagram {i} back");
+        }
     }
 
     #[test]
