@@ -1,6 +1,7 @@
 //! kcpnet's benchmarks: the workloads of `BENCHMARKS.md` (W1–W6), each reported as a
 //! ratio to baselines measured in the same run (raw UDP, plain and batched; the `kcp`
-//! crate where it fits), with kcpnet's socket batching both off and on.
+//! crate where it fits), with kcpnet's socket batching both off and on, and UDP GSO/GRO
+//! off (`kcpnet-nogso`) and on (`kcpnet`, the default) where they can matter.
 //!
 //! `cargo bench` runs the quick profile (a few minutes on 2 cores); `cargo bench -- --full`
 //! runs the full sizes three times and reports medians; `--only W1a,W3` picks workloads.
@@ -174,7 +175,22 @@ fn ratio(a: f64, b: f64) -> String {
 
 // ------------------------------------------------------------------ workloads
 
-const BULK_IMPLS: &[&str] = &["udp", "udp-batch", "kcp", "kcpnet-plain", "kcpnet"];
+const BULK_IMPLS: &[&str] = &[
+    "udp",
+    "udp-batch",
+    "kcp",
+    "kcpnet-plain",
+    "kcpnet-nogso",
+    "kcpnet",
+];
+
+/// The GSO/GRO switch measured in the same run: `kcpnet` (on) ÷ `kcpnet-nogso` (off) of
+/// `key`, or `None` unless both ran.
+fn offload_ratio(out: &serde_json::Map<String, Value>, key: &str) -> Option<String> {
+    let off = f(out.get("kcpnet-nogso")?, key);
+    let on = f(out.get("kcpnet")?, key);
+    Some(ratio(on, off))
+}
 
 fn w1(p: &Profile, id: &str, bytes: u64, msg: u64, impls: &[&str], impair: bool) -> Value {
     let mut out = serde_json::Map::new();
@@ -234,6 +250,9 @@ fn w1(p: &Profile, id: &str, bytes: u64, msg: u64, impls: &[&str], impair: bool)
                 "  (incomplete: lossy)"
             }
         );
+    }
+    if let Some(r) = offload_ratio(&out, "mb_per_s") {
+        println!("kcpnet GSO/GRO on ÷ off (MB/s): {r}");
     }
     Value::Object(out)
 }
@@ -307,7 +326,7 @@ fn w2(p: &Profile, id: &str, count: u64, tick_us: u64, impair: bool, impls: &[&s
 }
 
 fn w3(p: &Profile) -> Value {
-    let impls = ["udp", "udp-batch", "kcpnet-plain", "kcpnet"];
+    let impls = ["udp", "udp-batch", "kcpnet-plain", "kcpnet-nogso", "kcpnet"];
     let mut all = serde_json::Map::new();
     for &n in p.w3_ns {
         let mut out = serde_json::Map::new();
@@ -374,6 +393,9 @@ fn w3(p: &Profile) -> Value {
                 ratio(f(v, "cpu_us_per_msg"), base)
             );
         }
+        if let Some(r) = offload_ratio(&out, "cpu_us_per_msg") {
+            println!("kcpnet GSO/GRO on ÷ off (CPU µs/msg): {r}");
+        }
         all.insert(n.to_string(), Value::Object(out));
     }
     Value::Object(all)
@@ -433,12 +455,17 @@ fn w6(p: &Profile) -> Value {
     let plain = median_run(
         p.reps,
         |v| f(v, "mean_us"),
-        || common::inproc::w6_udp(n, p.w6_steps, false),
+        || common::inproc::w6_udp(n, p.w6_steps, common::SocketIo::Plain),
     );
     let batch = median_run(
         p.reps,
         |v| f(v, "mean_us"),
-        || common::inproc::w6_udp(n, p.w6_steps, true),
+        || common::inproc::w6_udp(n, p.w6_steps, common::SocketIo::Batch),
+    );
+    let offload = median_run(
+        p.reps,
+        |v| f(v, "mean_us"),
+        || common::inproc::w6_udp(n, p.w6_steps, common::SocketIo::Offload),
     );
     println!("\nW6: {n} idle connected clients, server ticked at 60 Hz of virtual time (ManualClock); server tick only");
     println!(
@@ -449,6 +476,7 @@ fn w6(p: &Profile) -> Value {
         ("memory network", &mem),
         ("udp, batching off", &plain),
         ("udp, batching on", &batch),
+        ("udp, batch + GSO/GRO", &offload),
     ] {
         println!(
             "{:<22} {:>10} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>12.1}",
@@ -465,8 +493,12 @@ fn w6(p: &Profile) -> Value {
         "batching on ÷ off (mean): {}",
         ratio(f(&batch, "mean_us"), f(&plain, "mean_us"))
     );
+    println!(
+        "GSO/GRO on ÷ off, both batched (mean): {}",
+        ratio(f(&offload, "mean_us"), f(&batch, "mean_us"))
+    );
     let rss = w6_rss(n);
-    json!({"memory": mem, "udp_plain": plain, "udp_batch": batch, "rss": rss})
+    json!({"memory": mem, "udp_plain": plain, "udp_batch": batch, "udp_offload": offload, "rss": rss})
 }
 
 /// W6's memory rows: a server process (W3's role) with `n` idle clients in another process,

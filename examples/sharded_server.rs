@@ -140,6 +140,7 @@ fn main() {
         send_buffer_size: args.config.send_buffer_size,
         batch: args.config.batch_socket_io,
         dscp: args.config.dscp,
+        ..SocketOptions::default()
     };
     let mut addr = SocketAddr::new(args.bind, args.port);
     let stop = Arc::new(AtomicBool::new(false));

@@ -82,6 +82,13 @@ pub struct Config {
     /// and go out at the end of `tick_outgoing`. Ignored on other systems. Default true. See
     /// [`crate::io::SocketOptions::batch`].
     pub batch_socket_io: bool,
+    /// Linux, with `batch_socket_io`: UDP segmentation offload both ways — runs of
+    /// same-length datagrams to one peer leave as one GSO message (`UDP_SEGMENT`), and the
+    /// kernel may hand over several datagrams of one sender as one GRO buffer, split again
+    /// before the connection sees them. Falls back by itself where the kernel refuses.
+    /// Default true. See [`crate::io::SocketOptions::gso`] and
+    /// [`crate::io::SocketOptions::gro`].
+    pub udp_offload: bool,
     /// The DSCP codepoint (0..=63) outgoing datagrams are marked with, e.g. 46 (Expedited
     /// Forwarding); `None` (default) keeps the OS default. See
     /// [`crate::io::SocketOptions::dscp`].
@@ -122,6 +129,7 @@ impl Default for Config {
             max_pending_event_bytes: 64 * 1024 * 1024,
             max_datagrams_per_tick: 65_536,
             batch_socket_io: true,
+            udp_offload: true,
             dscp: None,
             reuse_port: false,
             kcpnet_extensions: true,
@@ -275,7 +283,7 @@ mod tests {
         assert_eq!(c.kcp_mss(), 1171);
         assert_eq!(c.reliable_max_message_size(), 148_716);
         assert_eq!(c.unreliable_max_message_size(), 1194);
-        assert!(c.batch_socket_io && !c.reuse_port && c.dscp.is_none());
+        assert!(c.batch_socket_io && c.udp_offload && !c.reuse_port && c.dscp.is_none());
         assert!(Config {
             dscp: Some(63),
             ..Config::default()

@@ -209,14 +209,11 @@ pub fn w6_memory(n: usize, steps: usize) -> Value {
     )
 }
 
-/// W6 over loopback UDP (clients one plain socket each; the server's socket batches or
-/// not), still on a virtual clock.
-pub fn w6_udp(n: usize, steps: usize, batch: bool) -> Value {
+/// W6 over loopback UDP (clients one plain socket each; the server's socket moves
+/// datagrams as `io` says), still on a virtual clock.
+pub fn w6_udp(n: usize, steps: usize, io: super::SocketIo) -> Value {
     let clock = ManualClock::starting_at(Duration::from_secs(1));
-    let opts = SocketOptions {
-        batch,
-        ..SocketOptions::default()
-    };
+    let opts = super::udp_opts(io);
     let server_t = UdpTransport::bind("127.0.0.1:0".parse().unwrap(), &opts).expect("bind");
     let server_addr = server_t.local_addr().unwrap();
     let client_opts = SocketOptions {

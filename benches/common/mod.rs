@@ -33,10 +33,23 @@ pub fn bench_config() -> Config {
     }
 }
 
-/// Socket options with batching on or off (everything else default).
-pub fn udp_opts(batch: bool) -> SocketOptions {
+/// How a kcpnet `UdpTransport` moves datagrams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SocketIo {
+    /// One syscall per datagram (`batch: false`).
+    Plain,
+    /// `recvmmsg`/`sendmmsg`, without GSO/GRO (`gso: false, gro: false`).
+    Batch,
+    /// Batched with UDP GSO and GRO: the transport's default on Linux.
+    Offload,
+}
+
+/// Socket options for `io` (everything else default).
+pub fn udp_opts(io: SocketIo) -> SocketOptions {
     SocketOptions {
-        batch,
+        batch: io != SocketIo::Plain,
+        gso: io == SocketIo::Offload,
+        gro: io == SocketIo::Offload,
         ..SocketOptions::default()
     }
 }
@@ -50,15 +63,15 @@ pub fn w4_conditions() -> Conditions {
 /// `impair`).
 pub fn conditioned_udp(
     addr: SocketAddr,
-    batch: bool,
+    io: SocketIo,
     impair: bool,
     seed: u64,
     connect: bool,
 ) -> LinkConditioner<UdpTransport> {
     let mut udp = if connect {
-        UdpTransport::bind_any_for(addr, &udp_opts(batch)).expect("bind")
+        UdpTransport::bind_any_for(addr, &udp_opts(io)).expect("bind")
     } else {
-        UdpTransport::bind(addr, &udp_opts(batch)).expect("bind")
+        UdpTransport::bind(addr, &udp_opts(io)).expect("bind")
     };
     if connect {
         udp.connect(addr).expect("connect");
@@ -72,16 +85,16 @@ pub fn conditioned_udp(
     c
 }
 
-/// A kcpnet server on `127.0.0.1:0` whose socket batches or not.
-pub fn kcpnet_server(batch: bool, impair: bool, config: Config) -> Server {
-    let t = conditioned_udp("127.0.0.1:0".parse().unwrap(), batch, impair, 1, false);
+/// A kcpnet server on `127.0.0.1:0` whose socket moves datagrams as `io` says.
+pub fn kcpnet_server(io: SocketIo, impair: bool, config: Config) -> Server {
+    let t = conditioned_udp("127.0.0.1:0".parse().unwrap(), io, impair, 1, false);
     Server::with_transport(Box::new(t), Box::new(SystemClock::new()), config).expect("server")
 }
 
-/// A kcpnet client of `127.0.0.1:port` whose socket batches or not.
-pub fn kcpnet_client(port: u16, batch: bool, impair: bool, seed: u64, config: Config) -> Client {
+/// A kcpnet client of `127.0.0.1:port` whose socket moves datagrams as `io` says.
+pub fn kcpnet_client(port: u16, io: SocketIo, impair: bool, seed: u64, config: Config) -> Client {
     let remote: SocketAddr = SocketAddr::from(([127, 0, 0, 1], port));
-    let t = conditioned_udp(remote, batch, impair, seed, true);
+    let t = conditioned_udp(remote, io, impair, seed, true);
     Client::with_transport(Box::new(t), Box::new(SystemClock::new()), remote, config)
         .expect("client")
 }

@@ -1,9 +1,10 @@
 //! The child-process roles of W1–W4: a server and a client per implementation.
 //!
-//! Implementations (`--impl`): `kcpnet` (batched socket I/O), `kcpnet-plain` (batching
-//! off), `udp` (raw UDP, std sockets, one syscall per datagram), `udp-batch` (raw UDP
-//! through kcpnet's batching `UdpTransport`), `kcp` (the `kcp` crate driven by a UDP loop
-//! that flushes every iteration).
+//! Implementations (`--impl`): `kcpnet` (batched socket I/O with UDP GSO/GRO, the
+//! defaults), `kcpnet-nogso` (batched, GSO/GRO off), `kcpnet-plain` (batching off), `udp`
+//! (raw UDP, std sockets, one syscall per datagram), `udp-batch` (raw UDP through kcpnet's
+//! batching `UdpTransport`, GSO/GRO off as in earlier runs), `kcp` (the `kcp` crate driven
+//! by a UDP loop that flushes every iteration).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -51,8 +52,14 @@ impl Params {
     }
 }
 
-fn batch_of(imp: &str) -> bool {
-    !imp.ends_with("-plain")
+fn io_of(imp: &str) -> SocketIo {
+    if imp.ends_with("-plain") {
+        SocketIo::Plain
+    } else if imp.ends_with("-nogso") {
+        SocketIo::Batch
+    } else {
+        SocketIo::Offload
+    }
 }
 
 fn server_addr(port: u16) -> SocketAddr {
@@ -130,7 +137,11 @@ fn kcp_pump(
 
 fn kcp_transport(addr: SocketAddr, impair: bool, connect: bool) -> Rc<RefCell<Box<dyn Transport>>> {
     Rc::new(RefCell::new(boxed(conditioned_udp(
-        addr, false, impair, 7, connect,
+        addr,
+        SocketIo::Plain,
+        impair,
+        7,
+        connect,
     ))))
 }
 
@@ -158,8 +169,8 @@ pub fn w1_server(p: &Params) {
     };
     let mut last = Instant::now();
     match imp {
-        "kcpnet" | "kcpnet-plain" => {
-            let mut s = kcpnet_server(batch_of(imp), impair, bench_config());
+        "kcpnet" | "kcpnet-nogso" | "kcpnet-plain" => {
+            let mut s = kcpnet_server(io_of(imp), impair, bench_config());
             say(&format!("PORT {}", s.local_addr().unwrap().port()));
             while !stopped() {
                 let before = got;
@@ -198,7 +209,13 @@ pub fn w1_server(p: &Params) {
             }
         }
         "udp-batch" => {
-            let mut t = conditioned_udp("127.0.0.1:0".parse().unwrap(), true, false, 1, false);
+            let mut t = conditioned_udp(
+                "127.0.0.1:0".parse().unwrap(),
+                SocketIo::Batch,
+                false,
+                1,
+                false,
+            );
             say(&format!("PORT {}", t.local_addr().unwrap().port()));
             let mut buf = vec![0u8; 65_536];
             while !stopped() {
@@ -265,8 +282,8 @@ pub fn w1_client(p: &Params) {
     let start = Instant::now();
     let mut sent = 0u64;
     match imp {
-        "kcpnet" | "kcpnet-plain" => {
-            let mut c = kcpnet_client(port, batch_of(imp), impair, 2, bench_config());
+        "kcpnet" | "kcpnet-nogso" | "kcpnet-plain" => {
+            let mut c = kcpnet_client(port, io_of(imp), impair, 2, bench_config());
             while !c.is_connected() && Instant::now() < deadline {
                 c.tick_incoming();
                 while c.poll_event().is_some() {}
@@ -302,7 +319,7 @@ pub fn w1_client(p: &Params) {
             }
         }
         "udp-batch" => {
-            let mut t = conditioned_udp(server_addr(port), true, false, 2, true);
+            let mut t = conditioned_udp(server_addr(port), SocketIo::Batch, false, 2, true);
             while sent < count && Instant::now() < deadline {
                 let _ = t.send_to(&msg, server_addr(port), Duration::ZERO);
                 sent += 1;
@@ -351,8 +368,8 @@ pub fn w2_server(p: &Params) {
     let impair = p.flag("impair");
     let tick_us = p.n("tick-us");
     match imp {
-        "kcpnet" | "kcpnet-plain" => {
-            let mut s = kcpnet_server(batch_of(imp), impair, bench_config());
+        "kcpnet" | "kcpnet-nogso" | "kcpnet-plain" => {
+            let mut s = kcpnet_server(io_of(imp), impair, bench_config());
             say(&format!("PORT {}", s.local_addr().unwrap().port()));
             while !stopped() {
                 s.tick_incoming_with(|ctx, ev| {
@@ -416,8 +433,8 @@ pub fn w2_client(p: &Params) {
     let mut rtts: Vec<f64> = Vec::with_capacity(count);
     let mut lost = 0u64;
     match imp {
-        "kcpnet" | "kcpnet-plain" => {
-            let mut c = kcpnet_client(port, batch_of(imp), impair, 2, bench_config());
+        "kcpnet" | "kcpnet-nogso" | "kcpnet-plain" => {
+            let mut c = kcpnet_client(port, io_of(imp), impair, 2, bench_config());
             while !c.is_connected() && Instant::now() < deadline {
                 c.tick_incoming();
                 while c.poll_event().is_some() {}
@@ -516,12 +533,12 @@ pub fn w3_server(p: &Params) {
         let _ = conns;
     };
     match imp {
-        "kcpnet" | "kcpnet-plain" => {
+        "kcpnet" | "kcpnet-nogso" | "kcpnet-plain" => {
             let config = Config {
                 max_connections: 100_000,
                 ..bench_config()
             };
-            let mut s = kcpnet_server(batch_of(imp), false, config);
+            let mut s = kcpnet_server(io_of(imp), false, config);
             say(&format!("PORT {}", s.local_addr().unwrap().port()));
             while !stopped() {
                 s.tick_incoming_with(|ctx, ev| {
@@ -563,7 +580,13 @@ pub fn w3_server(p: &Params) {
             }
         }
         "udp-batch" => {
-            let mut t = conditioned_udp("127.0.0.1:0".parse().unwrap(), true, false, 1, false);
+            let mut t = conditioned_udp(
+                "127.0.0.1:0".parse().unwrap(),
+                SocketIo::Batch,
+                false,
+                1,
+                false,
+            );
             say(&format!("PORT {}", t.local_addr().unwrap().port()));
             let mut buf = vec![0u8; 65_536];
             while !stopped() {
@@ -618,10 +641,10 @@ pub fn w3_client(p: &Params) {
         Some((epoch.elapsed().as_micros() as u64).saturating_sub(t) as f64 / 1000.0)
     };
     match imp {
-        "kcpnet" | "kcpnet-plain" => {
+        "kcpnet" | "kcpnet-nogso" | "kcpnet-plain" => {
             // The clients' sockets never batch: the switch under test is the server's.
             let mut clients: Vec<kcpnet::Client> = (0..n)
-                .map(|i| kcpnet_client(port, false, false, i as u64, bench_config()))
+                .map(|i| kcpnet_client(port, SocketIo::Plain, false, i as u64, bench_config()))
                 .collect();
             let deadline = Instant::now() + Duration::from_secs(60);
             while Instant::now() < deadline {

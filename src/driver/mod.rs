@@ -104,6 +104,8 @@ pub(crate) fn socket_options(config: &Config, server: bool) -> SocketOptions {
         recv_buffer_size: config.recv_buffer_size,
         send_buffer_size: config.send_buffer_size,
         batch: config.batch_socket_io,
+        gso: config.udp_offload && SocketOptions::default().gso,
+        gro: config.udp_offload && SocketOptions::default().gro,
         dscp: config.dscp,
         reuse_port: server && config.reuse_port,
     }

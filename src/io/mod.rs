@@ -61,7 +61,7 @@ pub use conditioner::{
     ConditionerControl, ConditionerStats, Conditions, Direction, GilbertElliott, LinkConditioner,
 };
 pub use memory::{MemoryNetwork, MemorySocket, MemoryStats};
-pub use udp::{SocketOptions, UdpTransport};
+pub use udp::{OffloadStats, SocketOptions, UdpTransport};
 
 /// A datagram transport. `now` is the driver's clock reading (time since an
 /// arbitrary origin); real sockets ignore it, simulated ones are driven by it.

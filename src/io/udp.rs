@@ -46,6 +46,25 @@ pub struct SocketOptions {
     /// does not balance. Binding fails with `Unsupported` on systems without it. Default
     /// `false`.
     pub reuse_port: bool,
+    /// UDP generic segmentation offload for sends (Linux 4.18+; needs
+    /// [`batch`](SocketOptions::batch)): a run of queued datagrams to one destination that
+    /// all have the same length (the last may be shorter) leaves as one message with a
+    /// `UDP_SEGMENT` control message, which the kernel (or the NIC) cuts back into the same
+    /// datagrams, so up to 64 datagrams make one trip through the network stack. The send
+    /// batch then holds up to 32 messages (at most 256 datagrams and 256 KiB) instead of 32
+    /// datagrams. Used only if the kernel knows `UDP_SEGMENT` at bind, and turned off for the
+    /// transport by itself if the kernel refuses a GSO message (the run is then resent
+    /// datagram by datagram; nothing is lost or sent twice). See [`UdpTransport`]. Ignored
+    /// without `batch` and on other systems. Default `true` on Linux, `false` elsewhere.
+    pub gso: bool,
+    /// UDP generic receive offload (Linux 5.0+; needs [`batch`](SocketOptions::batch)):
+    /// sets `UDP_GRO` on the socket, so the kernel may hand over several datagrams of one
+    /// sender as one buffer (loopback does so for GSO sends, network cards for bursts of one
+    /// flow). `recv_from` splits such a buffer and returns its datagrams one per call, each
+    /// with the buffer's source, exactly as if they had arrived one by one. Without `batch`
+    /// the option is not set (the unbatched receive path reads plain datagrams). Ignored on
+    /// other systems. Default `true` on Linux, `false` elsewhere.
+    pub gro: bool,
 }
 
 impl SocketOptions {
@@ -58,6 +77,11 @@ impl SocketOptions {
     /// Whether batched I/O is available on this system (Linux), i.e. the default of
     /// [`batch`](SocketOptions::batch).
     pub const BATCH_SUPPORTED: bool = cfg!(target_os = "linux");
+
+    /// Whether UDP segmentation and receive offload can be asked for on this system
+    /// (Linux), i.e. the default of [`gso`](SocketOptions::gso) and
+    /// [`gro`](SocketOptions::gro). The kernel may still lack them (checked at bind).
+    pub const OFFLOAD_SUPPORTED: bool = cfg!(target_os = "linux");
 }
 
 impl Default for SocketOptions {
@@ -69,8 +93,28 @@ impl Default for SocketOptions {
             batch: Self::BATCH_SUPPORTED,
             dscp: None,
             reuse_port: false,
+            gso: Self::OFFLOAD_SUPPORTED,
+            gro: Self::OFFLOAD_SUPPORTED,
         }
     }
+}
+
+/// Counters of [`UdpTransport`]'s segmentation offload ([`SocketOptions::gso`] and
+/// [`SocketOptions::gro`]) since the transport was bound, from
+/// [`UdpTransport::offload_stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OffloadStats {
+    /// GSO messages the kernel took (each carried two datagrams or more).
+    pub gso_messages: u64,
+    /// Datagrams sent inside those messages.
+    pub gso_datagrams: u64,
+    /// Times the kernel refused a GSO message and its datagrams were resent one by one.
+    pub gso_fallbacks: u64,
+    /// Coalesced buffers received (each held two datagrams or more).
+    pub gro_buffers: u64,
+    /// Datagrams split out of those buffers.
+    pub gro_datagrams: u64,
 }
 
 /// A non-blocking UDP socket implementing [`Transport`].
@@ -117,6 +161,39 @@ impl Default for SocketOptions {
 /// * If the kernel answers `ENOSYS` the transport falls back to one syscall per datagram
 ///   for good (resending the pending batch that way) and logs it once.
 ///
+/// # Segmentation offload (Linux, [`SocketOptions::gso`] and [`SocketOptions::gro`])
+///
+/// * **GSO.** While datagrams are queued, consecutive ones to the same destination that
+///   have the same length form a run (a shorter datagram may end it); a run of two or more
+///   leaves as *one* entry of the `sendmmsg` batch carrying a `UDP_SEGMENT` control message
+///   with that length, which the kernel (or the network card) cuts back into exactly those
+///   datagrams, so a run crosses the network stack once. A flush that mixes peers still
+///   takes one syscall: runs and single datagrams are entries of the same batch. A run holds
+///   at most 64 datagrams (the kernel's `UDP_MAX_SEGMENTS`) and 65,507 bytes (one IPv4
+///   packet before the split); with GSO the batch goes out when it holds 32 entries, 256
+///   datagrams or 256 KiB (instead of 32 datagrams or 64 KiB), at `poll`, before `wait`
+///   sleeps and on drop as before. Empty datagrams never join a run.
+/// * **Fallback.** GSO is only used if `getsockopt(UDP_SEGMENT)` works at bind (a kernel
+///   without it would ignore the control message and send the run as one big datagram). If
+///   the kernel refuses a run (`EIO`: no checksum offload on the route; `EINVAL`;
+///   `ENOPROTOOPT`), GSO is turned off for the transport, logged once, and that run and
+///   the rest of the batch are resent datagram by datagram; `EMSGSIZE` (a segment larger
+///   than the route's MTU) resends the run the same way and keeps GSO for shorter segments
+///   only. A refused run was taken by the kernel not at all, so nothing is lost or sent
+///   twice, and [`Transport::take_send_drops`] still counts every datagram the kernel did
+///   not take (a dropped run counts each of its datagrams).
+/// * **GRO.** `UDP_GRO` is set on the socket at bind, so the kernel may deliver several
+///   datagrams of one sender as one buffer with a `UDP_GRO` control message giving their
+///   length. `recv_from` splits it and returns the datagrams one per call, each with the
+///   buffer's source, exactly as if they had arrived separately; a buffer without the
+///   control message is one datagram. Outside bursts the single-datagram path then uses
+///   `recvmsg` (to read the control message) straight into the caller's buffer, keeping the
+///   rest of a coalesced buffer in the receive ring; a caller's buffer shorter than
+///   65,536 bytes, which could cut a coalesced buffer short, is served through the ring.
+/// * [`offload_stats`](UdpTransport::offload_stats) counts GSO messages, GRO buffers and
+///   fallbacks; [`is_gso`](UdpTransport::is_gso) and [`is_gro`](UdpTransport::is_gro) say
+///   whether each is in use.
+///
 /// The `now` arguments are ignored.
 #[derive(Debug)]
 pub struct UdpTransport {
@@ -158,12 +235,108 @@ struct Batch {
     recv_streak: u8,
     /// `sendmmsg` works (cleared on `ENOSYS`).
     send_enabled: bool,
+    /// GSO is in use: asked for, known to the kernel at bind, never refused since.
+    gso: bool,
+    /// Largest segment size a run may have (lowered when the kernel answers `EMSGSIZE`
+    /// for a run: the route's MTU is smaller).
+    gso_max_seg: usize,
+    /// `UDP_GRO` is set on the socket.
+    gro: bool,
     /// The pending datagrams, back to back.
     bytes: Vec<u8>,
     items: Vec<sys::SendItem>,
+    /// The pending messages: runs of consecutive items (one item each without GSO).
+    msgs: Vec<sys::SendMsg>,
     /// `RecvRing::truncated` already logged.
     truncated_logged: u64,
+    stats: OffloadStats,
+    /// Test support: make this many GSO messages fail as if the kernel answered `EIO`.
+    #[cfg(test)]
+    fail_gso: u32,
 }
+
+#[cfg(target_os = "linux")]
+impl Batch {
+    fn new(gso: bool, gro: bool) -> Batch {
+        Batch {
+            ring: None,
+            recv_enabled: true,
+            skip_recv_syscall: false,
+            recv_burst: false,
+            recv_streak: 0,
+            send_enabled: true,
+            gso,
+            gso_max_seg: sys::GSO_MAX_BYTES,
+            gro,
+            bytes: Vec::new(),
+            items: Vec::new(),
+            msgs: Vec::new(),
+            truncated_logged: 0,
+            stats: OffloadStats::default(),
+            #[cfg(test)]
+            fail_gso: 0,
+        }
+    }
+
+    /// Most datagrams and bytes the send batch holds.
+    fn limits(&self) -> (usize, usize) {
+        if self.gso {
+            (GSO_QUEUE_DATAGRAMS, GSO_QUEUE_BYTES)
+        } else {
+            (sys::MAX_BATCH, SEND_BATCH_BYTES)
+        }
+    }
+
+    /// Whether a datagram of `len` bytes to `target` extends the last pending run: GSO
+    /// is on, same destination, the run is not full and not ended by a shorter datagram,
+    /// and the datagram is not empty and not longer than the run's segments.
+    fn joins_last_run(&self, len: usize, target: SocketAddr) -> bool {
+        let Some(m) = self.msgs.last().filter(|_| self.gso) else {
+            return false;
+        };
+        let (Some(head), Some(last)) = (self.items.get(m.first), self.items.last()) else {
+            return false;
+        };
+        len > 0
+            && len <= m.seg
+            && last.len == m.seg
+            && m.seg <= self.gso_max_seg
+            && m.count < sys::GSO_MAX_SEGMENTS
+            && m.bytes + len <= sys::GSO_MAX_BYTES
+            && head.target == target
+    }
+
+    /// Datagrams in the pending messages from `m` on.
+    fn datagrams_from(&self, m: usize) -> usize {
+        self.msgs
+            .get(m)
+            .map_or(0, |msg| self.items.len() - msg.first)
+    }
+
+    /// Replace every run from message `m` on that `keep` rejects by one message per
+    /// datagram.
+    fn split_runs_from(&mut self, m: usize, keep: impl Fn(&sys::SendMsg) -> bool) {
+        let rest = self.msgs.split_off(m.min(self.msgs.len()));
+        for msg in rest {
+            if msg.count == 1 || keep(&msg) {
+                self.msgs.push(msg);
+            } else {
+                for i in msg.first..msg.first + msg.count {
+                    let len = self.items.get(i).map_or(0, |it| it.len);
+                    self.msgs.push(sys::SendMsg::single(i, len));
+                }
+            }
+        }
+    }
+}
+
+/// With GSO: most datagrams queued in a send batch.
+#[cfg(target_os = "linux")]
+const GSO_QUEUE_DATAGRAMS: usize = 256;
+
+/// With GSO: most bytes queued in a send batch (four full runs).
+#[cfg(target_os = "linux")]
+const GSO_QUEUE_BYTES: usize = 262_144;
 
 /// Consecutive datagrams received one by one after which `recv_from` switches to
 /// `recvmmsg` (a burst); a `recvmmsg` that finds at most one datagram switches back.
@@ -373,6 +546,10 @@ impl UdpTransport {
         );
         socket.set_nonblocking(true)?;
         socket.bind(&SockAddr::from(addr))?;
+        #[cfg(target_os = "linux")]
+        let batch = opts
+            .batch
+            .then(|| Box::new(Self::offload_setup(&socket, addr, opts)));
         let std_socket: std::net::UdpSocket = socket.into();
         let socket = mio::net::UdpSocket::from_std(std_socket);
         let local = socket.local_addr()?;
@@ -388,20 +565,29 @@ impl UdpTransport {
             drained: false,
             send_drops: 0,
             #[cfg(target_os = "linux")]
-            batch: opts.batch.then(|| {
-                Box::new(Batch {
-                    ring: None,
-                    recv_enabled: true,
-                    skip_recv_syscall: false,
-                    recv_burst: false,
-                    recv_streak: 0,
-                    send_enabled: true,
-                    bytes: Vec::new(),
-                    items: Vec::new(),
-                    truncated_logged: 0,
-                })
-            }),
+            batch,
         })
+    }
+
+    /// The batching state of a new socket, with GSO if asked for and known to the kernel
+    /// and GRO if asked for and accepted by it.
+    #[cfg(target_os = "linux")]
+    fn offload_setup(socket: &Socket, addr: SocketAddr, opts: &SocketOptions) -> Batch {
+        use std::os::fd::AsRawFd;
+        let fd = socket.as_raw_fd();
+        let gso = opts.gso && sys::gso_supported(fd);
+        if opts.gso && !gso {
+            log::info!("udp {addr}: the kernel has no UDP_SEGMENT; sending without GSO");
+        }
+        let gro = opts.gro
+            && match sys::set_gro(fd, true) {
+                Ok(()) => true,
+                Err(e) => {
+                    log::info!("udp {addr}: could not set UDP_GRO ({e}); receiving without GRO");
+                    false
+                }
+            };
+        Batch::new(gso, gro)
     }
 
     /// Bind a socket on the wildcard address of the same family as `remote`
@@ -550,6 +736,49 @@ impl UdpTransport {
         }
     }
 
+    /// Whether sends use UDP GSO: [`SocketOptions::gso`] and
+    /// [`batch`](SocketOptions::batch) were set, the system is Linux, the kernel knows
+    /// `UDP_SEGMENT`, and it has not refused a GSO message since.
+    pub fn is_gso(&self) -> bool {
+        #[cfg(target_os = "linux")]
+        {
+            self.batch.as_ref().is_some_and(|b| b.gso && b.send_enabled)
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            false
+        }
+    }
+
+    /// Whether `UDP_GRO` is set on the socket: [`SocketOptions::gro`] and
+    /// [`batch`](SocketOptions::batch) were set, the system is Linux and the kernel took the
+    /// option.
+    pub fn is_gro(&self) -> bool {
+        #[cfg(target_os = "linux")]
+        {
+            self.batch.as_ref().is_some_and(|b| b.gro)
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            false
+        }
+    }
+
+    /// GSO messages sent and GRO buffers received so far (all zero without offload).
+    pub fn offload_stats(&self) -> OffloadStats {
+        #[cfg(target_os = "linux")]
+        if let Some(b) = self.batch.as_ref() {
+            return b.stats;
+        }
+        OffloadStats::default()
+    }
+
+    /// One datagram without `recvmmsg` (no GRO off Linux).
+    #[cfg(not(target_os = "linux"))]
+    fn recv_single(&mut self, buf: &mut [u8]) -> io::Result<Option<(usize, SocketAddr)>> {
+        self.recv_plain(buf)
+    }
+
     /// One `recv_from` syscall per datagram (the path without batching).
     fn recv_plain(&mut self, buf: &mut [u8]) -> io::Result<Option<(usize, SocketAddr)>> {
         for _ in 0..MAX_SKIPPED_ERRORS {
@@ -610,8 +839,77 @@ fn is_enosys(e: &io::Error) -> bool {
     e.raw_os_error() == Some(libc::ENOSYS)
 }
 
+/// The errors with which a kernel refuses GSO itself rather than one message: no checksum
+/// offload on the route (`EIO`), a socket or kernel that cannot segment (`EINVAL`,
+/// `ENOPROTOOPT`).
+#[cfg(target_os = "linux")]
+fn is_gso_refusal(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EIO) | Some(libc::EINVAL) | Some(libc::ENOPROTOOPT)
+    )
+}
+
 #[cfg(target_os = "linux")]
 impl UdpTransport {
+    /// One datagram without `recvmmsg`: `recvfrom`, or on a GRO socket `recvmsg` (which
+    /// reads the `UDP_GRO` control message) into a caller's buffer of at least 64 KiB, or the
+    /// ring for a shorter one (a coalesced buffer could not be split once cut short).
+    fn recv_single(&mut self, buf: &mut [u8]) -> io::Result<Option<(usize, SocketAddr)>> {
+        if let Some(b) = self.batch.as_ref().filter(|b| b.gro) {
+            if buf.len() >= sys::SLOT_LEN {
+                return self.recv_gro_msg(buf);
+            }
+            if b.recv_enabled {
+                match self.recv_batched(buf) {
+                    Ok(got) => return Ok(got),
+                    Err(Some(e)) => return Err(e),
+                    Err(None) => {}
+                }
+            }
+        }
+        self.recv_plain(buf)
+    }
+
+    /// One `recvmsg` on a GRO socket into `buf` (at least [`sys::SLOT_LEN`] bytes). A
+    /// coalesced buffer's first datagram is returned; the others go to the ring, which
+    /// `recv_from` serves next.
+    fn recv_gro_msg(&mut self, buf: &mut [u8]) -> io::Result<Option<(usize, SocketAddr)>> {
+        use std::os::fd::AsRawFd;
+        let fd = self.socket.as_raw_fd();
+        for _ in 0..MAX_SKIPPED_ERRORS {
+            match sys::recv_msg(fd, buf) {
+                Ok(got) => {
+                    self.drained = false;
+                    // A source that is neither IPv4 nor IPv6 cannot be answered: skip it.
+                    let Some(from) = got.from else { continue };
+                    if got.seg > 0 && got.seg < got.len {
+                        if let Some(b) = self.batch.as_mut() {
+                            let ring = b.ring.get_or_insert_with(|| Box::new(sys::RecvRing::new()));
+                            ring.stash(&buf[got.seg..got.len], got.seg, from);
+                            let (buffers, datagrams) = ring.take_coalesced();
+                            b.stats.gro_buffers += buffers;
+                            b.stats.gro_datagrams += datagrams;
+                        }
+                        return Ok(Some((got.seg, normalise(from))));
+                    }
+                    return Ok(Some((got.len, normalise(from))));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.drained = true;
+                    return Ok(None);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if is_refused(&e) => {
+                    log::debug!("udp {}: ignoring ICMP unreachable on recv: {e}", self.local);
+                    self.connection_refused = true;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
+    }
+
     /// `recv_from` through the ring. `Err(None)`: batching was just turned off, use the
     /// plain path.
     fn recv_batched(
@@ -634,8 +932,11 @@ impl UdpTransport {
             if std::mem::take(&mut b.skip_recv_syscall) {
                 return Ok(None);
             }
-            match ring.recv(fd) {
+            match ring.recv(fd, b.gro) {
                 Ok(n) => {
+                    let (buffers, datagrams) = ring.take_coalesced();
+                    b.stats.gro_buffers += buffers;
+                    b.stats.gro_datagrams += datagrams;
                     b.skip_recv_syscall = n < sys::MAX_BATCH;
                     // A call that found at most one datagram ends the burst.
                     b.recv_burst = n > 1;
@@ -666,6 +967,15 @@ impl UdpTransport {
                     );
                     b.recv_enabled = false;
                     b.ring = None;
+                    if b.gro {
+                        // The plain path cannot split coalesced buffers: stop asking for them.
+                        match sys::set_gro(fd, false) {
+                            Ok(()) => b.gro = false,
+                            Err(e) => {
+                                log::warn!("udp {}: could not clear UDP_GRO: {e}", self.local)
+                            }
+                        }
+                    }
                     return Err(None);
                 }
                 Err(e) => return Err(Some(e)),
@@ -686,7 +996,12 @@ impl UdpTransport {
             }
             return Err(());
         }
-        if b.items.len() >= sys::MAX_BATCH || b.bytes.len() + data.len() > SEND_BATCH_BYTES {
+        let (max_items, max_bytes) = b.limits();
+        let new_msg = !b.joins_last_run(data.len(), target);
+        if b.items.len() >= max_items
+            || b.bytes.len() + data.len() > max_bytes
+            || (new_msg && b.msgs.len() >= sys::MAX_BATCH)
+        {
             self.flush_quietly();
         }
         let peer = self.peer;
@@ -696,7 +1011,10 @@ impl UdpTransport {
         if b.bytes.capacity() == 0 {
             b.bytes.reserve_exact(SEND_BATCH_BYTES);
             b.items.reserve_exact(sys::MAX_BATCH);
+            b.msgs.reserve_exact(sys::MAX_BATCH);
         }
+        // After a flush the run is gone (and GSO may have been turned off): ask again.
+        let joins = b.joins_last_run(data.len(), target);
         let to = (peer != Some(target)).then(|| SockAddr::from(target));
         b.items.push(sys::SendItem {
             start: b.bytes.len(),
@@ -705,7 +1023,16 @@ impl UdpTransport {
             target,
         });
         b.bytes.extend_from_slice(data);
-        if b.items.len() >= sys::MAX_BATCH {
+        match b.msgs.last_mut().filter(|_| joins) {
+            Some(run) => {
+                run.count += 1;
+                run.bytes += data.len();
+            }
+            None => b
+                .msgs
+                .push(sys::SendMsg::single(b.items.len() - 1, data.len())),
+        }
+        if b.items.len() >= b.limits().0 {
             self.flush_quietly();
         }
         Ok(())
@@ -717,9 +1044,32 @@ impl UdpTransport {
         }
     }
 
+    /// One `sendmmsg` of the pending messages from `m` on.
+    fn send_msgs(fd: std::os::fd::RawFd, b: &mut Batch, m: usize) -> io::Result<usize> {
+        let msgs = &b.msgs[m..];
+        #[cfg(test)]
+        if b.fail_gso > 0 {
+            // Behave like a kernel that refuses GSO: the messages before the first run go
+            // out, the run fails with EIO.
+            if let Some(g) = msgs
+                .iter()
+                .take(sys::MAX_BATCH)
+                .position(|msg| msg.count > 1)
+            {
+                if g == 0 {
+                    b.fail_gso -= 1;
+                    return Err(io::Error::from_raw_os_error(libc::EIO));
+                }
+                return sys::send_batch(fd, &b.bytes, &b.items, &msgs[..g]);
+            }
+        }
+        sys::send_batch(fd, &b.bytes, &b.items, msgs)
+    }
+
     /// Send the pending batch. Datagrams the kernel does not take are counted in
-    /// `send_drops`; the first error other than a full buffer or an ICMP refusal is
-    /// returned after the whole batch was attempted.
+    /// `send_drops` (every datagram of a dropped run); the first error other than a full
+    /// buffer or an ICMP refusal is returned after the whole batch was attempted. A run
+    /// the kernel refuses as GSO is resent datagram by datagram.
     fn flush_batch(&mut self) -> io::Result<()> {
         use std::os::fd::AsRawFd;
         let fd = self.socket.as_raw_fd();
@@ -732,28 +1082,37 @@ impl UdpTransport {
             return Ok(());
         }
         let mut first_err = None;
-        let mut at = 0;
+        let mut m = 0;
         let mut interrupts = 0;
+        // A refused GSO message may have left its error pending on the socket.
+        let mut clear_socket_error = false;
         // A batch of one goes out with a plain send, which costs the kernel less.
         let mut plain_from = (total == 1).then_some(0);
         if plain_from.is_some() {
-            at = total;
+            m = b.msgs.len();
         }
-        // Each pass sends at least one datagram, drops at least one, or is one of at most
-        // 8 EINTR retries.
-        for _ in 0..(2 * sys::MAX_BATCH + 8) {
-            if at >= total {
-                break;
-            }
-            match sys::send_batch(fd, &b.bytes, &b.items[at..]) {
+        // Each pass sends at least one message, drops at least one, splits at least one
+        // run into single datagrams (there are fewer runs than datagrams), or is one of at
+        // most 8 EINTR retries.
+        for _ in 0..(2 * total + 8) {
+            let Some(&msg) = b.msgs.get(m) else { break };
+            match Self::send_msgs(fd, b, m) {
                 Ok(0) => {
-                    self.send_drops += 1;
-                    at += 1;
+                    self.send_drops += msg.count as u64;
+                    m += 1;
                 }
-                Ok(k) => at += k,
+                Ok(k) => {
+                    for sent in &b.msgs[m..m + k] {
+                        if sent.count > 1 {
+                            b.stats.gso_messages += 1;
+                            b.stats.gso_datagrams += sent.count as u64;
+                        }
+                    }
+                    m += k;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.send_drops += (total - at) as u64;
-                    at = total;
+                    self.send_drops += b.datagrams_from(m) as u64;
+                    m = b.msgs.len();
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted && interrupts < 8 => {
                     interrupts += 1;
@@ -761,24 +1120,45 @@ impl UdpTransport {
                 Err(e) if is_refused(&e) => {
                     log::debug!("udp {local}: ICMP unreachable reported on send: {e}");
                     self.connection_refused = true;
-                    self.send_drops += 1;
-                    at += 1;
+                    self.send_drops += msg.count as u64;
+                    m += 1;
                 }
                 Err(e) if is_enosys(&e) => {
                     log::warn!("udp {local}: sendmmsg unavailable ({e}); one syscall per datagram");
                     b.send_enabled = false;
-                    plain_from = Some(at);
-                    at = total;
+                    plain_from = Some(msg.first);
+                    m = b.msgs.len();
+                }
+                Err(e) if msg.count > 1 && is_gso_refusal(&e) => {
+                    log::warn!(
+                        "udp {local}: the kernel refused a GSO message ({e}); sending without GSO"
+                    );
+                    b.gso = false;
+                    b.stats.gso_fallbacks += 1;
+                    b.split_runs_from(m, |_| false);
+                    clear_socket_error = true;
+                }
+                Err(e) if msg.count > 1 && e.raw_os_error() == Some(libc::EMSGSIZE) => {
+                    log::debug!(
+                        "udp {local}: {}-byte GSO segments exceed the route's MTU ({e}); \
+                         sending them one by one",
+                        msg.seg
+                    );
+                    b.gso_max_seg = b.gso_max_seg.min(msg.seg - 1);
+                    b.stats.gso_fallbacks += 1;
+                    let limit = b.gso_max_seg;
+                    b.split_runs_from(m, |run| run.seg <= limit);
+                    clear_socket_error = true;
                 }
                 Err(e) => {
                     log::debug!("udp {local}: a batched datagram was refused: {e}");
-                    self.send_drops += 1;
-                    at += 1;
+                    self.send_drops += msg.count as u64;
+                    m += 1;
                     first_err.get_or_insert(e);
                 }
             }
         }
-        self.send_drops += (total - at.min(total)) as u64;
+        self.send_drops += b.datagrams_from(m) as u64;
         if let Some(from) = plain_from {
             let bytes = std::mem::take(&mut b.bytes);
             let items = std::mem::take(&mut b.items);
@@ -804,6 +1184,19 @@ impl UdpTransport {
         if let Some(b) = self.batch.as_mut() {
             b.bytes.clear();
             b.items.clear();
+            b.msgs.clear();
+        }
+        if clear_socket_error {
+            // `sendmmsg` records the error of a message that failed after others were sent
+            // on the socket (`SO_ERROR`), where the next receive would report it: take it
+            // here. An ICMP refusal is kept as the flag, as a receive would have.
+            if let Ok(Some(e)) = self.socket.take_error() {
+                if is_refused(&e) {
+                    self.connection_refused = true;
+                } else {
+                    log::debug!("udp {local}: cleared a pending socket error: {e}");
+                }
+            }
         }
         first_err.map_or(Ok(()), Err)
     }
@@ -816,37 +1209,46 @@ impl Transport for UdpTransport {
         _now: Duration,
     ) -> io::Result<Option<(usize, SocketAddr)>> {
         #[cfg(target_os = "linux")]
-        if let Some(b) = self.batch.as_mut().filter(|b| b.recv_enabled) {
-            let ring_empty = b.ring.as_ref().is_none_or(|r| r.is_empty());
-            if ring_empty && std::mem::take(&mut b.skip_recv_syscall) {
-                // The kernel just reported the socket empty; ask again next time.
-                return Ok(None);
+        if let Some(b) = self.batch.as_mut() {
+            // What the ring still holds comes first: the rest of a `recvmmsg` batch, or of
+            // a coalesced buffer whose first datagram was returned directly.
+            if let Some((data, from)) = b.ring.as_mut().and_then(|r| r.pop()) {
+                let len = data.len().min(buf.len());
+                buf[..len].copy_from_slice(&data[..len]);
+                self.drained = false;
+                return Ok(Some((len, normalise(from))));
             }
-            if !b.recv_burst && ring_empty {
-                // Outside a burst one `recvfrom` per datagram is cheaper (no copy, a
-                // shorter syscall); a run of datagrams starts a burst.
-                let got = self.recv_plain(buf);
-                if let Some(b) = self.batch.as_mut() {
-                    match got {
-                        Ok(Some(_)) => {
-                            b.recv_streak = b.recv_streak.saturating_add(1);
-                            if b.recv_streak >= BURST_STREAK {
-                                b.recv_burst = true;
-                                b.recv_streak = 0;
-                            }
-                        }
-                        _ => b.recv_streak = 0,
-                    }
+            if b.recv_enabled {
+                if std::mem::take(&mut b.skip_recv_syscall) {
+                    // The kernel just reported the socket empty; ask again next time.
+                    return Ok(None);
                 }
-                return got;
-            }
-            match self.recv_batched(buf) {
-                Ok(got) => return Ok(got),
-                Err(Some(e)) => return Err(e),
-                Err(None) => {}
+                if !b.recv_burst {
+                    // Outside a burst one `recvfrom` per datagram is cheaper (no copy, a
+                    // shorter syscall); a run of datagrams starts a burst.
+                    let got = self.recv_single(buf);
+                    if let Some(b) = self.batch.as_mut() {
+                        match got {
+                            Ok(Some(_)) => {
+                                b.recv_streak = b.recv_streak.saturating_add(1);
+                                if b.recv_streak >= BURST_STREAK {
+                                    b.recv_burst = true;
+                                    b.recv_streak = 0;
+                                }
+                            }
+                            _ => b.recv_streak = 0,
+                        }
+                    }
+                    return got;
+                }
+                match self.recv_batched(buf) {
+                    Ok(got) => return Ok(got),
+                    Err(Some(e)) => return Err(e),
+                    Err(None) => {}
+                }
             }
         }
-        self.recv_plain(buf)
+        self.recv_single(buf)
     }
 
     fn send_to(&mut self, data: &[u8], to: SocketAddr, _now: Duration) -> io::Result<bool> {
@@ -973,6 +1375,8 @@ mod tests {
         assert_eq!(o.batch, cfg!(target_os = "linux"));
         assert_eq!(o.dscp, None);
         assert!(!o.reuse_port);
+        assert_eq!(o.gso, cfg!(target_os = "linux"));
+        assert_eq!(o.gro, cfg!(target_os = "linux"));
     }
 
     #[test]
@@ -1209,6 +1613,15 @@ mod tests {
         }
     }
 
+    /// Batched, with GSO and GRO as given.
+    fn gso_opts(gso: bool, gro: bool) -> SocketOptions {
+        SocketOptions {
+            gso,
+            gro,
+            ..opts(true)
+        }
+    }
+
     /// Receive until `count` datagrams arrived (or two seconds passed).
     fn recv_n(t: &mut UdpTransport, count: usize) -> Vec<(Vec<u8>, SocketAddr)> {
         let mut got = Vec::new();
@@ -1403,7 +1816,9 @@ mod tests {
 
     #[test]
     fn a_full_batch_goes_out_without_poll() {
-        let mut a = UdpTransport::bind("127.0.0.1:0".parse().unwrap(), &opts(true)).unwrap();
+        // Without GSO the 32nd datagram fills the batch, which is sent then.
+        let mut a =
+            UdpTransport::bind("127.0.0.1:0".parse().unwrap(), &gso_opts(false, false)).unwrap();
         let mut b = UdpTransport::bind("127.0.0.1:0".parse().unwrap(), &opts(true)).unwrap();
         let to = b.local_addr().unwrap();
         for i in 0..32 {
@@ -1413,6 +1828,34 @@ mod tests {
         let got = recv_n(&mut b, 32);
         assert_eq!(got.len(), 32);
         assert_eq!(a.next_wakeup(), None);
+        // With GSO a run is one entry: 32 entries go out when a 33rd does not fit, and a
+        // batch of one run when it holds 256 datagrams.
+        #[cfg(target_os = "linux")]
+        {
+            let mut a = UdpTransport::bind("127.0.0.1:0".parse().unwrap(), &opts(true)).unwrap();
+            if !a.is_gso() {
+                eprintln!("no GSO; skipping the GSO half");
+                return;
+            }
+            for i in 0..33 {
+                // Ever longer: no datagram joins the one before.
+                a.send_to(&payload(6, i), to, Duration::ZERO).unwrap();
+            }
+            assert_eq!(recv_n(&mut b, 32).len(), 32);
+            assert_eq!(a.next_wakeup(), Some(Duration::ZERO), "the 33rd waits");
+            a.poll(Duration::ZERO).unwrap();
+            assert_eq!(recv_n(&mut b, 1)[0].0, payload(6, 32));
+            for i in 0..GSO_QUEUE_DATAGRAMS {
+                a.send_to(&[i as u8; 100], to, Duration::ZERO).unwrap();
+            }
+            assert_eq!(a.next_wakeup(), None);
+            let got = recv_n(&mut b, GSO_QUEUE_DATAGRAMS);
+            assert_eq!(got.len(), GSO_QUEUE_DATAGRAMS);
+            for (i, (d, _)) in got.iter().enumerate() {
+                assert_eq!(d, &[i as u8; 100]);
+            }
+            assert_eq!(a.take_send_drops(), 0);
+        }
     }
 
     #[test]
@@ -1521,6 +1964,453 @@ mod tests {
                 counts == [20, 0] || counts == [0, 20],
                 "client {from} was split over the shards: {counts:?}"
             );
+        }
+    }
+
+    /// The datagram counts of the pending send messages (a run of several is one GSO
+    /// message).
+    #[cfg(target_os = "linux")]
+    fn pending_runs(t: &UdpTransport) -> Vec<usize> {
+        t.batch
+            .as_ref()
+            .map(|b| b.msgs.iter().map(|m| m.count).collect())
+            .unwrap_or_default()
+    }
+
+    /// `n` bytes, distinct per `(tag, i)`.
+    #[cfg(target_os = "linux")]
+    fn filled(tag: u8, i: usize, n: usize) -> Vec<u8> {
+        (0..n)
+            .map(|j| (j as u8).wrapping_mul(31) ^ tag ^ (i as u8).wrapping_mul(7))
+            .collect()
+    }
+
+    /// Receive with a std socket until `count` datagrams arrived or two seconds passed.
+    #[cfg(target_os = "linux")]
+    fn std_recv_n(rx: &std::net::UdpSocket, count: usize) -> Vec<(Vec<u8>, SocketAddr)> {
+        rx.set_read_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 65_536];
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while got.len() < count && Instant::now() < deadline {
+            if let Ok((n, from)) = rx.recv_from(&mut buf) {
+                got.push((buf[..n].to_vec(), from));
+            }
+        }
+        got
+    }
+
+    /// Nothing more arrives at `t` within 50 ms (no duplicate).
+    #[cfg(target_os = "linux")]
+    fn nothing_more(t: &mut UdpTransport) {
+        let mut buf = vec![0u8; 65_536];
+        let deadline = Instant::now() + Duration::from_millis(50);
+        while Instant::now() < deadline {
+            if let Some((len, from)) = t.recv_from(&mut buf, Duration::ZERO).unwrap() {
+                panic!("an extra {len}-byte datagram from {from}");
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn gso_run_to_one_peer_arrives_intact_and_in_order() {
+        for (a_addr, b_addr) in [("127.0.0.1:0", "127.0.0.1:0"), ("[::1]:0", "[::1]:0")] {
+            let Ok(mut a) = UdpTransport::bind(a_addr.parse().unwrap(), &opts(true)) else {
+                eprintln!("{a_addr} unavailable; skipping");
+                continue;
+            };
+            if !a.is_gso() {
+                eprintln!("no GSO; skipping");
+                return;
+            }
+            // 40 datagrams of 1000 bytes and a short last one: one run.
+            let want: Vec<Vec<u8>> = (0..41)
+                .map(|i| filled(1, i, if i == 40 { 300 } else { 1000 }))
+                .collect();
+            // To a plain std socket.
+            let plain = std::net::UdpSocket::bind(b_addr).unwrap();
+            let to = plain.local_addr().unwrap();
+            for d in &want {
+                assert!(a.send_to(d, to, Duration::ZERO).unwrap());
+            }
+            assert_eq!(pending_runs(&a), [41]);
+            a.poll(Duration::ZERO).unwrap();
+            let got = std_recv_n(&plain, want.len());
+            assert_eq!(got.len(), want.len());
+            for (i, (d, from)) in got.iter().enumerate() {
+                assert_eq!(d, &want[i], "datagram {i}");
+                assert_eq!(*from, a.local_addr().unwrap());
+            }
+            // To a GRO transport: the same datagrams, one per recv_from.
+            let mut b = UdpTransport::bind(b_addr.parse().unwrap(), &opts(true)).unwrap();
+            assert!(b.is_gro());
+            let to = b.local_addr().unwrap();
+            for d in &want {
+                assert!(a.send_to(d, to, Duration::ZERO).unwrap());
+            }
+            a.poll(Duration::ZERO).unwrap();
+            let got = recv_n(&mut b, want.len());
+            assert_eq!(got.len(), want.len());
+            for (i, (d, from)) in got.iter().enumerate() {
+                assert_eq!(d, &want[i], "datagram {i}");
+                assert_eq!(*from, a.local_addr().unwrap());
+            }
+            nothing_more(&mut b);
+            let sent = a.offload_stats();
+            assert_eq!((sent.gso_messages, sent.gso_datagrams), (2, 82));
+            assert_eq!(sent.gso_fallbacks, 0);
+            let rcvd = b.offload_stats();
+            assert!(rcvd.gro_buffers >= 1, "loopback coalesces for a GRO socket");
+            assert!(rcvd.gro_datagrams <= 41);
+            assert_eq!(a.take_send_drops(), 0);
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn gso_mixed_destinations_and_lengths_in_one_flush() {
+        let mut a = UdpTransport::bind("127.0.0.1:0".parse().unwrap(), &opts(true)).unwrap();
+        if !a.is_gso() {
+            eprintln!("no GSO; skipping");
+            return;
+        }
+        let plain = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut gro = UdpTransport::bind("127.0.0.1:0".parse().unwrap(), &opts(true)).unwrap();
+        let mut no_gro =
+            UdpTransport::bind("127.0.0.1:0".parse().unwrap(), &gso_opts(true, false)).unwrap();
+        let p: [SocketAddr; 3] = [
+            plain.local_addr().unwrap(),
+            gro.local_addr().unwrap(),
+            no_gro.local_addr().unwrap(),
+        ];
+        // (peer, length) in send order, and the runs they form.
+        let mut plan: Vec<(usize, usize)> = Vec::new();
+        plan.extend([(0, 500); 5]); // run of 5
+        plan.extend([(1, 800), (1, 800), (1, 800), (1, 100)]); // run of 4, short last
+        plan.push((0, 500)); // same peer as before, but not consecutive: alone
+        plan.extend([(2, 700); 2]); // run of 2
+        plan.extend([(1, 10), (1, 20), (1, 30)]); // ever longer: three alone
+        plan.extend([(1, 600), (1, 600), (1, 600), (1, 600), (1, 700)]); // 4, then 1
+        plan.extend([(0, 0), (0, 0)]); // empty datagrams: alone
+        plan.extend([(2, 50), (2, 50), (2, 20), (2, 20)]); // 3 (short last), then 1
+        let mut want: [Vec<Vec<u8>>; 3] = Default::default();
+        for (i, &(peer, len)) in plan.iter().enumerate() {
+            let d = filled(2, i, len);
+            assert!(a.send_to(&d, p[peer], Duration::ZERO).unwrap());
+            want[peer].push(d);
+        }
+        let runs = pending_runs(&a);
+        assert_eq!(runs, [5, 4, 1, 2, 1, 1, 1, 4, 1, 1, 1, 3, 1]);
+        // Fewer entries than a sendmmsg takes: the whole flush is one syscall.
+        assert!(runs.len() <= sys::MAX_BATCH);
+        a.poll(Duration::ZERO).unwrap();
+        let at_plain: Vec<Vec<u8>> = std_recv_n(&plain, want[0].len())
+            .into_iter()
+            .map(|(d, _)| d)
+            .collect();
+        assert_eq!(at_plain, want[0]);
+        for (k, t) in [(1, &mut gro), (2, &mut no_gro)] {
+            let got = recv_n(t, want[k].len());
+            assert!(got.iter().all(|(_, from)| *from == a.local_addr().unwrap()));
+            let data: Vec<Vec<u8>> = got.into_iter().map(|(d, _)| d).collect();
+            assert_eq!(data, want[k], "peer {k}");
+            nothing_more(t);
+        }
+        let stats = a.offload_stats();
+        assert_eq!(stats.gso_messages, 5);
+        assert_eq!(stats.gso_datagrams, 5 + 4 + 2 + 4 + 3);
+        assert_eq!(a.take_send_drops(), 0);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn gso_runs_longer_than_64_datagrams_are_cut() {
+        let mut a = UdpTransport::bind("127.0.0.1:0".parse().unwrap(), &opts(true)).unwrap();
+        if !a.is_gso() {
+            eprintln!("no GSO; skipping");
+            return;
+        }
+        let mut b = UdpTransport::bind("127.0.0.1:0".parse().unwrap(), &opts(true)).unwrap();
+        let to = b.local_addr().unwrap();
+        // 200 datagrams of 500 bytes: cut at 64 segments. Then 100 of 1200 bytes: cut at
+        // 54 (55 would exceed 65,507 bytes).
+        for (count, len, runs) in [(200, 500, &[64, 64, 64, 8][..]), (100, 1200, &[54, 46])] {
+            let want: Vec<Vec<u8>> = (0..count).map(|i| filled(3, i, len)).collect();
+            for d in &want {
+                assert!(a.send_to(d, to, Duration::ZERO).unwrap());
+            }
+            assert_eq!(pending_runs(&a), runs);
+            a.poll(Duration::ZERO).unwrap();
+            let got = recv_n(&mut b, count);
+            assert_eq!(got.len(), count, "{count} × {len}");
+            for (i, (d, _)) in got.iter().enumerate() {
+                assert_eq!(d, &want[i], "datagram {i} of {count} × {len}");
+            }
+        }
+        nothing_more(&mut b);
+        assert_eq!(a.offload_stats().gso_messages, 6);
+        assert_eq!(a.offload_stats().gso_datagrams, 300);
+        assert_eq!(a.take_send_drops(), 0);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn forced_gso_failure_falls_back_without_loss_or_duplicates() {
+        let mut a = UdpTransport::bind("127.0.0.1:0".parse().unwrap(), &opts(true)).unwrap();
+        if !a.is_gso() {
+            eprintln!("no GSO; skipping");
+            return;
+        }
+        let mut p = UdpTransport::bind("127.0.0.1:0".parse().unwrap(), &opts(true)).unwrap();
+        let mut q = UdpTransport::bind("127.0.0.1:0".parse().unwrap(), &opts(true)).unwrap();
+        let (pa, qa) = (p.local_addr().unwrap(), q.local_addr().unwrap());
+        // Singles first (sent before the run fails), then runs to both peers, then more.
+        let plan = [
+            (pa, 10, 1),
+            (qa, 20, 1),
+            (pa, 30, 1),
+            (pa, 700, 10),
+            (qa, 300, 5),
+        ];
+        let mut want: [Vec<Vec<u8>>; 2] = Default::default();
+        let mut i = 0;
+        for &(to, len, n) in &plan {
+            for _ in 0..n {
+                let d = filled(4, i, len);
+                i += 1;
+                a.send_to(&d, to, Duration::ZERO).unwrap();
+                want[usize::from(to == qa)].push(d);
+            }
+        }
+        a.send_to(b"last", pa, Duration::ZERO).unwrap();
+        want[0].push(b"last".to_vec());
+        assert_eq!(pending_runs(&a), [1, 1, 1, 10, 5, 1]);
+        a.batch.as_mut().unwrap().fail_gso = 1;
+        a.poll(Duration::ZERO).unwrap();
+        assert!(!a.is_gso(), "the refusal turns GSO off");
+        assert!(a.is_batching(), "batching stays on");
+        let stats = a.offload_stats();
+        assert_eq!((stats.gso_messages, stats.gso_fallbacks), (0, 1));
+        assert_eq!(a.take_send_drops(), 0);
+        for (k, t) in [(0, &mut p), (1, &mut q)] {
+            let data: Vec<Vec<u8>> = recv_n(t, want[k].len())
+                .into_iter()
+                .map(|(d, _)| d)
+                .collect();
+            assert_eq!(data, want[k], "peer {k}");
+            nothing_more(t);
+        }
+        // From now on no runs form.
+        for _ in 0..3 {
+            a.send_to(&[9; 100], pa, Duration::ZERO).unwrap();
+        }
+        assert_eq!(pending_runs(&a), [1, 1, 1]);
+        a.poll(Duration::ZERO).unwrap();
+        assert_eq!(recv_n(&mut p, 3).len(), 3);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn kernel_gso_refusal_falls_back_and_leaves_no_socket_error() {
+        use std::os::fd::AsRawFd;
+        let mut a = UdpTransport::bind("127.0.0.1:0".parse().unwrap(), &opts(true)).unwrap();
+        if !a.is_gso() {
+            eprintln!("no GSO; skipping");
+            return;
+        }
+        // Without UDP checksums the kernel refuses GSO with EINVAL.
+        sys::set_no_check(a.socket.as_raw_fd()).unwrap();
+        let mut b = UdpTransport::bind("127.0.0.1:0".parse().unwrap(), &opts(true)).unwrap();
+        let to = b.local_addr().unwrap();
+        // A single datagram first: sendmmsg sends it, fails on the run and records the
+        // error on the socket, where a receive would find it.
+        let mut want = vec![filled(5, 0, 40)];
+        want.extend((1..9).map(|i| filled(5, i, 900)));
+        for d in &want {
+            a.send_to(d, to, Duration::ZERO).unwrap();
+        }
+        assert_eq!(pending_runs(&a), [1, 8]);
+        a.poll(Duration::ZERO).unwrap();
+        assert!(!a.is_gso());
+        assert_eq!(a.offload_stats().gso_fallbacks, 1);
+        assert_eq!(a.take_send_drops(), 0);
+        let data: Vec<Vec<u8>> = recv_n(&mut b, want.len())
+            .into_iter()
+            .map(|(d, _)| d)
+            .collect();
+        assert_eq!(data, want);
+        nothing_more(&mut b);
+        // No EINVAL left for the next receive.
+        let mut buf = [0u8; 64];
+        assert!(a.recv_from(&mut buf, Duration::ZERO).unwrap().is_none());
+        assert!(a.socket.take_error().unwrap().is_none());
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn refused_gso_run_counts_every_datagram() {
+        let closed = {
+            let s = UdpTransport::bind("127.0.0.1:0".parse().unwrap(), &small_opts()).unwrap();
+            s.local_addr().unwrap()
+        };
+        let mut a = UdpTransport::bind_any_for(closed, &opts(true)).unwrap();
+        if !a.is_gso() {
+            eprintln!("no GSO; skipping");
+            return;
+        }
+        a.connect(closed).unwrap();
+        let (mut refused, mut dropped) = (false, 0);
+        for _ in 0..200 {
+            for _ in 0..3 {
+                a.send_to(b"anyone?", closed, Duration::ZERO).unwrap();
+            }
+            assert_eq!(pending_runs(&a), [3]);
+            a.poll(Duration::ZERO).unwrap();
+            dropped += a.take_send_drops();
+            refused |= a.take_connection_refused();
+            if refused && dropped > 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(refused, "ICMP port unreachable was not reported on send");
+        assert!(dropped > 0);
+        assert_eq!(
+            dropped % 3,
+            0,
+            "a refused run drops each of its 3 datagrams"
+        );
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn gro_splits_coalesced_buffers_on_every_receive_path() {
+        let mut a = UdpTransport::bind("127.0.0.1:0".parse().unwrap(), &opts(true)).unwrap();
+        if !a.is_gso() {
+            eprintln!("no GSO; skipping");
+            return;
+        }
+        let mut b = UdpTransport::bind("127.0.0.1:0".parse().unwrap(), &opts(true)).unwrap();
+        if !b.is_gro() {
+            eprintln!("no GRO; skipping");
+            return;
+        }
+        let (to, from) = (b.local_addr().unwrap(), a.local_addr().unwrap());
+        let run = |a: &mut UdpTransport, tag: u8, n: usize, len: usize| -> Vec<Vec<u8>> {
+            let want: Vec<Vec<u8>> = (0..n).map(|i| filled(tag, i, len)).collect();
+            for d in &want {
+                a.send_to(d, to, Duration::ZERO).unwrap();
+            }
+            a.poll(Duration::ZERO).unwrap();
+            want
+        };
+        // 1. Outside a burst: recvmsg into the caller's buffer, the rest from the ring.
+        let want = run(&mut a, 6, 30, 1000);
+        let mut buf = vec![0u8; 65_536];
+        let (len, src) = recv_wait(&mut b, &mut buf).unwrap();
+        assert_eq!((&buf[..len], src), (&want[0][..], from));
+        assert!(
+            !b.batch.as_ref().unwrap().recv_burst,
+            "the single path took it"
+        );
+        let rest = recv_n(&mut b, 29);
+        assert_eq!(rest.len(), 29);
+        for (i, (d, src)) in rest.iter().enumerate() {
+            assert_eq!((d, *src), (&want[i + 1], from));
+        }
+        let stats = b.offload_stats();
+        assert_eq!((stats.gro_buffers, stats.gro_datagrams), (1, 30));
+        // 2. In a burst: through recvmmsg.
+        b.batch.as_mut().unwrap().recv_burst = true;
+        let want = run(&mut a, 7, 20, 1100);
+        let got = recv_n(&mut b, 20);
+        assert_eq!(got.len(), 20);
+        for (i, (d, src)) in got.iter().enumerate() {
+            assert_eq!((d, *src), (&want[i], from));
+        }
+        assert_eq!(b.offload_stats().gro_buffers, 2);
+        // 3. A caller's buffer shorter than 64 KiB: served through the ring, nothing cut.
+        b.batch.as_mut().unwrap().recv_burst = false;
+        let want = run(&mut a, 8, 10, 1500);
+        let mut small = [0u8; 2000];
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while got.len() < 10 && Instant::now() < deadline {
+            match b.recv_from(&mut small, Duration::ZERO).unwrap() {
+                Some((len, src)) => got.push((small[..len].to_vec(), src)),
+                None => std::thread::sleep(Duration::from_millis(1)),
+            }
+        }
+        assert_eq!(got.len(), 10);
+        for (i, (d, src)) in got.iter().enumerate() {
+            assert_eq!((d, *src), (&want[i], from));
+        }
+        nothing_more(&mut b);
+        assert_eq!(b.offload_stats().gro_buffers, 3);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn gso_and_gro_through_a_dual_mode_socket() {
+        let Ok(mut server) = UdpTransport::bind("[::]:0".parse().unwrap(), &opts(true)) else {
+            eprintln!("IPv6 unavailable; skipping");
+            return;
+        };
+        let mut client = UdpTransport::bind("127.0.0.1:0".parse().unwrap(), &opts(true)).unwrap();
+        if !client.is_gso() || !server.is_gso() || !server.is_gro() {
+            eprintln!("no GSO/GRO; skipping");
+            return;
+        }
+        let port = server.local_addr().unwrap().port();
+        let server_v4 = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port));
+        let want: Vec<Vec<u8>> = (0..25).map(|i| filled(9, i, 1200)).collect();
+        for d in &want {
+            client.send_to(d, server_v4, Duration::ZERO).unwrap();
+        }
+        client.poll(Duration::ZERO).unwrap();
+        let got = recv_n(&mut server, want.len());
+        let from = client.local_addr().unwrap();
+        assert_eq!(got.len(), want.len());
+        for (i, (d, src)) in got.iter().enumerate() {
+            assert_eq!((d, *src), (&want[i], from), "datagram {i}");
+        }
+        assert!(server.offload_stats().gro_buffers >= 1);
+        // Back through the IPv6 socket to the IPv4 peer (an IPv4-mapped destination).
+        for d in &want {
+            server.send_to(d, from, Duration::ZERO).unwrap();
+        }
+        assert_eq!(pending_runs(&server), [25]);
+        server.poll(Duration::ZERO).unwrap();
+        assert_eq!(server.offload_stats().gso_messages, 1);
+        let back = recv_n(&mut client, want.len());
+        assert_eq!(back.len(), want.len());
+        for (i, (d, src)) in back.iter().enumerate() {
+            assert_eq!((d, *src), (&want[i], server_v4), "datagram {i} back");
+        }
+    }
+
+    #[test]
+    fn offload_needs_batching() {
+        let opts = SocketOptions {
+            batch: false,
+            ..gso_opts(true, true)
+        };
+        let a = UdpTransport::bind("127.0.0.1:0".parse().unwrap(), &opts).unwrap();
+        assert!(!a.is_gso());
+        assert!(!a.is_gro());
+        assert_eq!(a.offload_stats(), OffloadStats::default());
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            assert!(!sys::gro_enabled(a.socket.as_raw_fd()).unwrap());
+            let b = UdpTransport::bind("127.0.0.1:0".parse().unwrap(), &gso_opts(false, false))
+                .unwrap();
+            assert!(!b.is_gso());
+            assert!(!b.is_gro());
+            assert!(!sys::gro_enabled(b.socket.as_raw_fd()).unwrap());
         }
     }
 }
