@@ -469,8 +469,8 @@ fn w6(p: &Profile) -> Value {
     );
     println!("\nW6: {n} idle connected clients, server ticked at 60 Hz of virtual time (ManualClock); server tick only");
     println!(
-        "{:<22} {:>10} {:>10} {:>10} {:>10} {:>10} {:>12}",
-        "transport", "connected", "mean µs", "p50 µs", "p99 µs", "max µs", "dgrams/tick"
+        "{:<22} {:>10} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9}",
+        "transport", "connected", "mean µs", "p50 µs", "p99 µs", "max µs", "in/tick", "out/tick"
     );
     for (name, v) in [
         ("memory network", &mem),
@@ -479,14 +479,15 @@ fn w6(p: &Profile) -> Value {
         ("udp, batch + GSO/GRO", &offload),
     ] {
         println!(
-            "{:<22} {:>10} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>12.1}",
+            "{:<22} {:>10} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>9.1} {:>9.1}",
             name,
             f(v, "connected"),
             f(v, "mean_us"),
             f(v, "p50_us"),
             f(v, "p99_us"),
             f(v, "max_us"),
-            f(v, "datagrams_in_per_tick")
+            f(v, "datagrams_in_per_tick"),
+            f(v, "datagrams_out_per_tick")
         );
     }
     println!(
@@ -595,6 +596,14 @@ fn main() {
             "w2-client" => roles::w2_client(&params),
             "w3-server" => roles::w3_server(&params),
             "w3-client" => roles::w3_client(&params),
+            // W6 over the memory network alone, for profiling: `--n` clients, `--steps` ticks.
+            "w6-memory" => println!(
+                "{}",
+                common::inproc::w6_memory(
+                    params.n("n").max(1) as usize,
+                    params.n("steps").max(1) as usize
+                )
+            ),
             other => {
                 eprintln!("unknown role {other}");
                 std::process::exit(2);

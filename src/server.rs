@@ -23,8 +23,8 @@ use crate::driver::{socket_options, Core, EventDrain, Peers};
 use crate::error::Error;
 use crate::event::{ConnectionId, DisconnectReason, Event};
 use crate::io::{
-    Clock, ConditionerControl, Conditions, Direction, LinkConditioner, SystemClock, Transport,
-    UdpTransport,
+    AddrKey, Clock, ConditionerControl, Conditions, Direction, LinkConditioner, SystemClock,
+    Transport, UdpTransport,
 };
 use crate::stats::{ConnectionQuality, ConnectionStats, EndpointStats};
 use crate::wire::datagram::{Channel, Datagram};
@@ -36,6 +36,9 @@ struct Slot {
     generation: u32,
     /// Due time (scheduler ms) of this slot's live timer entry; `u64::MAX` if none.
     scheduled: u64,
+    /// The scheduler ms at which `after_receive` processed it in this tick (`u64::MAX`:
+    /// not since the last flush): `flush` need not process it again at the same ms.
+    processed_at: u64,
     /// Listed in `Table::dirty`.
     dirty: bool,
     /// Listed in `Table::throttled`.
@@ -49,14 +52,31 @@ const _: () = assert!(std::mem::size_of::<Slot>() <= std::mem::size_of::<Connect
 /// The server's connections: a slab found by address, the timer heap, the dirty list.
 struct Table {
     slots: Slab<Slot>,
-    by_addr: HashMap<SocketAddr, usize>,
+    by_addr: HashMap<AddrKey, usize>,
     next_generation: u32,
-    timers: BinaryHeap<Reverse<(u64, usize, u32)>>,
+    /// Timer entries, [`timer_entry`]s: due time, slot, generation in one `u128` (cheap to
+    /// compare and move). Entries whose slot was rescheduled or reused are skipped.
+    timers: BinaryHeap<Reverse<u128>>,
     dirty: Vec<usize>,
     /// Connections whose complete messages wait for room in the event queue.
     throttled: Vec<usize>,
     /// The secret behind the stateless handshake's cookies.
     key: CookieKey,
+}
+
+/// A timer entry: due time (scheduler ms) in the high 64 bits, then slot index and
+/// generation, so entries order by due time.
+fn timer_entry(due: u64, idx: usize, generation: u32) -> u128 {
+    (due as u128) << 64 | ((idx as u32) as u128) << 32 | generation as u128
+}
+
+/// The due time, slot index and generation of a timer entry.
+fn timer_parts(entry: u128) -> (u64, usize, u32) {
+    (
+        (entry >> 64) as u64,
+        (entry >> 32) as u32 as usize,
+        entry as u32,
+    )
 }
 
 impl Table {
@@ -104,6 +124,9 @@ impl Table {
     /// Bookkeeping after a connection changed: throttling, removal of closed
     /// connections, and rescheduling.
     fn settle(&mut self, core: &mut Core, idx: usize) {
+        if self.remove_if_closed(idx) {
+            return;
+        }
         let Some(slot) = self.slots.get_mut(idx) else {
             return;
         };
@@ -111,18 +134,28 @@ impl Table {
             slot.throttled = true;
             self.throttled.push(idx);
         }
-        if slot.conn.state() == ConnectionState::Disconnected {
-            let remote = slot.conn.remote();
-            self.slots.remove(idx);
-            self.by_addr.remove(&remote);
-            // Stale timer entries and dirty-list entries are skipped by generation checks.
-            return;
-        }
         let due = core.now.to_ms(slot.conn.next_deadline(core.now.kcp()));
         if due < slot.scheduled || slot.scheduled == u64::MAX {
             slot.scheduled = due;
-            self.timers.push(Reverse((due, idx, slot.generation)));
+            self.timers
+                .push(Reverse(timer_entry(due, idx, slot.generation)));
         }
+    }
+
+    /// Removes the connection in slot `idx` if it has closed (so its address is free for a
+    /// new handshake at once); whether it did.
+    fn remove_if_closed(&mut self, idx: usize) -> bool {
+        let Some(slot) = self.slots.get(idx) else {
+            return false;
+        };
+        if slot.conn.state() != ConnectionState::Disconnected {
+            return false;
+        }
+        let remote = slot.conn.remote();
+        self.slots.remove(idx);
+        self.by_addr.remove(&AddrKey(remote));
+        // Stale timer entries and dirty-list entries are skipped by generation checks.
+        true
     }
 
     /// Marks the connections that stopped taking messages for lack of event-queue room as
@@ -148,7 +181,8 @@ impl Table {
 
     /// Marks every connection whose timer is due as dirty.
     fn collect_due(&mut self, now_ms: u64) {
-        while let Some(&Reverse((due, idx, generation))) = self.timers.peek() {
+        while let Some(&Reverse(entry)) = self.timers.peek() {
+            let (due, idx, generation) = timer_parts(entry);
             if due > now_ms {
                 break;
             }
@@ -230,10 +264,11 @@ impl Table {
             conn,
             generation,
             scheduled: u64::MAX,
+            processed_at: u64::MAX,
             dirty: false,
             throttled: false,
         });
-        self.by_addr.insert(from, idx);
+        self.by_addr.insert(AddrKey(from), idx);
         debug!("{from} proved its address (slot {idx})");
         self.with_conn(core, idx, |c, ctx| c.handle_datagram(ctx, data));
         if self.slots[idx].conn.is_established() {
@@ -246,14 +281,16 @@ impl Table {
 
 impl Peers for Table {
     fn on_datagram(&mut self, core: &mut Core, data: &[u8], from: SocketAddr) {
-        if let Some(&idx) = self.by_addr.get(&from) {
+        if let Some(&idx) = self.by_addr.get(&AddrKey(from)) {
             let dropped_before = self.slots[idx].conn.datagrams_dropped();
             self.with_conn(core, idx, |c, ctx| c.handle_datagram(ctx, data));
             if self.slots[idx].conn.datagrams_dropped() != dropped_before {
                 core.stats.dropped_invalid += 1;
             }
+            // `after_receive` processes it and `flush` reschedules it (it stays dirty
+            // until then); only a close must take effect before the next datagram.
             self.mark_dirty(idx);
-            self.settle(core, idx);
+            self.remove_if_closed(idx);
             return;
         }
         self.on_stranger(core, data, from);
@@ -264,20 +301,39 @@ impl Peers for Table {
         self.retry_throttled(core);
         for i in 0..self.dirty.len() {
             let idx = self.dirty[i];
-            self.with_conn(core, idx, |c, ctx| c.process(ctx));
-            self.settle(core, idx);
+            if self.with_conn(core, idx, |c, ctx| c.process(ctx)).is_none() {
+                continue;
+            }
+            if self.remove_if_closed(idx) {
+                continue;
+            }
+            let slot = &mut self.slots[idx];
+            slot.processed_at = core.now.ms;
+            if slot.conn.is_throttled() && !slot.throttled {
+                slot.throttled = true;
+                self.throttled.push(idx);
+            }
+            // Rescheduled by `flush`: it stays dirty until then.
         }
     }
 
     fn flush(&mut self, core: &mut Core) {
         self.collect_due(core.now.ms);
         let dirty = std::mem::take(&mut self.dirty);
+        let now_ms = core.now.ms;
         for &idx in &dirty {
-            if let Some(slot) = self.slots.get_mut(idx) {
-                slot.dirty = false;
-            }
+            let Some(slot) = self.slots.get_mut(idx) else {
+                continue;
+            };
+            slot.dirty = false;
+            // Processed by `after_receive` at this very ms and not held back: its timers and
+            // messages are done, only its sends remain.
+            let processed = slot.processed_at == now_ms && !slot.conn.is_throttled();
+            slot.processed_at = u64::MAX;
             self.with_conn(core, idx, |c, ctx| {
-                c.process(ctx);
+                if !processed {
+                    c.process(ctx);
+                }
                 c.flush(ctx);
             });
             self.settle(core, idx);
@@ -294,7 +350,9 @@ impl Table {
         if !self.dirty.is_empty() {
             return Some(0);
         }
-        self.timers.peek().map(|Reverse((ms, _, _))| *ms)
+        self.timers
+            .peek()
+            .map(|&Reverse(entry)| timer_parts(entry).0)
     }
 }
 
@@ -645,7 +703,9 @@ impl Server {
         self.state(id) == Some(ConnectionState::Connected)
     }
 
-    /// Round-trip time from kcp2k Ping/Pong, in ms (`None` until measured).
+    /// Round-trip time in ms (`None` until measured): from the server's Ping/Pong, or, while
+    /// the client pings (the server then sends no Ping of its own), from the client's ACK
+    /// of the server's latest Pong ([`ConnectionQuality::ping_rtt_ms`]).
     pub fn rtt(&self, id: ConnectionId) -> Option<u32> {
         self.table.slot(id).and_then(|s| s.conn.rtt())
     }

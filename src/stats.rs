@@ -16,7 +16,10 @@ pub struct ConnectionQuality {
     pub kcp_rtt_var_ms: u32,
     /// The round trip of the latest Ping/Pong, in ms (`None` until the first Pong). Pings
     /// travel in the reliable stream, so under load this includes the time spent queued
-    /// behind reliable data: it is the application-level latency, not the link's.
+    /// behind reliable data: it is the application-level latency, not the link's. On a
+    /// server whose client pings (the server then sends no Pings of its own, see
+    /// `docs/PROTOCOL.md`), it is the round trip of the server's latest acknowledged Pong,
+    /// updated once per ping interval.
     pub ping_rtt_ms: Option<u32>,
     /// Loss estimate in 0..=1: KCP segments retransmitted ÷ segments sent (retransmissions
     /// included) in the window; with independent loss `p` of data segments this is `p`.

@@ -219,8 +219,9 @@ fn poll_delay_is_never_in_the_past_and_none_when_nothing_is_scheduled() {
         let c = sim.clients[0]
             .poll_delay()
             .expect("a connected client has timers");
-        // Between steps the next deadline is at most a ping interval away.
-        assert!(s <= Duration::from_millis(1_000), "{s:?}");
+        // Between steps the client's next deadline is at most a ping interval away; the
+        // server's at most two (its own Ping waits while the client's Pings arrive).
+        assert!(s <= Duration::from_millis(2_000), "{s:?}");
         assert!(c <= Duration::from_millis(1_000), "{c:?}");
     }
     // Let the clock run past every deadline without ticking: never negative, just zero.

@@ -578,6 +578,89 @@ fn idle_connection_stays_up_then_a_silent_link_times_out() {
     assert!(!sim.clients[0].is_connected());
 }
 
+/// An idle kcpnet pair exchanges three datagrams per second: the client's Ping, the
+/// server's ACK + Pong, the client's ACK. The server sends no Ping of its own while the
+/// client pings (its Pong is the client's keepalive) and quality reports stop once they have
+/// nothing new to say; when the client's Pings stop arriving the server pings again.
+#[test]
+fn an_idle_pair_exchanges_three_datagrams_per_second_and_the_server_pings_a_silent_client() {
+    let (mut sim, id) = connected_sim(Config::default(), 23);
+    let cid = sim.clients[0].id();
+    // Quality reports go out until four identical ones were sent: let that pass.
+    sim.run_for(Duration::from_secs(8));
+    let (s0, c0) = (
+        sim.server.stats().datagrams_sent,
+        sim.clients[0].stats().datagrams_sent,
+    );
+    let mut last_rx = (sim.server.stats().datagrams_received, now_ms(&sim));
+    for _ in 0..10_000 {
+        let before = now_ms(&sim);
+        sim.step();
+        let rx = sim.server.stats().datagrams_received;
+        if rx != last_rx.0 {
+            last_rx = (rx, before);
+        }
+    }
+    let server_sent = sim.server.stats().datagrams_sent - s0;
+    let client_sent = sim.clients[0].stats().datagrams_sent - c0;
+    println!("in 10 s idle: server sent {server_sent} datagrams, client {client_sent}");
+    assert!((9..=11).contains(&server_sent), "server sent {server_sent}");
+    assert!(
+        (18..=22).contains(&client_sent),
+        "client sent {client_sent}"
+    );
+    let rtt = sim
+        .server
+        .rtt(id)
+        .expect("the server measures the RTT from its Pongs");
+    assert!(rtt <= 10, "{rtt} ms over a perfect link ticked every ms");
+    assert!(sim.clients[0].rtt().is_some());
+
+    // The client's datagrams stop arriving (3 s, well under the 10 s timeout): the server
+    // no longer hears Pings, so 2 s after the last one it sends a Ping of its own (a new
+    // segment; until then it only retransmits its unacknowledged Pong).
+    let new_segments = |sim: &Sim| {
+        let st = sim.server.connection_stats(id).unwrap();
+        st.segments_sent - st.retransmits - st.fast_retransmits
+    };
+    sim.clients[0]
+        .set_conditions(Direction::Send, Conditions::lossy(1.0))
+        .unwrap();
+    let mut segments = new_segments(&sim);
+    let mut first_ping_at = None;
+    for _ in 0..3_000 {
+        let before = now_ms(&sim);
+        sim.step();
+        let rx = sim.server.stats().datagrams_received;
+        if rx != last_rx.0 {
+            last_rx = (rx, before);
+        }
+        let n = new_segments(&sim);
+        if n != segments {
+            // A new segment after the client went silent is the server's own Ping; one
+            // right after the last datagram arrived is the Pong to the last Ping.
+            if before > last_rx.1 + 100 {
+                first_ping_at.get_or_insert(before);
+            }
+            segments = n;
+        }
+    }
+    let first_ping_at = first_ping_at.expect("the server pings a client whose Pings stopped");
+    let after = first_ping_at - last_rx.1;
+    assert!(
+        (1_900..=2_100).contains(&after),
+        "the server's own Ping came {after} ms after the client's last datagram"
+    );
+    sim.clients[0]
+        .set_conditions(Direction::Send, Conditions::default())
+        .unwrap();
+    sim.run_for(Duration::from_secs(5));
+    assert_eq!(sim.server.state(id), Some(ConnectionState::Connected));
+    assert!(sim.clients[0].is_connected());
+    assert!(disconnects(&sim.server_events, id).is_empty());
+    assert!(disconnects(&sim.client_events[0], cid).is_empty());
+}
+
 // ======================================================================= 6. dead link
 
 #[test]

@@ -35,7 +35,8 @@ pub(crate) const BLOCK_LEN: usize = 9;
 /// Reliable header (half-close): the sender sends no more messages; every message it sent
 /// precedes this one. Payload: none (a reader ignores any).
 pub(crate) const RELIABLE_SEND_SHUTDOWN: u8 = 0x10;
-/// Unreliable header (quality reports), sent with every Ping: `unreliable_sent u32 LE`
+/// Unreliable header (quality reports), sent once per ping interval while it has something
+/// new to say (`Reports::should_send`): `unreliable_sent u32 LE`
 /// (unreliable messages the sender has sent so far) and `loss_seen u16 LE` (the fraction of
 /// the receiver's unreliable messages the sender did not get, in units of 1/10 000;
 /// [`LOSS_UNKNOWN`] if it cannot say). Unreliable on purpose: it travels exactly like the

@@ -57,6 +57,14 @@ const IDLE_POOL_BUFFERS: usize = 0;
 /// keeps about 440 bytes of it (one or two entries per queue), and trimming that would
 /// reallocate it every second.
 const TRIM_ABOVE_BYTES: usize = 768;
+/// A server answers a client's Ping with a Pong, which keeps the client's timeout alive
+/// (kcp2k counts any complete reliable message), so it sends no Ping of its own until the
+/// client's pings stop for this long: one datagram each way per second instead of three.
+const PING_ANSWER_WINDOW_MS: u32 = 2 * PING_INTERVAL_MS;
+/// The once-per-ping-interval work (trim, quality report, round-trip sample) rides on a
+/// client's Ping if at least this long passed since it last ran (a client pings about every
+/// second, with its tick's and the network's jitter).
+const PING_WORK_MIN_MS: u32 = PING_INTERVAL_MS * 3 / 4;
 
 /// Where a connection stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -206,7 +214,10 @@ pub(crate) struct Connection {
     link: Link,
     limits: Limits,
     last_receive: u32,
+    /// When the once-per-ping-interval work last ran (with or without our Ping).
     last_ping: u32,
+    /// Server: when we last answered the client's Ping with a Pong.
+    last_pong: u32,
     pongs: PongLimiter,
     rtt: Option<u32>,
     /// Handshake deadline while connecting, linger deadline while disconnecting.
@@ -282,6 +293,7 @@ impl Connection {
             },
             last_receive: now,
             last_ping: now,
+            last_pong: now.wrapping_sub(PING_ANSWER_WINDOW_MS),
             pongs: PongLimiter::default(),
             rtt: None,
             deadline: now.wrapping_add(config.handshake_timeout_ms),
@@ -482,6 +494,20 @@ impl Connection {
     fn start_ping_clock(&mut self, now: u32) {
         self.last_ping = now.wrapping_sub(self.link.cookie % (PING_INTERVAL_MS / 2));
         self.connected_at = now;
+    }
+
+    /// When the ping interval's work is due: a second after it last ran, or, on a server
+    /// whose client pings (and gets Pongs), only once the client's pings stopped for
+    /// [`PING_ANSWER_WINDOW_MS`] (until then that work rides on the client's Pings).
+    fn ping_due(&self) -> u32 {
+        let own = self.last_ping.wrapping_add(PING_INTERVAL_MS);
+        if self.role == Role::Server {
+            let answered = self.last_pong.wrapping_add(PING_ANSWER_WINDOW_MS);
+            if time_diff(answered, own) > 0 {
+                return answered;
+            }
+        }
+        own
     }
 
     /// Connected and at least one direction open: pings, pongs and reports flow.
@@ -689,7 +715,7 @@ impl Connection {
             | ConnectionState::SendClosed
             | ConnectionState::PeerSendClosed => {
                 take(self.last_receive.wrapping_add(self.limits.timeout));
-                take(self.last_ping.wrapping_add(PING_INTERVAL_MS));
+                take(self.ping_due());
             }
             ConnectionState::Disconnecting => {
                 take(self.deadline);

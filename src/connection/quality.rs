@@ -165,6 +165,11 @@ pub(crate) struct Reports {
     loss_in: u16,
     /// Loss of our unreliable messages, as the peer last reported (1/10 000).
     peer_loss: u16,
+    /// Our last report (`unreliable_sent`, `loss_seen`) and how many times in a row since
+    /// it changed we had the same to say.
+    last_sent: u32,
+    last_loss: u16,
+    repeats: u8,
 }
 
 impl Default for Reports {
@@ -173,6 +178,9 @@ impl Default for Reports {
             history: [(0, 0); REPORT_SPAN],
             loss_in: LOSS_UNKNOWN,
             peer_loss: LOSS_UNKNOWN,
+            last_sent: 0,
+            last_loss: LOSS_UNKNOWN,
+            repeats: 0,
         }
     }
 }
@@ -206,6 +214,19 @@ impl Reports {
     /// What our next report says about the peer's unreliable messages.
     pub(crate) fn loss_in(&self) -> u16 {
         self.loss_in
+    }
+
+    /// Whether a report saying `sent` and `loss` must go out. Once the same report went out
+    /// [`REPORT_SPAN`] times after it last changed, the peer's estimate has reached what any
+    /// number of further copies gives it (nothing sent over its whole span: unknown; our
+    /// `loss` unchanged), so an idle connection stops reporting until something changes.
+    pub(crate) fn should_send(&mut self, sent: u32, loss: u16) -> bool {
+        if (sent, loss) == (self.last_sent, self.last_loss) {
+            self.repeats = self.repeats.saturating_add(1);
+        } else {
+            (self.last_sent, self.last_loss, self.repeats) = (sent, loss, 0);
+        }
+        self.repeats as usize <= REPORT_SPAN
     }
 }
 
@@ -277,15 +298,20 @@ impl Connection {
         }
     }
 
-    /// Sends a quality report (with our Ping), if the extension was negotiated.
+    /// Sends a quality report (once per ping interval), if the extension was negotiated and
+    /// the report would tell the peer something ([`Reports::should_send`]).
     pub(super) fn send_quality_report(&mut self, ctx: &mut Ctx<'_>) {
         if !self.ext.contains(extensions::Extensions::QUALITY_REPORTS) {
             return;
         }
-        let report = extensions::quality_report(
+        let (sent, loss) = (
             self.link.stats.unreliable_sent as u32,
             self.reports.loss_in(),
         );
+        if !self.reports.should_send(sent, loss) {
+            return;
+        }
+        let report = extensions::quality_report(sent, loss);
         let mut head = self.link.unreliable_header(UnreliableHeader::Data);
         head[DATAGRAM_HEADER_LEN] = extensions::UNRELIABLE_QUALITY_REPORT;
         self.link.transmit(ctx.tx, &head, &report);
@@ -365,6 +391,31 @@ mod tests {
         let mut q = PongLimiter::default();
         let answered = (0..1000u32).filter(|&t| q.allow(t)).count();
         assert_eq!(answered, PONG_LIMIT as usize);
+    }
+
+    #[test]
+    fn identical_reports_stop_after_the_span_and_resume_on_a_change() {
+        let mut r = Reports::default();
+        // A fresh connection with nothing sent (what the peer assumes before any report):
+        // four copies, then silence.
+        let sent: Vec<bool> = (0..8).map(|_| r.should_send(0, LOSS_UNKNOWN)).collect();
+        assert_eq!(sent, [true, true, true, true, false, false, false, false]);
+        // A message was sent: the new report, four more copies (the last one makes the
+        // peer's span free of new messages), then silence again.
+        let sent: Vec<bool> = (0..7).map(|_| r.should_send(1, LOSS_UNKNOWN)).collect();
+        assert_eq!(sent, [true, true, true, true, true, false, false]);
+        // A new loss figure from the peer's side counts as a change too.
+        assert!(r.should_send(1, 250));
+        // The receiver's view after the copies that were sent is the fixed point that more
+        // copies would keep: the peer's sends over the span are zero, so unknown.
+        let mut peer = Reports::default();
+        for _ in 0..=REPORT_SPAN {
+            peer.on_report(7, LOSS_UNKNOWN, 7);
+        }
+        assert_eq!(peer.loss_in(), LOSS_UNKNOWN);
+        let before = (peer.history, peer.loss_in, peer.peer_loss);
+        peer.on_report(7, LOSS_UNKNOWN, 7);
+        assert_eq!((peer.history, peer.loss_in, peer.peer_loss), before);
     }
 
     #[test]

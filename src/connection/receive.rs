@@ -10,7 +10,8 @@ use super::extensions::{
     UNRELIABLE_QUALITY_REPORT,
 };
 use super::{
-    handshake, Connection, ConnectionState, Ctx, Role, IDLE_POOL_BUFFERS, TRIM_ABOVE_BYTES,
+    handshake, Connection, ConnectionState, Ctx, Role, IDLE_POOL_BUFFERS, PING_WORK_MIN_MS,
+    TRIM_ABOVE_BYTES,
 };
 use crate::config::PING_INTERVAL_MS;
 use crate::error::ErrorCode;
@@ -278,27 +279,8 @@ impl Connection {
                     self.fail(ctx, DisconnectReason::Timeout, ErrorCode::Timeout, msg);
                     return;
                 }
-                if self.is_open() && time_diff(now, self.last_ping) >= PING_INTERVAL_MS as i32 {
-                    self.last_ping = now;
-                    // Give back what a burst left behind before the ping needs a buffer, once
-                    // a whole ping interval passed without reliable messages. Not
-                    // `Kcp::is_idle`: it also wants no pending ACKs, but the peer's Ping
-                    // arrives in the very tick our own Ping is due (the two ping clocks start
-                    // one one-way delay apart), so a server never trimmed. Only trim above
-                    // the idle working set: trimming that would make the next pings allocate
-                    // again every second.
-                    let activity = self.app_messages();
-                    if self.kcp.wait_snd() == 0
-                        && activity == self.activity_at_ping
-                        && self.kcp.ring_heap_bytes() > TRIM_ABOVE_BYTES
-                    {
-                        self.kcp.trim_memory(IDLE_POOL_BUFFERS);
-                    }
-                    self.activity_at_ping = activity;
-                    let _ = self
-                        .kcp
-                        .send_with_header(&[ReliableHeader::Ping.as_u8()], &now.to_le_bytes());
-                    self.send_quality_report(ctx);
+                if self.is_open() && time_diff(now, self.ping_due()) >= 0 {
+                    self.ping_interval(ctx, true);
                 }
                 let queued = self.kcp.total_queued();
                 if queued >= (self.limits.choke as usize) {
@@ -317,6 +299,35 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// Once per ping interval: give back what a burst left behind, Ping the peer (with
+    /// `ping`), take a round-trip sample and send a quality report.
+    ///
+    /// Trims once a whole ping interval passed without reliable messages. Not
+    /// `Kcp::is_idle`: it also wants no pending ACKs, but the peer's Ping arrives in the very
+    /// tick our own work is due, so a server never trimmed. Only trims above the idle working
+    /// set: trimming that would make the next pings allocate again every second.
+    fn ping_interval(&mut self, ctx: &mut Ctx<'_>, ping: bool) {
+        let now = ctx.now;
+        self.last_ping = now;
+        let activity = self.app_messages();
+        if self.kcp.wait_snd() == 0
+            && activity == self.activity_at_ping
+            && self.kcp.ring_heap_bytes() > TRIM_ABOVE_BYTES
+        {
+            self.kcp.trim_memory(IDLE_POOL_BUFFERS);
+        }
+        self.activity_at_ping = activity;
+        if ping {
+            let _ = self
+                .kcp
+                .send_with_header(&[ReliableHeader::Ping.as_u8()], &now.to_le_bytes());
+        } else if let Some(rtt) = self.kcp.last_rtt_sample() {
+            // No Ping of ours, so no Pong: the ACK of our last Pong measured the round trip.
+            self.rtt = Some(rtt);
+        }
+        self.send_quality_report(ctx);
     }
 
     fn kcp_dead_link(&self) -> u32 {
@@ -417,6 +428,16 @@ impl Connection {
                 Control::Ping(ts) => {
                     if let (Some(ts), true) = (ts, self.is_open()) {
                         if self.pongs.allow(ctx.now) {
+                            if self.role == Role::Server {
+                                // The Pong keeps the client alive: our own Ping waits (see
+                                // `Connection::ping_due`), its other work rides on this
+                                // Ping (before the Pong is queued, so an idle send side
+                                // can be trimmed).
+                                self.last_pong = ctx.now;
+                                if time_diff(ctx.now, self.last_ping) >= PING_WORK_MIN_MS as i32 {
+                                    self.ping_interval(ctx, false);
+                                }
+                            }
                             let _ = self.kcp.send_with_header(
                                 &[ReliableHeader::Pong.as_u8()],
                                 &ts.to_le_bytes(),

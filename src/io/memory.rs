@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use super::Transport;
+use super::{AddrKey, Transport};
 
 /// The default per-socket queue capacity: 4 MiB.
 const DEFAULT_QUEUE_CAPACITY: usize = 4 * 1024 * 1024;
@@ -54,7 +54,7 @@ struct Queue {
 }
 
 struct Inner {
-    sockets: HashMap<SocketAddr, Queue>,
+    sockets: HashMap<AddrKey, Queue>,
     /// How many sockets use each port (for port-0 allocation).
     ports: HashMap<u16, u32>,
     queue_capacity: usize,
@@ -72,7 +72,7 @@ impl Inner {
     /// else a socket bound to the unspecified address of the same family on
     /// that port, else (for IPv4 destinations) one bound to `[::]` on that port.
     fn route(&self, to: SocketAddr) -> Option<SocketAddr> {
-        if self.sockets.contains_key(&to) {
+        if self.sockets.contains_key(&AddrKey(to)) {
             return Some(to);
         }
         let port = to.port();
@@ -85,7 +85,7 @@ impl Inner {
         candidates
             .iter()
             .copied()
-            .find(|a| self.sockets.contains_key(a))
+            .find(|a| self.sockets.contains_key(&AddrKey(*a)))
     }
 
     fn take_buffer(&mut self) -> Vec<u8> {
@@ -206,13 +206,13 @@ impl MemoryNetwork {
         } else {
             addr
         };
-        if inner.sockets.contains_key(&addr) {
+        if inner.sockets.contains_key(&AddrKey(addr)) {
             return Err(io::Error::new(
                 io::ErrorKind::AddrInUse,
                 format!("{addr} is already bound on this memory network"),
             ));
         }
-        inner.sockets.insert(addr, Queue::default());
+        inner.sockets.insert(AddrKey(addr), Queue::default());
         *inner.ports.entry(addr.port()).or_insert(0) += 1;
         Ok(MemorySocket {
             net: self.clone(),
@@ -222,7 +222,7 @@ impl MemoryNetwork {
 
     /// Whether a socket is bound to exactly `addr`.
     pub fn is_bound(&self, addr: SocketAddr) -> bool {
-        self.lock().sockets.contains_key(&addr)
+        self.lock().sockets.contains_key(&AddrKey(addr))
     }
 
     /// How many datagrams are queued for the socket bound to `addr` (0 if
@@ -230,7 +230,7 @@ impl MemoryNetwork {
     pub fn queued(&self, addr: SocketAddr) -> usize {
         self.lock()
             .sockets
-            .get(&addr)
+            .get(&AddrKey(addr))
             .map_or(0, |q| q.datagrams.len())
     }
 
@@ -284,7 +284,7 @@ impl Transport for MemorySocket {
         _now: Duration,
     ) -> io::Result<Option<(usize, SocketAddr)>> {
         let mut inner = self.net.lock();
-        let Some(queue) = inner.sockets.get_mut(&self.addr) else {
+        let Some(queue) = inner.sockets.get_mut(&AddrKey(self.addr)) else {
             return Ok(None);
         };
         let Some(datagram) = queue.datagrams.pop_front() else {
@@ -316,25 +316,27 @@ impl Transport for MemorySocket {
             return Ok(true);
         };
         let capacity = inner.queue_capacity;
-        let fits = inner.sockets.get(&dest).is_some_and(|q| {
+        let mut buf = inner.take_buffer();
+        let net = &mut *inner;
+        let queue = net.sockets.get_mut(&AddrKey(dest)).filter(|q| {
             q.datagrams.len() < MAX_QUEUE_DATAGRAMS
                 && q.bytes
                     .checked_add(data.len())
                     .is_some_and(|b| b <= capacity)
         });
-        if !fits {
-            inner.stats.queue_full += 1;
-            inner.stats.dropped += 1;
+        let Some(queue) = queue else {
+            net.stats.queue_full += 1;
+            net.stats.dropped += 1;
+            net.recycle(buf);
             return Ok(true);
-        }
-        let mut buf = inner.take_buffer();
+        };
         buf.extend_from_slice(data);
-        let from = self.addr;
-        if let Some(queue) = inner.sockets.get_mut(&dest) {
-            queue.bytes += data.len();
-            queue.datagrams.push_back(Datagram { from, data: buf });
-            inner.stats.delivered += 1;
-        }
+        queue.bytes += data.len();
+        queue.datagrams.push_back(Datagram {
+            from: self.addr,
+            data: buf,
+        });
+        net.stats.delivered += 1;
         Ok(true)
     }
 
@@ -346,7 +348,7 @@ impl Transport for MemorySocket {
 impl Drop for MemorySocket {
     fn drop(&mut self) {
         let mut inner = self.net.lock();
-        if let Some(queue) = inner.sockets.remove(&self.addr) {
+        if let Some(queue) = inner.sockets.remove(&AddrKey(self.addr)) {
             for datagram in queue.datagrams {
                 inner.recycle(datagram.data);
             }

@@ -288,9 +288,54 @@ impl Clock for ManualClock {
     }
 }
 
+/// A remote address as a hash-map key, hashed as one word (IPv4 and port) or one 128-bit
+/// value (IPv6 and port) instead of the four small writes of `SocketAddr`'s own `Hash`:
+/// the address lookup runs for every datagram. The map's hasher stays std's keyed SipHash,
+/// so remote peers cannot aim collisions at it. Equal addresses hash equally (the IPv6
+/// flow info and scope id, which `SocketAddr` equality also compares, are left out of the
+/// hash only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct AddrKey(pub(crate) SocketAddr);
+
+impl std::hash::Hash for AddrKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        match self.0 {
+            SocketAddr::V4(a) => {
+                state.write_u64(u64::from(u32::from(*a.ip())) << 16 | u64::from(a.port()))
+            }
+            SocketAddr::V6(a) => {
+                state.write_u128(u128::from(*a.ip()).rotate_left(16) ^ u128::from(a.port()))
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn addr_keys_of_equal_addresses_hash_equally_and_differ_by_port_and_family() {
+        use std::collections::HashMap;
+        let mut map = HashMap::new();
+        let addrs: Vec<SocketAddr> = [
+            "10.0.0.1:1",
+            "10.0.0.1:2",
+            "10.0.0.2:1",
+            "[::1]:1",
+            "[::1]:2",
+            "[::ffff:10.0.0.1]:1",
+        ]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
+        for (i, a) in addrs.iter().enumerate() {
+            assert_eq!(map.insert(AddrKey(*a), i), None, "{a}");
+        }
+        for (i, a) in addrs.iter().enumerate() {
+            assert_eq!(map.get(&AddrKey(*a)), Some(&i), "{a}");
+        }
+    }
 
     #[test]
     fn manual_clock_is_shared_between_clones() {

@@ -320,6 +320,8 @@ pub struct Kcp {
     rx_srtt: i32,
     rx_rto: i32,
     rx_minrto: i32,
+    /// The latest RTT sample (ms), -1 before the first.
+    rx_last: i32,
     snd_wnd: u32,
     rcv_wnd: u32,
     rmt_wnd: u32,
@@ -393,6 +395,7 @@ impl Kcp {
             rx_srtt: 0,
             rx_rto: RTO_DEF,
             rx_minrto: RTO_MIN,
+            rx_last: -1,
             snd_wnd: WND_SND,
             rcv_wnd: WND_RCV,
             rmt_wnd: WND_RCV,
@@ -480,6 +483,12 @@ impl Kcp {
     /// The smoothed round-trip time in ms (0 before the first sample).
     pub fn srtt(&self) -> i32 {
         self.rx_srtt
+    }
+
+    /// The latest round-trip sample in ms (the age of the segment an ACK acknowledged, as
+    /// its echoed timestamp tells), `None` before the first.
+    pub fn last_rtt_sample(&self) -> Option<u32> {
+        u32::try_from(self.rx_last).ok()
     }
 
     /// The current retransmission timeout in ms.

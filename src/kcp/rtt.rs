@@ -4,6 +4,7 @@ use super::{Kcp, RTO_MAX};
 
 impl Kcp {
     pub(super) fn update_ack(&mut self, rtt: i32) {
+        self.rx_last = rtt;
         if self.rx_srtt == 0 {
             self.rx_srtt = rtt;
             self.rx_rttval = rtt / 2;
