@@ -447,6 +447,11 @@ fn w5(p: &Profile) -> Value {
 
 fn w6(p: &Profile) -> Value {
     let n = p.w6_clients;
+    let raw = median_run(
+        p.reps,
+        |v| f(v, "mean_us"),
+        || common::inproc::w6_raw_udp(n, p.w6_steps),
+    );
     let mem = median_run(
         p.reps,
         |v| f(v, "mean_us"),
@@ -473,6 +478,7 @@ fn w6(p: &Profile) -> Value {
         "transport", "connected", "mean µs", "p50 µs", "p99 µs", "max µs", "in/tick", "out/tick"
     );
     for (name, v) in [
+        ("raw udp (baseline)", &raw),
         ("memory network", &mem),
         ("udp, batching off", &plain),
         ("udp, batching on", &batch),
@@ -491,6 +497,12 @@ fn w6(p: &Profile) -> Value {
         );
     }
     println!(
+        "udp ÷ raw udp (mean): batching off {}, on {}, batch + GSO/GRO {}",
+        ratio(f(&plain, "mean_us"), f(&raw, "mean_us")),
+        ratio(f(&batch, "mean_us"), f(&raw, "mean_us")),
+        ratio(f(&offload, "mean_us"), f(&raw, "mean_us"))
+    );
+    println!(
         "batching on ÷ off (mean): {}",
         ratio(f(&batch, "mean_us"), f(&plain, "mean_us"))
     );
@@ -499,7 +511,7 @@ fn w6(p: &Profile) -> Value {
         ratio(f(&offload, "mean_us"), f(&batch, "mean_us"))
     );
     let rss = w6_rss(n);
-    json!({"memory": mem, "udp_plain": plain, "udp_batch": batch, "udp_offload": offload, "rss": rss})
+    json!({"raw_udp": raw, "memory": mem, "udp_plain": plain, "udp_batch": batch, "udp_offload": offload, "rss": rss})
 }
 
 /// W6's memory rows: a server process (W3's role) with `n` idle clients in another process,

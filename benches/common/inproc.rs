@@ -247,3 +247,73 @@ pub fn w6_udp(n: usize, steps: usize, io: super::SocketIo) -> Value {
         clock,
     )
 }
+
+/// W6's baseline: the same datagrams with no protocol, over loopback with std sockets. `n`
+/// client sockets; each client sends what an idle kcpnet client sends in steady state
+/// (a 34-byte "Ping" once a second at its own phase, a 29-byte "ACK" one tick later) and
+/// the server answers each Ping with one 58-byte datagram (kcpnet's ACK + Pong), so the
+/// server sees the kcpnet row's datagrams in and out per tick. Only the server's work is
+/// timed: reading every queued datagram (one `recv_from` each) and sending its answers
+/// (one `send_to` each). The floor W6 over UDP cannot go below on this machine.
+pub fn w6_raw_udp(n: usize, steps: usize) -> Value {
+    use std::net::UdpSocket;
+    let server = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    server.set_nonblocking(true).unwrap();
+    // The receive buffer a kcpnet server asks for (the default holds ~250 small datagrams).
+    let _ = socket2::SockRef::from(&server).set_recv_buffer_size(4 << 20);
+    let server_addr = server.local_addr().unwrap();
+    let clients: Vec<UdpSocket> = (0..n)
+        .map(|_| {
+            let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
+            s.set_nonblocking(true).unwrap();
+            s.connect(server_addr).unwrap();
+            s
+        })
+        .collect();
+    let ping = [1u8; 34];
+    let ack = [2u8; 29];
+    let answer = [3u8; 58];
+    let mut buf = [0u8; 2048];
+    let mut us = Vec::with_capacity(steps);
+    let (mut received, mut sent) = (0u64, 0u64);
+    let ticks_per_second = 60;
+    let client_tick = |clients: &[UdpSocket], tick: usize, buf: &mut [u8]| {
+        for (i, c) in clients.iter().enumerate() {
+            while c.recv(buf).is_ok() {}
+            let phase = (tick + i) % ticks_per_second;
+            if phase == 0 {
+                let _ = c.send(&ping);
+            } else if phase == 1 {
+                let _ = c.send(&ack);
+            }
+        }
+    };
+    // One second to warm up (every client sends once), then the measured ticks.
+    for tick in 0..ticks_per_second + steps {
+        client_tick(&clients, tick, &mut buf);
+        let t = Instant::now();
+        let (mut rx, mut tx) = (0u64, 0u64);
+        while let Ok((len, from)) = server.recv_from(&mut buf) {
+            rx += 1;
+            if len == ping.len() && server.send_to(&answer, from).is_ok() {
+                tx += 1;
+            }
+        }
+        let elapsed = t.elapsed().as_secs_f64() * 1e6;
+        if tick >= ticks_per_second {
+            us.push(elapsed);
+            received += rx;
+            sent += tx;
+        }
+    }
+    let mean = us.iter().sum::<f64>() / us.len().max(1) as f64;
+    let p50 = percentile(&mut us, 50.0);
+    let p99 = percentile(&mut us, 99.0);
+    let max = us.last().copied().unwrap_or(0.0);
+    json!({
+        "clients": n, "connected": n, "ticks": steps,
+        "mean_us": mean, "p50_us": p50, "p99_us": p99, "max_us": max,
+        "datagrams_in_per_tick": received as f64 / steps.max(1) as f64,
+        "datagrams_out_per_tick": sent as f64 / steps.max(1) as f64,
+    })
+}
