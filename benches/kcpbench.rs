@@ -4,7 +4,8 @@
 //! off (`kcpnet-nogso`) and on (`kcpnet`, the default) where they can matter.
 //!
 //! `cargo bench` runs the quick profile (a few minutes on 2 cores); `cargo bench -- --full`
-//! runs the full sizes three times and reports medians; `--only W1a,W3` picks workloads.
+//! runs the full sizes three times and reports medians; `--only W1a,W3` picks workloads
+//! (W1a W1b W2a W2b W3 W3s W4a W4b W5 W6; W3s is W3 with `SO_REUSEPORT` shards).
 //! W1–W4 run client and server as separate processes: this binary re-executes itself
 //! with `--role ...`. Everything uses loopback only. Results also go to
 //! `target/bench-results.json`.
@@ -87,6 +88,8 @@ struct Profile {
     w2b_count: u64,
     w3_ns: &'static [u64],
     w3_secs: u64,
+    /// W3s (W3 with `SO_REUSEPORT` shards): client counts; the run length is `w3_secs`.
+    w3s_ns: &'static [u64],
     w4a_count: u64,
     w4b_bytes: u64,
     w5_msgs: u64,
@@ -104,6 +107,7 @@ const QUICK: Profile = Profile {
     w2b_count: 500,
     w3_ns: &[1_000, 5_000],
     w3_secs: 8,
+    w3s_ns: &[10_000, 20_000],
     w4a_count: 200,
     w4b_bytes: 2 << 20,
     w5_msgs: 500,
@@ -121,6 +125,7 @@ const FULL: Profile = Profile {
     w2b_count: 2_000,
     w3_ns: &[1_000, 5_000, 10_000],
     w3_secs: 20,
+    w3s_ns: &[10_000, 20_000],
     w4a_count: 2_000,
     w4b_bytes: 8 << 20,
     w5_msgs: 2_000,
@@ -398,6 +403,192 @@ fn w3(p: &Profile) -> Value {
         }
         all.insert(n.to_string(), Value::Object(out));
     }
+    Value::Object(all)
+}
+
+/// W3s: clients per client process. The limit on open files is per process (a client
+/// is a socket) and 20,000 on this project's machines (soft = hard), so 20,000 clients
+/// run as two processes of 10,000.
+const W3S_PER_PROC: u64 = 10_000;
+
+/// W3s rows: (JSON key, label, `--impl`, `--shards`). Raw UDP's stateless echo server
+/// (one socket, unsharded) is the CPU baseline, as in W3.
+const W3S_ROWS: &[(&str, &str, &str, Option<u32>)] = &[
+    ("udp", "udp (1 socket)", "udp", None),
+    ("kcpnet-x1", "kcpnet ×1 shard", "kcpnet", Some(1)),
+    ("kcpnet-x2", "kcpnet ×2 shards", "kcpnet", Some(2)),
+];
+
+/// One W3s run: a server (sharded if `shards`), `n` clients spread over
+/// `ceil(n / W3S_PER_PROC)` client processes that start sending together at the mark.
+fn w3s_run(imp: &str, shards: Option<u32>, n: u64, secs: u64) -> Value {
+    let k = shards.map(|k| k.to_string());
+    let mut s_args = vec!["--role", "w3-server", "--impl", imp];
+    if let Some(k) = k.as_deref() {
+        s_args.extend(["--shards", k]);
+    }
+    let mut s = Proc::spawn(&args(&s_args));
+    let port = s.port().to_string();
+    let procs = n.div_ceil(W3S_PER_PROC).max(1);
+    let secs_s = secs.to_string();
+    let mut clients: Vec<Proc> = (0..procs)
+        .map(|i| {
+            let share = (n / procs + u64::from(i < n % procs)).to_string();
+            Proc::spawn(&args(&[
+                "--role",
+                "w3-client",
+                "--impl",
+                imp,
+                "--n",
+                &share,
+                "--secs",
+                &secs_s,
+                "--port",
+                &port,
+                "--sync",
+                "1",
+            ]))
+        })
+        .collect();
+    let ready_by = std::time::Instant::now() + Duration::from_secs(150);
+    for (i, c) in clients.iter_mut().enumerate() {
+        let left = ready_by.saturating_duration_since(std::time::Instant::now());
+        if c.expect("READY", left).is_none() {
+            eprintln!("W3s {imp} {n}: client process {i} never got ready");
+        }
+    }
+    s.tell("mark");
+    for c in clients.iter_mut() {
+        c.tell("mark");
+    }
+    let crs: Vec<Value> = clients
+        .iter_mut()
+        .map(|c| c.result(Duration::from_secs(secs + 60)))
+        .collect();
+    let sr = s.stop(Duration::from_secs(10));
+    let sum = |k: &str| crs.iter().map(|c| f(c, k)).sum::<f64>();
+    let (sent, echoed_c) = (sum("sent"), sum("echoed"));
+    let (connected, connected_end) = (sum("connected"), sum("connected_end"));
+    let client_cpu_pct: f64 = crs
+        .iter()
+        .map(|c| 100.0 * f(c, "cpu_ns") / 1e9 / f(c, "cpu_wall_s").max(1e-9))
+        .sum();
+    let echoed = f(&sr, "echoed");
+    let cpu_us = f(&sr, "cpu_ns") / 1e3;
+    json!({
+        "server": sr, "clients": crs, "client_processes": procs,
+        "n": n, "connected": connected, "connected_end": connected_end, "sent": sent, "echoed_at_clients": echoed_c,
+        "offered_pct": 100.0 * sent / (n as f64 * 20.0 * secs as f64),
+        "cpu_us_per_msg": if echoed > 0.0 { cpu_us / echoed } else { 0.0 },
+        "cpu_pct": 100.0 * cpu_us / 1e6 / f(&sr, "wall_s").max(1e-9),
+        "rss_per_conn": (f(&sr, "rss_mark") - f(&sr, "rss_base")) / n as f64,
+        "pct_echoed": if sent > 0.0 { 100.0 * echoed_c / sent } else { 0.0 },
+        // Every client connected at the start and still at the end, every message echoed.
+        "all_served": connected as u64 == n && connected_end as u64 == n
+            && sent > 0.0 && echoed_c >= sent,
+        // The worst client process's p99 (percentiles of separate processes do not merge).
+        "p99_ms": crs.iter().map(|c| f(c, "p99_ms")).fold(0.0, f64::max),
+        "client_cpu_pct": client_cpu_pct,
+    })
+}
+
+/// W3 with `SO_REUSEPORT` shards: kcpnet's W3 echo server as 1 and as 2 single-threaded
+/// shards on one port, at `w3s_ns` clients, against raw UDP's echo server.
+fn w3s(p: &Profile) -> Value {
+    let started = std::time::Instant::now();
+    let mut all = serde_json::Map::new();
+    if let Some((soft, hard)) = common::open_files_limit() {
+        if soft < W3S_PER_PROC + 64 {
+            println!(
+                "\nW3s skipped: a client process holds {W3S_PER_PROC} sockets, but the soft limit on open files is {soft} (hard {hard}); raise it (`ulimit -n {}`) and run again",
+                (W3S_PER_PROC + 64).min(hard)
+            );
+            return json!({"skipped": format!("open files soft limit {soft}, hard {hard}")});
+        }
+    }
+    for &n in p.w3s_ns {
+        let mut out = serde_json::Map::new();
+        for &(key, _, imp, shards) in W3S_ROWS {
+            let v = median_run(
+                p.reps,
+                |v| f(v, "cpu_us_per_msg"),
+                || w3s_run(imp, shards, n, p.w3_secs),
+            );
+            out.insert(key.to_string(), v);
+        }
+        let procs = n.div_ceil(W3S_PER_PROC).max(1);
+        println!(
+            "\nW3s: {n} clients ({procs} client process{}, a socket each) × 20 msg/s, 32-byte reliable echo, {} s; kcpnet sharded with SO_REUSEPORT (a thread and a socket per shard, each ticking every 1 ms)",
+            if procs == 1 { "" } else { "es" },
+            p.w3_secs
+        );
+        println!(
+            "{:<17} {:>11} {:>11} {:>9} {:>10} {:>7} {:>9} {:>9} {:>8} {:>11} {:>8} {:>6}",
+            "impl",
+            "connected",
+            "per shard",
+            "offered %",
+            "CPU µs/msg",
+            "CPU %",
+            "RSS/conn",
+            "echoed %",
+            "p99 ms",
+            "client CPU%",
+            "CPU÷udp",
+            "served"
+        );
+        let base = f(&out["udp"], "cpu_us_per_msg");
+        for &(key, label, _, shards) in W3S_ROWS {
+            let v = &out[key];
+            let per_shard = match (shards, v["server"].get("connections_per_shard")) {
+                (Some(_), Some(Value::Array(a))) => a
+                    .iter()
+                    .map(|c| c.as_u64().unwrap_or(0).to_string())
+                    .collect::<Vec<_>>()
+                    .join("+"),
+                _ => "–".into(),
+            };
+            let (c0, c1) = (f(v, "connected"), f(v, "connected_end"));
+            println!(
+                "{:<17} {:>11} {:>11} {:>9.1} {:>10.2} {:>7.1} {:>9} {:>9.2} {:>8.2} {:>11.0} {:>8} {:>6}",
+                label,
+                if c0 == c1 { c0.to_string() } else { format!("{c0}→{c1}") },
+                per_shard,
+                f(v, "offered_pct"),
+                f(v, "cpu_us_per_msg"),
+                f(v, "cpu_pct"),
+                human(f(v, "rss_per_conn").max(0.0) as u64),
+                f(v, "pct_echoed"),
+                f(v, "p99_ms"),
+                f(v, "client_cpu_pct"),
+                ratio(f(v, "cpu_us_per_msg"), base),
+                if v.get("all_served") == Some(&json!(true)) {
+                    "all"
+                } else {
+                    "NO"
+                }
+            );
+        }
+        let (one, two) = (&out["kcpnet-x1"], &out["kcpnet-x2"]);
+        let rate = |v: &Value| f(&v["server"], "echoed") / f(&v["server"], "wall_s").max(1e-9);
+        let r_msg = ratio(f(two, "cpu_us_per_msg"), f(one, "cpu_us_per_msg"));
+        let r_pct = ratio(f(two, "cpu_pct"), f(one, "cpu_pct"));
+        let r_rate = ratio(rate(two), rate(one));
+        println!(
+            "2 shards ÷ 1 shard: CPU µs/msg {r_msg}, server CPU % {r_pct}, messages echoed per second {r_rate}"
+        );
+        out.insert(
+            "ratio_2_over_1".into(),
+            json!({"cpu_us_per_msg": r_msg, "cpu_pct": r_pct, "echoed_per_s": r_rate}),
+        );
+        all.insert(n.to_string(), Value::Object(out));
+    }
+    println!(
+        "(connected: clients connected at the start→at the end if fewer; per shard: server connections at the mark; offered %: messages sent ÷ (N × 20/s × run); CPU: the server process, all threads, 100 = one core; client CPU%: all client processes; served: all = every client connected throughout and every message sent was echoed)"
+    );
+    let secs = started.elapsed().as_secs_f64();
+    println!("(W3s took {secs:.0} s)");
+    all.insert("elapsed_s".into(), json!(secs));
     Value::Object(all)
 }
 
@@ -695,6 +886,9 @@ fn main() {
     }
     if want("W3") {
         results.insert("W3".into(), w3(p));
+    }
+    if want("W3s") {
+        results.insert("W3s".into(), w3s(p));
     }
     if want("W4a") {
         results.insert(

@@ -91,6 +91,20 @@ pub fn kcpnet_server(io: SocketIo, impair: bool, config: Config) -> Server {
     Server::with_transport(Box::new(t), Box::new(SystemClock::new()), config).expect("server")
 }
 
+/// One shard of a sharded kcpnet server: a socket bound to `addr` with `SO_REUSEPORT`
+/// (moving datagrams as `io` says, behind a perfect link conditioner, as in
+/// [`kcpnet_server`]), so that several shards can share one port. Bind the first to port 0
+/// and the others to the port it got.
+pub fn kcpnet_shard(addr: SocketAddr, io: SocketIo, seed: u64, config: Config) -> Server {
+    let opts = SocketOptions {
+        reuse_port: true,
+        ..udp_opts(io)
+    };
+    let udp = UdpTransport::bind(addr, &opts).expect("bind with SO_REUSEPORT");
+    let t = LinkConditioner::new(udp, seed);
+    Server::with_transport(Box::new(t), Box::new(SystemClock::new()), config).expect("server")
+}
+
 /// A kcpnet client of `127.0.0.1:port` whose socket moves datagrams as `io` says.
 pub fn kcpnet_client(port: u16, io: SocketIo, impair: bool, seed: u64, config: Config) -> Client {
     let remote: SocketAddr = SocketAddr::from(([127, 0, 0, 1], port));
@@ -132,6 +146,57 @@ pub fn cpu_ns() -> u64 {
         return (ticks(11) + ticks(12)) * 10_000_000;
     }
     0
+}
+
+/// CPU time of this process summed over all its live threads, in nanoseconds: the first
+/// field of every `/proc/self/task/*/schedstat`; else utime + stime of `/proc/self/stat`
+/// (all threads, 10 ms resolution), else 0. For roles with several busy threads; threads
+/// must still be alive when it is read (an exited thread's time leaves `task/`).
+pub fn process_cpu_ns() -> u64 {
+    if let Ok(dir) = std::fs::read_dir("/proc/self/task") {
+        let mut sum = 0u64;
+        let mut any = false;
+        for entry in dir.flatten() {
+            let path = entry.path().join("schedstat");
+            if let Some(ns) = std::fs::read_to_string(path)
+                .ok()
+                .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+            {
+                sum += ns;
+                any = true;
+            }
+        }
+        if any {
+            return sum;
+        }
+    }
+    if let Ok(s) = std::fs::read_to_string("/proc/self/stat") {
+        let fields: Vec<&str> = s
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        return (ticks(11) + ticks(12)) * 10_000_000;
+    }
+    0
+}
+
+/// The soft and hard limits on open files of this process (`Max open files` of
+/// `/proc/self/limits`; `u64::MAX` for unlimited), or `None` if unreadable.
+pub fn open_files_limit() -> Option<(u64, u64)> {
+    let s = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = s.lines().find(|l| l.starts_with("Max open files"))?;
+    let mut v = line["Max open files".len()..]
+        .split_whitespace()
+        .map(|w| w.parse::<u64>().unwrap_or(u64::MAX));
+    Some((v.next()?, v.next()?))
 }
 
 /// Resident set size in bytes (`VmRSS`), or 0.

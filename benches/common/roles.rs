@@ -11,6 +11,8 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kcpnet::io::{Clock, SystemClock, Transport};
@@ -515,8 +517,12 @@ pub fn w2_client(p: &Params) {
 // ------------------------------------------------------------------ W3: many clients
 
 /// Echo server ticked every millisecond; measures CPU and echoes between `mark` and
-/// `stop`.
+/// `stop`. With `--shards K` (kcpnet only): [`w3_server_sharded`].
 pub fn w3_server(p: &Params) {
+    if p.0.contains_key("shards") {
+        w3_server_sharded(p);
+        return;
+    }
     child_control();
     let imp = p.s("impl");
     let rss_base = rss_bytes();
@@ -615,8 +621,161 @@ pub fn w3_server(p: &Params) {
     }));
 }
 
+/// What one shard of [`w3_server_sharded`] publishes after every tick.
+struct ShardCounters {
+    echoed: AtomicU64,
+    connections: AtomicU64,
+    /// Connections at the end of the shard's first tick after `mark` (`u64::MAX` before).
+    connections_at_mark: AtomicU64,
+}
+
+/// W3's echo server sharded with `SO_REUSEPORT`: `--shards K` threads, each a
+/// single-threaded kcpnet `Server` (ticked every millisecond, as in [`w3_server`]) on its
+/// own socket bound to the same port; the kernel hashes each client's address pair to one
+/// of them. `K = 1` takes the same path (one socket with `SO_REUSEPORT`). The main thread
+/// only waits: at `mark` and at `stop` it reads the CPU time of the whole process
+/// ([`process_cpu_ns`]: every thread's schedstat summed, the shards alive), the echoes
+/// summed over shards and the RSS. Reports the same fields as [`w3_server`] plus
+/// per-shard connections, echoes and endpoint counters. Runs at most `--max-secs`
+/// (default 1800) seconds.
+pub fn w3_server_sharded(p: &Params) {
+    child_control();
+    let imp = p.s("impl");
+    if !imp.starts_with("kcpnet") {
+        panic!("--shards: kcpnet implementations only, not {imp}");
+    }
+    let k = p.n("shards").clamp(1, 64) as usize;
+    let max = Duration::from_secs(match p.n("max-secs") {
+        0 => 1800,
+        s => s,
+    });
+    let started = Instant::now();
+    let rss_base = rss_bytes();
+    let config = Config {
+        max_connections: 100_000,
+        ..bench_config()
+    };
+    let quit = Arc::new(AtomicBool::new(false));
+    let mut addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let mut shards = Vec::with_capacity(k);
+    for i in 0..k {
+        let mut s = kcpnet_shard(addr, io_of(imp), 1 + i as u64, config.clone());
+        // The first shard picks the port; the others join it.
+        addr = s.local_addr().expect("local_addr");
+        let counters = Arc::new(ShardCounters {
+            echoed: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
+            connections_at_mark: AtomicU64::new(u64::MAX),
+        });
+        let handle = {
+            let (counters, quit) = (counters.clone(), quit.clone());
+            std::thread::Builder::new()
+                .name(format!("shard-{i}"))
+                .spawn(move || {
+                    let mut echoed = 0u64;
+                    while !quit.load(Ordering::Relaxed) && started.elapsed() < max {
+                        s.tick_incoming_with(|ctx, ev| {
+                            if let Event::Data { id, channel, data } = ev {
+                                if ctx.send(id, data, channel).is_ok() {
+                                    echoed += 1;
+                                }
+                            }
+                        });
+                        s.tick_outgoing();
+                        counters.echoed.store(echoed, Ordering::Relaxed);
+                        let conns = s.connection_count() as u64;
+                        counters.connections.store(conns, Ordering::Relaxed);
+                        if MARKS.load(Ordering::Relaxed) > 0
+                            && counters.connections_at_mark.load(Ordering::Relaxed) == u64::MAX
+                        {
+                            counters.connections_at_mark.store(conns, Ordering::Relaxed);
+                        }
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    s.stats()
+                })
+                .expect("spawn shard thread")
+        };
+        shards.push((counters, handle));
+    }
+    say(&format!("PORT {}", addr.port()));
+    let echoed = || -> u64 {
+        shards
+            .iter()
+            .map(|(c, _)| c.echoed.load(Ordering::Relaxed))
+            .sum()
+    };
+    let per_shard = |f: fn(&ShardCounters) -> &AtomicU64| -> Vec<u64> {
+        shards
+            .iter()
+            .map(|(c, _)| f(c).load(Ordering::Relaxed))
+            .collect()
+    };
+    while MARKS.load(Ordering::Relaxed) == 0 && !stopped() && started.elapsed() < max {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let (cpu0, echoed0, rss_mark, t0) = (process_cpu_ns(), echoed(), rss_bytes(), Instant::now());
+    let echoed_at_mark = per_shard(|c| &c.echoed);
+    while !stopped() && started.elapsed() < max {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // Read while every shard thread is still alive (their time leaves /proc when they exit).
+    let (cpu1, echoed1, wall) = (process_cpu_ns(), echoed(), t0.elapsed().as_secs_f64());
+    let conns_at_end = per_shard(|c| &c.connections);
+    let conns_at_mark: Vec<u64> = per_shard(|c| &c.connections_at_mark)
+        .into_iter()
+        .map(|c| if c == u64::MAX { 0 } else { c })
+        .collect();
+    let echoed_per_shard: Vec<u64> = per_shard(|c| &c.echoed)
+        .iter()
+        .zip(&echoed_at_mark)
+        .map(|(e, m)| e - m)
+        .collect();
+    quit.store(true, Ordering::Relaxed);
+    let stats: Vec<serde_json::Value> = shards
+        .into_iter()
+        .map(|(_, h)| match h.join() {
+            Ok(st) => json!({
+                "datagrams_received": st.datagrams_received, "datagrams_sent": st.datagrams_sent,
+                "dropped_unknown": st.dropped_unknown, "dropped_limit": st.dropped_limit,
+                "dropped_invalid": st.dropped_invalid, "send_errors": st.send_errors,
+                "connections_accepted": st.connections_accepted,
+            }),
+            Err(_) => json!("panicked"),
+        })
+        .collect();
+    result(json!({
+        "shards": k,
+        "cpu_ns": cpu1.saturating_sub(cpu0),
+        "wall_s": wall,
+        "echoed": echoed1 - echoed0,
+        "rss_base": rss_base, "rss_mark": rss_mark, "rss_end": rss_bytes(),
+        "connections": conns_at_end.iter().sum::<u64>(),
+        "connections_at_mark": conns_at_mark.iter().sum::<u64>(),
+        "connections_per_shard": conns_at_mark,
+        "echoed_per_shard": echoed_per_shard,
+        "shard_stats": stats,
+    }));
+}
+
+/// `--sync 1`: after `READY`, waits (at most 120 s) for the parent's `mark` before
+/// sending, so that several client processes start together; `keep` runs every
+/// millisecond meanwhile (it ticks the clients, so that they stay connected).
+fn wait_for_go(sync: bool, mut keep: impl FnMut()) {
+    if !sync {
+        return;
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while MARKS.load(Ordering::Relaxed) == 0 && !stopped() && Instant::now() < deadline {
+        keep();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// `--n` clients in this process, a socket each, each sending a 32-byte reliable message
-/// every 50 ms for `--secs` seconds; echo latency percentiles.
+/// every 50 ms for `--secs` seconds; echo latency percentiles. `--sync 1`: start sending
+/// at the parent's `mark` ([`wait_for_go`]). Also reports this process's own CPU time
+/// over the sending phase (`cpu_ns`, `cpu_wall_s`), to tell a saturated client.
 pub fn w3_client(p: &Params) {
     child_control();
     let imp = p.s("impl");
@@ -625,11 +784,15 @@ pub fn w3_client(p: &Params) {
     let port = p.n("port") as u16;
     // `--idle 1`: connect, then send nothing (W6's memory rows).
     let idle = p.n("idle") == 1;
+    let sync = p.n("sync") == 1;
     let period = Duration::from_millis(50);
+    let cpu0: (u64, Instant);
     let epoch = Instant::now();
     let mut rtts: Vec<f64> = Vec::new();
     let (mut sent, mut echoed) = (0u64, 0u64);
     let mut connected = 0usize;
+    // Clients still connected when sending stopped (kcpnet; raw UDP has no connections).
+    let connected_end: usize;
     let stamp = |i: usize| {
         let mut m = [0u8; 32];
         m[..8].copy_from_slice(&(epoch.elapsed().as_micros() as u64).to_le_bytes());
@@ -661,6 +824,14 @@ pub fn w3_client(p: &Params) {
                 std::thread::sleep(Duration::from_millis(1));
             }
             say("READY");
+            wait_for_go(sync, || {
+                for c in clients.iter_mut() {
+                    c.tick_incoming();
+                    while c.poll_event().is_some() {}
+                    c.tick_outgoing();
+                }
+            });
+            cpu0 = (process_cpu_ns(), Instant::now());
             let start = Instant::now();
             let mut next: Vec<Instant> = (0..n)
                 .map(|i| start + period.mul_f64(i as f64 / n as f64))
@@ -694,6 +865,7 @@ pub fn w3_client(p: &Params) {
                     std::thread::sleep(Duration::from_millis(1));
                 }
             }
+            connected_end = clients.iter().filter(|c| c.is_connected()).count();
         }
         "udp" | "udp-batch" => {
             let socks: Vec<UdpSocket> = (0..n)
@@ -705,7 +877,10 @@ pub fn w3_client(p: &Params) {
                 })
                 .collect();
             connected = n;
+            connected_end = n;
             say("READY");
+            wait_for_go(sync, || {});
+            cpu0 = (process_cpu_ns(), Instant::now());
             let start = Instant::now();
             let mut next: Vec<Instant> = (0..n)
                 .map(|i| start + period.mul_f64(i as f64 / n as f64))
@@ -741,8 +916,14 @@ pub fn w3_client(p: &Params) {
     }
     let p50 = percentile(&mut rtts, 50.0);
     let p99 = percentile(&mut rtts, 99.0);
+    let (cpu_ns, cpu_wall_s) = (
+        process_cpu_ns().saturating_sub(cpu0.0),
+        cpu0.1.elapsed().as_secs_f64(),
+    );
     result(json!({
-        "n": n, "connected": connected, "sent": sent, "echoed": echoed,
+        "n": n, "connected": connected, "connected_end": connected_end,
+        "sent": sent, "echoed": echoed,
+        "cpu_ns": cpu_ns, "cpu_wall_s": cpu_wall_s,
         "pct_echoed": if sent > 0 { 100.0 * echoed as f64 / sent as f64 } else { 0.0 },
         "p50_ms": p50, "p99_ms": p99,
     }));
