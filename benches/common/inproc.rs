@@ -176,15 +176,22 @@ fn w6_run(
     }
     let datagrams = server.stats().datagrams_received - datagrams0;
     let sent = server.stats().datagrams_sent - sent0;
-    let mean = us.iter().sum::<f64>() / us.len().max(1) as f64;
-    let p50 = percentile(&mut us, 50.0);
-    let p99 = percentile(&mut us, 99.0);
+    w6_summary(n, connected, &mut us, datagrams, sent)
+}
+
+/// W6's JSON row: tick times (µs, one per measured tick) as mean and percentiles, and the
+/// server's datagrams in and out per tick.
+fn w6_summary(n: usize, connected: usize, us: &mut [f64], received: u64, sent: u64) -> Value {
+    let steps = us.len().max(1) as f64;
+    let mean = us.iter().sum::<f64>() / steps;
+    let p50 = percentile(us, 50.0);
+    let p99 = percentile(us, 99.0);
     let max = us.last().copied().unwrap_or(0.0);
     json!({
-        "clients": n, "connected": connected, "ticks": steps,
+        "clients": n, "connected": connected, "ticks": us.len(),
         "mean_us": mean, "p50_us": p50, "p99_us": p99, "max_us": max,
-        "datagrams_in_per_tick": datagrams as f64 / steps.max(1) as f64,
-        "datagrams_out_per_tick": sent as f64 / steps.max(1) as f64,
+        "datagrams_in_per_tick": received as f64 / steps,
+        "datagrams_out_per_tick": sent as f64 / steps,
     })
 }
 
@@ -306,14 +313,5 @@ pub fn w6_raw_udp(n: usize, steps: usize) -> Value {
             sent += tx;
         }
     }
-    let mean = us.iter().sum::<f64>() / us.len().max(1) as f64;
-    let p50 = percentile(&mut us, 50.0);
-    let p99 = percentile(&mut us, 99.0);
-    let max = us.last().copied().unwrap_or(0.0);
-    json!({
-        "clients": n, "connected": n, "ticks": steps,
-        "mean_us": mean, "p50_us": p50, "p99_us": p99, "max_us": max,
-        "datagrams_in_per_tick": received as f64 / steps.max(1) as f64,
-        "datagrams_out_per_tick": sent as f64 / steps.max(1) as f64,
-    })
+    w6_summary(n, n, &mut us, received, sent)
 }

@@ -130,22 +130,27 @@ pub fn cpu_ns() -> u64 {
             return ns;
         }
     }
-    if let Ok(s) = std::fs::read_to_string("/proc/self/stat") {
-        let fields: Vec<&str> = s
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .split_whitespace()
-            .collect();
-        let ticks = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        return (ticks(11) + ticks(12)) * 10_000_000;
-    }
-    0
+    stat_cpu_ns()
+}
+
+/// utime + stime of `/proc/self/stat` (every thread, 10 ms resolution) in nanoseconds, or 0.
+fn stat_cpu_ns() -> u64 {
+    let Ok(s) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0;
+    };
+    let fields: Vec<&str> = s
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (ticks(11) + ticks(12)) * 10_000_000
 }
 
 /// CPU time of this process summed over all its live threads, in nanoseconds: the first
@@ -170,22 +175,7 @@ pub fn process_cpu_ns() -> u64 {
             return sum;
         }
     }
-    if let Ok(s) = std::fs::read_to_string("/proc/self/stat") {
-        let fields: Vec<&str> = s
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .split_whitespace()
-            .collect();
-        let ticks = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        return (ticks(11) + ticks(12)) * 10_000_000;
-    }
-    0
+    stat_cpu_ns()
 }
 
 /// The soft and hard limits on open files of this process (`Max open files` of
