@@ -578,6 +578,18 @@ fn idle_connection_stays_up_then_a_silent_link_times_out() {
     assert!(!sim.clients[0].is_connected());
 }
 
+/// One step; `last_rx` (the server's datagrams received, and the time of the step in which
+/// that count last changed) is updated. Returns the time the step started at.
+fn step_noting_rx(sim: &mut Sim, last_rx: &mut (u64, u64)) -> u64 {
+    let before = now_ms(sim);
+    sim.step();
+    let rx = sim.server.stats().datagrams_received;
+    if rx != last_rx.0 {
+        *last_rx = (rx, before);
+    }
+    before
+}
+
 /// An idle kcpnet pair exchanges three datagrams per second: the client's Ping, the
 /// server's ACK + Pong, the client's ACK. The server sends no Ping of its own while the
 /// client pings (its Pong is the client's keepalive) and quality reports stop once they have
@@ -594,12 +606,7 @@ fn an_idle_pair_exchanges_three_datagrams_per_second_and_the_server_pings_a_sile
     );
     let mut last_rx = (sim.server.stats().datagrams_received, now_ms(&sim));
     for _ in 0..10_000 {
-        let before = now_ms(&sim);
-        sim.step();
-        let rx = sim.server.stats().datagrams_received;
-        if rx != last_rx.0 {
-            last_rx = (rx, before);
-        }
+        step_noting_rx(&mut sim, &mut last_rx);
     }
     let server_sent = sim.server.stats().datagrams_sent - s0;
     let client_sent = sim.clients[0].stats().datagrams_sent - c0;
@@ -629,12 +636,7 @@ fn an_idle_pair_exchanges_three_datagrams_per_second_and_the_server_pings_a_sile
     let mut segments = new_segments(&sim);
     let mut first_ping_at = None;
     for _ in 0..3_000 {
-        let before = now_ms(&sim);
-        sim.step();
-        let rx = sim.server.stats().datagrams_received;
-        if rx != last_rx.0 {
-            last_rx = (rx, before);
-        }
+        let before = step_noting_rx(&mut sim, &mut last_rx);
         let n = new_segments(&sim);
         if n != segments {
             // A new segment after the client went silent is the server's own Ping; one

@@ -175,6 +175,9 @@ fn attach_recv_cmsg(hdr: &mut libc::msghdr, cmsg: &mut RecvCmsg) {
 /// `hdr` must be a header the kernel has just filled by `recvmsg`/`recvmmsg`: its
 /// `msg_control` is null or points at a buffer aligned for `cmsghdr` of at least the
 /// `msg_controllen` bytes the kernel reported, all written by the kernel.
+// SAFETY: callers must uphold the contract above, since the control-message walk trusts
+// `hdr`; each block inside states what it relies on, and both callers pass a header
+// the kernel has just filled.
 unsafe fn gro_segment(hdr: &libc::msghdr) -> usize {
     if hdr.msg_control.is_null() {
         return 0;
