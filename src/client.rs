@@ -1,77 +1,24 @@
-//! The client driver: one connection to one server, driven from the game loop.
+//! The client driver: a UDP socket and the system clock around a sans-IO [`Endpoint`]
+//! that does not listen and holds one connection, driven from the game loop.
 //!
-//! What is particular to a client lives here: the one connection and the filter that keeps
-//! datagrams from anyone but its server out. The receive loop, event dispatch and transport
-//! access are the shared [`Core`].
+//! Everything the protocol decides lives in the endpoint (the same code as a server's);
+//! this file is the public API of a client, which names its one connection implicitly.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
-use log::trace;
-
 use crate::config::Config;
-use crate::connection::{Connection, ConnectionState, Ctx, Extensions};
-use crate::driver::{socket_options, Core, EventDrain, Peers};
-use crate::error::{Error, ErrorCode};
-use crate::event::{ConnectionId, DisconnectReason, Event};
+use crate::connection::{ConnectionState, Extensions};
+use crate::driver::{first_addr, socket_options, EventDrain, Io};
+use crate::endpoint::Endpoint;
+use crate::error::Error;
+use crate::event::{ConnectionId, Event};
 use crate::io::{
     Clock, ConditionerControl, Conditions, Direction, LinkConditioner, SystemClock, Transport,
     UdpTransport,
 };
-use crate::server::first_addr;
 use crate::stats::{ConnectionQuality, ConnectionStats, EndpointStats};
 use crate::wire::datagram::Channel;
-
-/// The client's one connection.
-struct Peer {
-    conn: Connection,
-    id: ConnectionId,
-}
-
-impl Peer {
-    fn run<R>(&mut self, core: &mut Core, f: impl FnOnce(&mut Connection, &mut Ctx<'_>) -> R) -> R {
-        core.with_conn(&mut self.conn, self.id, f)
-    }
-}
-
-impl Peers for Peer {
-    fn on_datagram(&mut self, core: &mut Core, data: &[u8], from: SocketAddr) {
-        if from != self.conn.remote() {
-            trace!("dropping {} bytes from {from}: not our server", data.len());
-            core.stats.dropped_unknown += 1;
-            return;
-        }
-        core.with_conn(&mut self.conn, self.id, |c, ctx| {
-            c.handle_datagram(ctx, data)
-        });
-    }
-
-    fn on_connection_refused(&mut self, core: &mut Core) {
-        let remote = self.conn.remote();
-        self.run(core, |c, ctx| {
-            c.close(
-                ctx,
-                DisconnectReason::Closed,
-                Some((
-                    ErrorCode::ConnectionClosed,
-                    format!("{remote} is unreachable (ICMP port unreachable)").into(),
-                )),
-                false,
-            )
-        });
-    }
-
-    fn after_receive(&mut self, core: &mut Core) {
-        self.run(core, |c, ctx| c.process(ctx));
-    }
-
-    fn flush(&mut self, core: &mut Core) {
-        self.run(core, |c, ctx| {
-            c.process(ctx);
-            c.flush(ctx);
-        });
-    }
-}
 
 /// A kcp2k-compatible client: one connection attempt to one server.
 ///
@@ -81,15 +28,19 @@ impl Peers for Peer {
 /// connected sends the kcp2k Disconnect, so the server forgets it at once.
 /// `Client` is `Send + Sync`.
 pub struct Client {
-    core: Core,
-    peer: Peer,
+    io: Io,
+    endpoint: Endpoint,
+    /// The one connection.
+    id: ConnectionId,
+    /// The server's address.
+    remote: SocketAddr,
 }
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
-            .field("remote", &self.peer.conn.remote())
-            .field("state", &self.peer.conn.state())
+            .field("remote", &self.remote)
+            .field("state", &self.state())
             .finish()
     }
 }
@@ -124,94 +75,98 @@ impl Client {
         remote: SocketAddr,
         config: Config,
     ) -> Result<Client, Error> {
-        let core = Core::new(transport, clock, config)?;
-        let conn = Connection::new_client(remote, &core.config, core.now.kcp());
+        let mut endpoint = Endpoint::client(config)?;
+        let io = Io::new(transport, clock);
+        let id = endpoint.connect(io.clock.now(), remote)?;
         Ok(Client {
-            core,
-            peer: Peer {
-                conn,
-                id: ConnectionId::new(0, 1),
-            },
+            io,
+            endpoint,
+            id,
+            remote,
         })
     }
 
     /// The configuration in use.
     pub fn config(&self) -> &Config {
-        &self.core.config
+        self.endpoint.config()
     }
 
     /// The id used in this client's events.
     pub fn id(&self) -> ConnectionId {
-        self.peer.id
+        self.id
     }
 
     /// The local socket address (for a client made by [`Client::connect`], the source
     /// address the OS chose for the server, not the wildcard).
     pub fn local_addr(&self) -> Result<SocketAddr, Error> {
-        Ok(self.core.transport.local_addr()?)
+        Ok(self.io.transport.local_addr()?)
     }
 
     /// The server's address.
     pub fn remote_addr(&self) -> SocketAddr {
-        self.peer.conn.remote()
+        self.remote
     }
 
     /// The connection state.
     pub fn state(&self) -> ConnectionState {
-        self.peer.conn.state()
+        // An endpoint that does not listen keeps its ended connection for queries.
+        self.endpoint
+            .state(self.id)
+            .unwrap_or(ConnectionState::Disconnected)
     }
 
     /// True once the handshake completed and until the connection closes or either side
     /// half-closes it (see [`Client::state`]).
     pub fn is_connected(&self) -> bool {
-        self.peer.conn.state() == ConnectionState::Connected
+        self.state() == ConnectionState::Connected
     }
 
     /// Round-trip time from kcp2k Ping/Pong, in ms (`None` until measured).
     pub fn rtt(&self) -> Option<u32> {
-        self.peer.conn.rtt()
+        self.endpoint.rtt(self.id)
     }
 
     /// Statistics of the connection, its [`ConnectionQuality`] included (as of the last
     /// tick).
     pub fn connection_stats(&self) -> ConnectionStats {
-        self.peer.conn.stats_at(self.core.now.kcp())
+        self.endpoint.connection_stats(self.id).unwrap_or_default()
     }
 
     /// How good the link is (as of the last tick): see [`crate::Server::connection_quality`].
     pub fn connection_quality(&self) -> ConnectionQuality {
-        self.peer.conn.quality(self.core.now.kcp())
+        self.endpoint
+            .connection_quality(self.id)
+            .unwrap_or_default()
     }
 
     /// The kcpnet extensions the connection negotiated ([`Extensions::NONE`] with a kcp2k
     /// server, and until connected).
     pub fn extensions(&self) -> Extensions {
-        self.peer.conn.extensions()
+        self.endpoint
+            .extensions(self.id)
+            .unwrap_or(Extensions::NONE)
     }
 
     /// Endpoint counters (datagrams, bytes, drops).
     pub fn stats(&self) -> EndpointStats {
-        EndpointStats {
-            shared_buffer_bytes: self.core.shared_buffer_bytes(),
-            ..self.core.stats
-        }
+        self.endpoint.stats()
     }
 
     /// KCP segments queued or in flight: a measure of send backlog.
     pub fn send_backlog(&self) -> usize {
-        self.peer.conn.wait_snd()
+        self.endpoint.send_backlog(self.id).unwrap_or(0)
     }
 
     /// Bytes of reliable data the application can still queue before [`Client::send`] fails
     /// with [`Error::SendQueueFull`] (see [`crate::Server::send_capacity`]); 0 while not
     /// connected.
     pub fn send_capacity(&self) -> usize {
-        self.peer.conn.send_capacity()
+        self.endpoint.send_capacity(self.id).unwrap_or(0)
     }
 
     /// Bytes of memory the connection holds (its state plus its buffers).
     pub fn connection_memory(&self) -> usize {
-        self.peer.conn.memory_bytes()
+        self.endpoint.conn(self.id).map_or(0, |c| c.memory_bytes())
     }
 
     /// Sets link conditions on this client's transport (see [`Client::connect`]).
@@ -220,7 +175,7 @@ impl Client {
         direction: Direction,
         conditions: Conditions,
     ) -> Result<(), Error> {
-        self.core.set_conditions(direction, conditions)
+        self.io.set_conditions(direction, conditions)
     }
 
     /// Sets link conditions for one peer address on this client's transport.
@@ -230,14 +185,14 @@ impl Client {
         direction: Direction,
         conditions: Conditions,
     ) -> Result<(), Error> {
-        self.core.set_peer_conditions(peer, direction, conditions)
+        self.io.set_peer_conditions(peer, direction, conditions)
     }
 
     /// The link conditioner of this client's transport, for everything beyond
     /// `set_conditions`: per-peer conditions, statistics, reseeding. `None` if the transport
     /// given to `with_transport` is not a conditioner.
     pub fn conditioner(&mut self) -> Option<&mut dyn ConditionerControl> {
-        self.core.transport.conditioner()
+        self.io.transport.conditioner()
     }
 
     // ------------------------------------------------------------------ ticks
@@ -246,31 +201,25 @@ impl Client {
     /// messages out of KCP. Events are then ready in [`Client::drain_events`] /
     /// [`Client::poll_event`].
     pub fn tick_incoming(&mut self) {
-        self.core.tick_incoming(&mut self.peer);
+        self.io.tick_incoming(&mut self.endpoint, Some(self.remote));
     }
 
     /// Flushes KCP (handshake, messages, ACKs, retransmissions, pings).
     pub fn tick_outgoing(&mut self) {
-        self.core.tick_outgoing(&mut self.peer);
+        self.io.tick_outgoing(&mut self.endpoint);
     }
 
     /// Blocks until a datagram may have arrived, the connection's next timer is due, or
     /// `max` passed, whichever is first (see [`crate::Server::wait`]). Returns at once when
     /// events are waiting; after the connection ended it waits only for `max`.
     pub fn wait(&mut self, max: Duration) -> Result<(), Error> {
-        let delay = self.poll_delay();
-        self.core.wait(delay, max)
+        self.io.wait(&self.endpoint, max)
     }
 
     /// How long until the client needs a tick; `Some(ZERO)` if work is due now, `None`
     /// once the connection has ended and nothing else is scheduled. Never in the past.
     pub fn poll_delay(&self) -> Option<Duration> {
-        let conn = &self.peer.conn;
-        let due = (conn.state() != ConnectionState::Disconnected).then(|| {
-            let now = self.core.now;
-            now.to_ms(conn.next_deadline(now.kcp()))
-        });
-        self.core.poll_delay(due)
+        self.io.poll_delay(&self.endpoint)
     }
 
     /// [`Client::tick_incoming`], then hands every event to `handler` with a [`ClientCtx`]
@@ -280,7 +229,7 @@ impl Client {
         F: FnMut(&mut ClientCtx<'_>, Event<'_>),
     {
         self.tick_incoming();
-        Core::dispatch(ClientCtx { client: self }, handler);
+        Io::dispatch(ClientCtx { client: self }, handler);
     }
 
     /// The queued events, each handed out with a [`ClientCtx`] so the application can reply
@@ -292,7 +241,7 @@ impl Client {
     /// The next event, if any. Message data borrows the client until the next call; to
     /// reply while holding an event use [`Client::drain_events`].
     pub fn poll_event(&mut self) -> Option<Event<'_>> {
-        self.core.events.pop()
+        self.endpoint.poll_event()
     }
 
     // ---------------------------------------------------------- app requests
@@ -301,47 +250,45 @@ impl Client {
     /// unreliable ones at once. See [`crate::Server::send`] for the errors
     /// ([`Error::NotConnected`] while connecting, [`Error::ConnectionClosed`] once ended).
     pub fn send(&mut self, data: &[u8], channel: Channel) -> Result<(), Error> {
-        self.core
-            .with_conn(&mut self.peer.conn, self.peer.id, |c, ctx| {
-                c.send(ctx, data, channel)
-            })
+        let id = self.id;
+        self.io.request(&mut self.endpoint, false, |e, now, out| {
+            e.send(now, id, data, channel, out)
+        })
     }
 
     /// Closes the connection at once (five unreliable Disconnect datagrams). A
     /// `Disconnected { reason: Local }` event follows; undelivered data events are dropped.
     pub fn disconnect(&mut self) {
-        self.core.refresh_now();
-        self.peer.run(&mut self.core, |c, ctx| {
-            c.close(ctx, DisconnectReason::Local, None, true)
+        let id = self.id;
+        let _ = self.io.request(&mut self.endpoint, true, |e, now, out| {
+            e.disconnect(now, id, out)
         });
-        self.core.closed_by_app(self.peer.id);
-        self.core.poll_transport();
     }
 
     /// Closes the connection once queued reliable data is acknowledged (or
     /// `linger_timeout_ms` passed). Keep ticking until `Disconnected` arrives.
     pub fn disconnect_graceful(&mut self) {
-        self.peer
-            .run(&mut self.core, |c, ctx| c.disconnect_graceful(ctx));
+        let id = self.id;
+        let _ = self.io.request(&mut self.endpoint, false, |e, now, out| {
+            e.disconnect_graceful(now, id, out)
+        });
     }
 
     /// Closes the connection at once, telling a kcpnet server why: it receives
     /// `DisconnectReason::App { code, message }` (see [`crate::Server::disconnect_with`] for
     /// the limits; a kcp2k server sees a plain Disconnect).
     pub fn disconnect_with(&mut self, code: u32, message: &str) -> Result<(), Error> {
-        self.core.refresh_now();
-        self.peer.run(&mut self.core, |c, ctx| {
-            c.disconnect_with(ctx, code, message, false)
-        })?;
-        self.core.closed_by_app(self.peer.id);
-        self.core.poll_transport();
-        Ok(())
+        let id = self.id;
+        self.io.request(&mut self.endpoint, true, |e, now, out| {
+            e.disconnect_with(now, id, code, message, out)
+        })
     }
 
     /// [`Client::disconnect_graceful`] with a reason, as [`Client::disconnect_with`].
     pub fn disconnect_graceful_with(&mut self, code: u32, message: &str) -> Result<(), Error> {
-        self.peer.run(&mut self.core, |c, ctx| {
-            c.disconnect_with(ctx, code, message, true)
+        let id = self.id;
+        self.io.request(&mut self.endpoint, false, |e, now, out| {
+            e.disconnect_graceful_with(now, id, code, message, out)
         })
     }
 
@@ -350,7 +297,10 @@ impl Client {
     /// shuts down too, then `Disconnected { reason: Finished }`. With a kcp2k server this is
     /// [`Client::disconnect_graceful`].
     pub fn shutdown_send(&mut self) -> Result<(), Error> {
-        self.peer.run(&mut self.core, |c, ctx| c.shutdown_send(ctx))
+        let id = self.id;
+        self.io.request(&mut self.endpoint, false, |e, now, out| {
+            e.shutdown_send(now, id, out)
+        })
     }
 }
 
@@ -359,7 +309,7 @@ impl Drop for Client {
     /// hold the connection until its timeout.
     fn drop(&mut self) {
         if matches!(
-            self.peer.conn.state(),
+            self.state(),
             ConnectionState::Connected
                 | ConnectionState::SendClosed
                 | ConnectionState::PeerSendClosed
@@ -381,10 +331,8 @@ crate::driver::drain::endpoint_context!(ClientCtx, Client, client);
 
 /// Resolves `host:port` to one socket address (the first the resolver returns).
 pub fn resolve(host: &str, port: u16) -> Result<SocketAddr, Error> {
-    let mut addrs = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| Error::DnsResolve(format!("{host}: {e}")))?;
-    addrs
-        .next()
-        .ok_or_else(|| Error::DnsResolve(format!("{host}: no addresses")))
+    first_addr((host, port)).map_err(|e| match e {
+        Error::DnsResolve(m) => Error::DnsResolve(format!("{host}: {m}")),
+        other => other,
+    })
 }

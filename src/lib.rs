@@ -242,6 +242,7 @@ mod client;
 pub mod config;
 mod connection;
 mod driver;
+pub mod endpoint;
 pub mod error;
 pub mod event;
 #[cfg(feature = "fuzzing")]

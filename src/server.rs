@@ -1,360 +1,25 @@
-//! The server driver: one socket, many connections, driven from the game loop.
+//! The server driver: a UDP socket and the system clock around a listening sans-IO
+//! [`Endpoint`], driven from the game loop.
 //!
-//! What is particular to a server lives here: the connection table (a slab found by remote
-//! address, ids of index + generation), the timer heap, and admission of new peers. The
-//! receive loop, event dispatch and transport access are the shared [`Core`].
+//! Everything the protocol decides (the connection table, admission, timers, events) lives
+//! in the endpoint; this file is the public API of a server and the loop of
+//! [`crate::driver::Io`] it runs on.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
-use log::{debug, trace};
-use rand::rngs::{OsRng, StdRng};
-use rand::{Rng, SeedableRng};
-use slab::Slab;
-
 use crate::config::Config;
-use crate::connection::handshake::{
-    is_handshake_reply, parse_client_hello, write_hello_reply, CookieKey, HELLO_REPLY_LEN,
-};
-use crate::connection::{Connection, ConnectionState, Ctx, Extensions};
-use crate::driver::{socket_options, Core, EventDrain, Peers};
+use crate::connection::{ConnectionState, Extensions};
+use crate::driver::{first_addr, socket_options, EventDrain, Io};
+use crate::endpoint::Endpoint;
 use crate::error::Error;
-use crate::event::{ConnectionId, DisconnectReason, Event};
+use crate::event::{ConnectionId, Event};
 use crate::io::{
-    AddrKey, Clock, ConditionerControl, Conditions, Direction, LinkConditioner, SystemClock,
-    Transport, UdpTransport,
+    Clock, ConditionerControl, Conditions, Direction, LinkConditioner, SystemClock, Transport,
+    UdpTransport,
 };
 use crate::stats::{ConnectionQuality, ConnectionStats, EndpointStats};
-use crate::wire::datagram::{Channel, Datagram};
-
-/// One slab entry.
-#[derive(Debug)]
-struct Slot {
-    conn: Connection,
-    generation: u32,
-    /// Due time (scheduler ms) of this slot's live timer entry; `u64::MAX` if none.
-    scheduled: u64,
-    /// The scheduler ms at which `after_receive` processed it in this tick (`u64::MAX`:
-    /// not since the last flush): `flush` need not process it again at the same ms.
-    processed_at: u64,
-    /// Listed in `Table::dirty`.
-    dirty: bool,
-    /// Listed in `Table::throttled`.
-    throttled: bool,
-}
-
-// The fuzz harnesses (`fuzzing::memory_bound`) allow 64 bytes of slot bookkeeping around a
-// connection.
-const _: () = assert!(std::mem::size_of::<Slot>() <= std::mem::size_of::<Connection>() + 64);
-
-/// The server's connections: a slab found by address, the timer heap, the dirty list.
-struct Table {
-    slots: Slab<Slot>,
-    by_addr: HashMap<AddrKey, usize>,
-    next_generation: u32,
-    /// Timer entries, [`timer_entry`]s: due time, slot, generation in one `u128` (cheap to
-    /// compare and move). Entries whose slot was rescheduled or reused are skipped.
-    timers: BinaryHeap<Reverse<u128>>,
-    dirty: Vec<usize>,
-    /// Connections whose complete messages wait for room in the event queue.
-    throttled: Vec<usize>,
-    /// The secret behind the stateless handshake's cookies.
-    key: CookieKey,
-}
-
-/// A timer entry: due time (scheduler ms) in the high 64 bits, then slot index and
-/// generation, so entries order by due time.
-fn timer_entry(due: u64, idx: usize, generation: u32) -> u128 {
-    (due as u128) << 64 | ((idx as u32) as u128) << 32 | generation as u128
-}
-
-/// The due time, slot index and generation of a timer entry.
-fn timer_parts(entry: u128) -> (u64, usize, u32) {
-    (
-        (entry >> 64) as u64,
-        (entry >> 32) as u32 as usize,
-        entry as u32,
-    )
-}
-
-impl Table {
-    fn slot(&self, id: ConnectionId) -> Option<&Slot> {
-        self.slots
-            .get(id.index())
-            .filter(|s| s.generation == id.generation())
-    }
-
-    /// The slot of a live connection, or why there is none: `ConnectionClosed` for an id
-    /// this server handed out whose connection has ended, `UnknownConnection` otherwise.
-    fn index_of(&self, id: ConnectionId) -> Result<usize, Error> {
-        if self.slot(id).is_some() {
-            return Ok(id.index());
-        }
-        let issued = id.generation() != 0 && id.generation() < self.next_generation;
-        Err(if issued {
-            Error::ConnectionClosed
-        } else {
-            Error::UnknownConnection
-        })
-    }
-
-    /// Runs `f` on the connection in slot `idx` (if any).
-    fn with_conn<R>(
-        &mut self,
-        core: &mut Core,
-        idx: usize,
-        f: impl FnOnce(&mut Connection, &mut Ctx<'_>) -> R,
-    ) -> Option<R> {
-        let slot = self.slots.get_mut(idx)?;
-        let id = ConnectionId::new(idx, slot.generation);
-        Some(core.with_conn(&mut slot.conn, id, f))
-    }
-
-    fn mark_dirty(&mut self, idx: usize) {
-        if let Some(slot) = self.slots.get_mut(idx) {
-            if !slot.dirty {
-                slot.dirty = true;
-                self.dirty.push(idx);
-            }
-        }
-    }
-
-    /// Bookkeeping after a connection changed: throttling, removal of closed
-    /// connections, and rescheduling.
-    fn settle(&mut self, core: &mut Core, idx: usize) {
-        if self.remove_if_closed(idx) {
-            return;
-        }
-        let Some(slot) = self.slots.get_mut(idx) else {
-            return;
-        };
-        if slot.conn.is_throttled() && !slot.throttled {
-            slot.throttled = true;
-            self.throttled.push(idx);
-        }
-        let due = core.now.to_ms(slot.conn.next_deadline(core.now.kcp()));
-        if due < slot.scheduled || slot.scheduled == u64::MAX {
-            slot.scheduled = due;
-            self.timers
-                .push(Reverse(timer_entry(due, idx, slot.generation)));
-        }
-    }
-
-    /// Removes the connection in slot `idx` if it has closed (so its address is free for a
-    /// new handshake at once); whether it did.
-    fn remove_if_closed(&mut self, idx: usize) -> bool {
-        let Some(slot) = self.slots.get(idx) else {
-            return false;
-        };
-        if slot.conn.state() != ConnectionState::Disconnected {
-            return false;
-        }
-        let remote = slot.conn.remote();
-        self.slots.remove(idx);
-        self.by_addr.remove(&AddrKey(remote));
-        // Stale timer entries and dirty-list entries are skipped by generation checks.
-        true
-    }
-
-    /// Marks the connections that stopped taking messages for lack of event-queue room as
-    /// dirty once there is room again, so their messages are taken and their window
-    /// reopens now rather than at their next timer.
-    fn retry_throttled(&mut self, core: &Core) {
-        if self.throttled.is_empty()
-            || core.events.pending_bytes() >= core.config.max_pending_event_bytes
-        {
-            return;
-        }
-        let throttled = std::mem::take(&mut self.throttled);
-        for &idx in &throttled {
-            if let Some(slot) = self.slots.get_mut(idx) {
-                slot.throttled = false;
-            }
-            self.mark_dirty(idx);
-        }
-        // Keep the allocation; `settle` lists them again if they are still held back.
-        self.throttled = throttled;
-        self.throttled.clear();
-    }
-
-    /// Marks every connection whose timer is due as dirty.
-    fn collect_due(&mut self, now_ms: u64) {
-        while let Some(&Reverse(entry)) = self.timers.peek() {
-            let (due, idx, generation) = timer_parts(entry);
-            if due > now_ms {
-                break;
-            }
-            self.timers.pop();
-            let Some(slot) = self.slots.get_mut(idx) else {
-                continue;
-            };
-            if slot.generation != generation || slot.scheduled != due {
-                continue; // stale entry
-            }
-            slot.scheduled = u64::MAX;
-            self.mark_dirty(idx);
-        }
-    }
-
-    /// A datagram from an endpoint without a connection. Nothing is stored for it: a valid
-    /// Hello gets the stateless reply, a reliable datagram whose cookie verifies creates the
-    /// connection, anything else is dropped.
-    fn on_stranger(&mut self, core: &mut Core, data: &[u8], from: SocketAddr) {
-        let Ok(d) = Datagram::parse(data) else {
-            trace!("dropping {} bytes from unknown {from}", data.len());
-            core.stats.dropped_unknown += 1;
-            return;
-        };
-        if d.channel == Channel::Reliable && is_handshake_reply(d.payload) {
-            if let Some(accepted) = self.key.verify_ext(&from, d.cookie, core.now.ms) {
-                self.admit(core, data, from, d.cookie, accepted);
-                return;
-            }
-        }
-        match parse_client_hello(data) {
-            Some(hello) => {
-                // The accepted extensions follow from this Hello alone and are bound into
-                // the cookie, so admission recovers them without state.
-                let accepted = if core.config.kcpnet_extensions {
-                    hello.offered & Extensions::ALL
-                } else {
-                    Extensions::NONE
-                };
-                let cookie = self.key.current_with(&from, core.now.ms, accepted);
-                let wnd = core.config.receive_window_size.min(u16::MAX as u32) as u16;
-                let mut reply = [0u8; HELLO_REPLY_LEN];
-                let n =
-                    write_hello_reply(hello.ts, cookie, accepted, wnd, core.now.kcp(), &mut reply);
-                trace!("stateless Hello reply to {from}");
-                core.stats.hello_replies += 1;
-                core.send_datagram(&reply[..n], from);
-            }
-            None => {
-                trace!("dropping {} bytes from unknown {from}", data.len());
-                core.stats.dropped_unknown += 1;
-            }
-        }
-    }
-
-    /// Creates the connection of a peer that proved it receives at `from` (its datagram
-    /// carries the cookie of our stateless reply), and feeds it that datagram.
-    fn admit(
-        &mut self,
-        core: &mut Core,
-        data: &[u8],
-        from: SocketAddr,
-        cookie: u32,
-        accepted: Extensions,
-    ) {
-        if self.slots.len() >= core.config.max_connections {
-            debug!("dropping {from}: max_connections reached");
-            core.stats.dropped_limit += 1;
-            return;
-        }
-        let generation = self.next_generation;
-        self.next_generation = self.next_generation.wrapping_add(1).max(1);
-        let now = core.now.kcp();
-        let (config, buffers, output) = core.shared_buffers();
-        let conn = Connection::new_server_verified_with(
-            from, cookie, accepted, config, now, buffers, output,
-        );
-        let idx = self.slots.insert(Slot {
-            conn,
-            generation,
-            scheduled: u64::MAX,
-            processed_at: u64::MAX,
-            dirty: false,
-            throttled: false,
-        });
-        self.by_addr.insert(AddrKey(from), idx);
-        debug!("{from} proved its address (slot {idx})");
-        self.with_conn(core, idx, |c, ctx| c.handle_datagram(ctx, data));
-        if self.slots[idx].conn.is_established() {
-            core.stats.connections_accepted += 1;
-        }
-        self.mark_dirty(idx);
-        self.settle(core, idx);
-    }
-}
-
-impl Peers for Table {
-    fn on_datagram(&mut self, core: &mut Core, data: &[u8], from: SocketAddr) {
-        if let Some(&idx) = self.by_addr.get(&AddrKey(from)) {
-            let dropped_before = self.slots[idx].conn.datagrams_dropped();
-            self.with_conn(core, idx, |c, ctx| c.handle_datagram(ctx, data));
-            if self.slots[idx].conn.datagrams_dropped() != dropped_before {
-                core.stats.dropped_invalid += 1;
-            }
-            // `after_receive` processes it and `flush` reschedules it (it stays dirty
-            // until then); only a close must take effect before the next datagram.
-            self.mark_dirty(idx);
-            self.remove_if_closed(idx);
-            return;
-        }
-        self.on_stranger(core, data, from);
-    }
-
-    fn after_receive(&mut self, core: &mut Core) {
-        self.collect_due(core.now.ms);
-        self.retry_throttled(core);
-        for i in 0..self.dirty.len() {
-            let idx = self.dirty[i];
-            if self.with_conn(core, idx, |c, ctx| c.process(ctx)).is_none() {
-                continue;
-            }
-            if self.remove_if_closed(idx) {
-                continue;
-            }
-            let slot = &mut self.slots[idx];
-            slot.processed_at = core.now.ms;
-            if slot.conn.is_throttled() && !slot.throttled {
-                slot.throttled = true;
-                self.throttled.push(idx);
-            }
-            // Rescheduled by `flush`: it stays dirty until then.
-        }
-    }
-
-    fn flush(&mut self, core: &mut Core) {
-        self.collect_due(core.now.ms);
-        let dirty = std::mem::take(&mut self.dirty);
-        let now_ms = core.now.ms;
-        for &idx in &dirty {
-            let Some(slot) = self.slots.get_mut(idx) else {
-                continue;
-            };
-            slot.dirty = false;
-            // Processed by `after_receive` at this very ms and not held back: its timers and
-            // messages are done, only its sends remain.
-            let processed = slot.processed_at == now_ms && !slot.conn.is_throttled();
-            slot.processed_at = u64::MAX;
-            self.with_conn(core, idx, |c, ctx| {
-                if !processed {
-                    c.process(ctx);
-                }
-                c.flush(ctx);
-            });
-            self.settle(core, idx);
-        }
-        self.dirty = dirty;
-        self.dirty.clear();
-    }
-}
-
-impl Table {
-    /// The earliest scheduler time (ms) at which a connection needs a tick (0: at once,
-    /// sends wait to be flushed); `None` if nothing is scheduled.
-    fn next_due_ms(&self) -> Option<u64> {
-        if !self.dirty.is_empty() {
-            return Some(0);
-        }
-        self.timers
-            .peek()
-            .map(|&Reverse(entry)| timer_parts(entry).0)
-    }
-}
+use crate::wire::datagram::Channel;
 
 /// A kcp2k-compatible server. See the crate docs for a complete loop.
 ///
@@ -368,25 +33,17 @@ impl Table {
 /// a due timer are touched in a tick, so thousands of idle connections cost almost nothing.
 /// `Server` is `Send + Sync`: an engine can keep it as an ordinary resource.
 pub struct Server {
-    core: Core,
-    table: Table,
+    io: Io,
+    endpoint: Endpoint,
 }
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Server")
-            .field("local_addr", &self.core.transport.local_addr().ok())
-            .field("connections", &self.table.slots.len())
+            .field("local_addr", &self.io.transport.local_addr().ok())
+            .field("connections", &self.endpoint.connection_count())
             .finish()
     }
-}
-
-/// The first address `addr` resolves to, or [`Error::DnsResolve`].
-pub(crate) fn first_addr(addr: impl ToSocketAddrs) -> Result<SocketAddr, Error> {
-    addr.to_socket_addrs()
-        .map_err(|e| Error::DnsResolve(e.to_string()))?
-        .next()
-        .ok_or_else(|| Error::DnsResolve("no addresses".into()))
 }
 
 impl Server {
@@ -413,16 +70,8 @@ impl Server {
         config: Config,
     ) -> Result<Server, Error> {
         Ok(Server {
-            core: Core::new(transport, clock, config)?,
-            table: Table {
-                slots: Slab::new(),
-                by_addr: HashMap::new(),
-                next_generation: 1,
-                timers: BinaryHeap::new(),
-                dirty: Vec::new(),
-                throttled: Vec::new(),
-                key: CookieKey::new(OsRng.gen(), OsRng.gen()),
-            },
+            io: Io::new(transport, clock),
+            endpoint: Endpoint::server(config)?,
         })
     }
 
@@ -430,18 +79,17 @@ impl Server {
     /// longer protect against spoofing. By default the cookie key comes from the OS's
     /// cryptographically secure generator (see `docs/PROTOCOL.md`, stateless handshake).
     pub fn seed_cookies_for_testing(&mut self, seed: u64) {
-        let mut rng = StdRng::seed_from_u64(seed);
-        self.table.key = CookieKey::new(rng.gen(), rng.gen());
+        self.endpoint.seed_cookies_for_testing(seed);
     }
 
     /// The configuration in use.
     pub fn config(&self) -> &Config {
-        &self.core.config
+        self.endpoint.config()
     }
 
     /// The address the socket is bound to.
     pub fn local_addr(&self) -> Result<SocketAddr, Error> {
-        Ok(self.core.transport.local_addr()?)
+        Ok(self.io.transport.local_addr()?)
     }
 
     /// Sets link conditions (loss, latency, ...) for all peers, in one direction or both.
@@ -451,14 +99,14 @@ impl Server {
         direction: Direction,
         conditions: Conditions,
     ) -> Result<(), Error> {
-        self.core.set_conditions(direction, conditions)
+        self.io.set_conditions(direction, conditions)
     }
 
     /// The link conditioner of this server's transport, for everything beyond
     /// `set_conditions`: per-peer conditions, statistics, reseeding. `None` if the transport
     /// given to `with_transport` is not a conditioner.
     pub fn conditioner(&mut self) -> Option<&mut dyn ConditionerControl> {
-        self.core.transport.conditioner()
+        self.io.transport.conditioner()
     }
 
     /// Sets link conditions for one peer address, overriding the global ones.
@@ -468,7 +116,7 @@ impl Server {
         direction: Direction,
         conditions: Conditions,
     ) -> Result<(), Error> {
-        self.core.set_peer_conditions(peer, direction, conditions)
+        self.io.set_peer_conditions(peer, direction, conditions)
     }
 
     // ------------------------------------------------------------------ ticks
@@ -477,13 +125,13 @@ impl Server {
     /// connections that are due and takes their complete messages out of KCP. Events are
     /// then ready in [`Server::drain_events`] / [`Server::poll_event`].
     pub fn tick_incoming(&mut self) {
-        self.core.tick_incoming(&mut self.table);
+        self.io.tick_incoming(&mut self.endpoint, None);
     }
 
     /// Flushes the connections that have something to send (new messages, ACKs, due
     /// retransmissions, pings) and completes graceful disconnects.
     pub fn tick_outgoing(&mut self) {
-        self.core.tick_outgoing(&mut self.table);
+        self.io.tick_outgoing(&mut self.endpoint);
     }
 
     /// Blocks until a datagram may have arrived, the next timer of a connection (or of the
@@ -505,8 +153,7 @@ impl Server {
     /// # Ok::<(), kcpnet::Error>(())
     /// ```
     pub fn wait(&mut self, max: Duration) -> Result<(), Error> {
-        let delay = self.poll_delay();
-        self.core.wait(delay, max)
+        self.io.wait(&self.endpoint, max)
     }
 
     /// How long until the server needs a tick: its earliest connection timer or delayed
@@ -514,7 +161,7 @@ impl Server {
     /// `None` if nothing is scheduled at all. Never a time in the past. Datagram arrival is
     /// not predicted: [`Server::wait`] also wakes for that.
     pub fn poll_delay(&self) -> Option<Duration> {
-        self.core.poll_delay(self.table.next_due_ms())
+        self.io.poll_delay(&self.endpoint)
     }
 
     /// [`Server::tick_incoming`], then hands every event to `handler` together with a
@@ -525,7 +172,7 @@ impl Server {
         F: FnMut(&mut ServerCtx<'_>, Event<'_>),
     {
         self.tick_incoming();
-        Core::dispatch(ServerCtx { server: self }, handler);
+        Io::dispatch(ServerCtx { server: self }, handler);
     }
 
     /// The queued events, each handed out with a [`ServerCtx`] so the application can reply
@@ -537,12 +184,12 @@ impl Server {
     /// The next event, if any. Message data borrows the server until the next call; to
     /// reply while holding an event use [`Server::drain_events`].
     pub fn poll_event(&mut self) -> Option<Event<'_>> {
-        self.core.events.pop()
+        self.endpoint.poll_event()
     }
 
     /// Events waiting in the queue.
     pub fn pending_events(&self) -> usize {
-        self.core.events.len()
+        self.endpoint.pending_events()
     }
 
     // ---------------------------------------------------------- app requests
@@ -558,40 +205,66 @@ impl Server {
     /// (handshake not complete or disconnecting), [`Error::EmptyMessage`],
     /// [`Error::MessageTooLarge`].
     pub fn send(&mut self, id: ConnectionId, data: &[u8], channel: Channel) -> Result<(), Error> {
-        let idx = self.table.index_of(id)?;
-        let result = self
-            .table
-            .with_conn(&mut self.core, idx, |c, ctx| c.send(ctx, data, channel))
-            .unwrap_or(Err(Error::ConnectionClosed));
-        if result.is_ok() && channel == Channel::Reliable {
-            self.table.mark_dirty(idx);
-        }
-        result
+        self.io.request(&mut self.endpoint, false, |e, now, out| {
+            e.send(now, id, data, channel, out)
+        })
+    }
+
+    /// Sends a message to every connected peer, as [`Server::send`] to each; how many
+    /// accepted it (a peer whose send fails, with [`Error::SendQueueFull`] for instance, is
+    /// skipped: compare with [`Server::connection_count`] or use [`Server::send_each`] with
+    /// your own checks).
+    ///
+    /// ```no_run
+    /// # use kcpnet::{Channel, Config, Server};
+    /// # let mut server = Server::bind("[::]:7777", Config::default())?;
+    /// let reached = server.broadcast(b"round starts", Channel::Reliable);
+    /// # Ok::<(), kcpnet::Error>(())
+    /// ```
+    pub fn broadcast(&mut self, data: &[u8], channel: Channel) -> usize {
+        self.io.request(&mut self.endpoint, false, |e, now, out| {
+            e.broadcast(now, data, channel, out)
+        })
+    }
+
+    /// Sends a message to each connection of `ids`; how many accepted it. With
+    /// [`Server::connections_into`] this sends to a chosen set without holding a borrow of
+    /// the server:
+    ///
+    /// ```no_run
+    /// # use kcpnet::{Channel, Config, ConnectionId, Server};
+    /// # let mut server = Server::bind("[::]:7777", Config::default())?;
+    /// # let shooter = server.connections().next().unwrap();
+    /// let mut ids: Vec<ConnectionId> = Vec::new(); // keep it across frames: no allocation
+    /// server.connections_into(&mut ids);
+    /// ids.retain(|&id| id != shooter);
+    /// server.send_each(&ids, b"shot fired", Channel::Unreliable);
+    /// # Ok::<(), kcpnet::Error>(())
+    /// ```
+    pub fn send_each(&mut self, ids: &[ConnectionId], data: &[u8], channel: Channel) -> usize {
+        self.io.request(&mut self.endpoint, false, |e, now, out| {
+            ids.iter()
+                .filter(|&&id| e.send(now, id, data, channel, out).is_ok())
+                .count()
+        })
     }
 
     /// Closes a connection at once (kcp2k's `Disconnect`: five unreliable Disconnect
     /// datagrams; queued reliable data is dropped). A `Disconnected { reason: Local }` event
     /// follows, and undelivered data events of this connection are discarded.
     pub fn disconnect(&mut self, id: ConnectionId) -> Result<(), Error> {
-        let idx = self.table.index_of(id)?;
-        self.table.with_conn(&mut self.core, idx, |c, ctx| {
-            c.close(ctx, DisconnectReason::Local, None, true)
-        });
-        self.core.closed_by_app(id);
-        self.table.settle(&mut self.core, idx);
-        Ok(())
+        self.io.request(&mut self.endpoint, true, |e, now, out| {
+            e.disconnect(now, id, out)
+        })
     }
 
     /// Closes a connection after its queued reliable data has been acknowledged (or
     /// `linger_timeout_ms` passed). Sending stops at once; received messages are still
     /// delivered until the `Disconnected` event.
     pub fn disconnect_graceful(&mut self, id: ConnectionId) -> Result<(), Error> {
-        let idx = self.table.index_of(id)?;
-        self.table
-            .with_conn(&mut self.core, idx, |c, ctx| c.disconnect_graceful(ctx));
-        self.table.mark_dirty(idx);
-        self.table.settle(&mut self.core, idx);
-        Ok(())
+        self.io.request(&mut self.endpoint, false, |e, now, out| {
+            e.disconnect_graceful(now, id, out)
+        })
     }
 
     /// Closes a connection at once, as [`Server::disconnect`], telling a kcpnet peer why:
@@ -607,15 +280,9 @@ impl Server {
         code: u32,
         message: &str,
     ) -> Result<(), Error> {
-        let idx = self.table.index_of(id)?;
-        self.table
-            .with_conn(&mut self.core, idx, |c, ctx| {
-                c.disconnect_with(ctx, code, message, false)
-            })
-            .unwrap_or(Err(Error::ConnectionClosed))?;
-        self.core.closed_by_app(id);
-        self.table.settle(&mut self.core, idx);
-        Ok(())
+        self.io.request(&mut self.endpoint, true, |e, now, out| {
+            e.disconnect_with(now, id, code, message, out)
+        })
     }
 
     /// [`Server::disconnect_graceful`] with a reason, as [`Server::disconnect_with`]: the
@@ -626,15 +293,9 @@ impl Server {
         code: u32,
         message: &str,
     ) -> Result<(), Error> {
-        let idx = self.table.index_of(id)?;
-        self.table
-            .with_conn(&mut self.core, idx, |c, ctx| {
-                c.disconnect_with(ctx, code, message, true)
-            })
-            .unwrap_or(Err(Error::ConnectionClosed))?;
-        self.table.mark_dirty(idx);
-        self.table.settle(&mut self.core, idx);
-        Ok(())
+        self.io.request(&mut self.endpoint, false, |e, now, out| {
+            e.disconnect_graceful_with(now, id, code, message, out)
+        })
     }
 
     /// Half-closes a connection: this side sends nothing more ([`Server::send`] fails with
@@ -646,27 +307,17 @@ impl Server {
     /// peer). Needs a kcpnet peer (the half-close extension); with a kcp2k peer it is
     /// [`Server::disconnect_graceful`]. Calling it again is a no-op.
     pub fn shutdown_send(&mut self, id: ConnectionId) -> Result<(), Error> {
-        let idx = self.table.index_of(id)?;
-        self.table
-            .with_conn(&mut self.core, idx, |c, ctx| c.shutdown_send(ctx))
-            .unwrap_or(Err(Error::ConnectionClosed))?;
-        self.table.mark_dirty(idx);
-        self.table.settle(&mut self.core, idx);
-        Ok(())
+        self.io.request(&mut self.endpoint, false, |e, now, out| {
+            e.shutdown_send(now, id, out)
+        })
     }
 
     /// Closes every connection (hard disconnect, Disconnect datagrams sent), reporting
     /// `Disconnected` for each connected one.
     pub fn shutdown(&mut self) {
-        self.core.refresh_now();
-        let indices: Vec<usize> = self.table.slots.iter().map(|(i, _)| i).collect();
-        for idx in indices {
-            self.table.with_conn(&mut self.core, idx, |c, ctx| {
-                c.close(ctx, DisconnectReason::Closed, None, true)
-            });
-            self.table.settle(&mut self.core, idx);
-        }
-        self.core.poll_transport();
+        self.io.request(&mut self.endpoint, true, |e, now, out| {
+            e.close_all(now, out)
+        });
     }
 
     // --------------------------------------------------------------- queries
@@ -674,26 +325,34 @@ impl Server {
     /// Connections in the table: every one completed the handshake (nothing is stored for
     /// a peer before it proves its address), including those closing gracefully.
     pub fn connection_count(&self) -> usize {
-        self.table.slots.len()
+        self.endpoint.connection_count()
     }
 
     /// Ids of the connected peers.
     pub fn connections(&self) -> impl Iterator<Item = ConnectionId> + '_ {
-        self.table
-            .slots
-            .iter()
-            .filter(|(_, s)| s.conn.is_established())
-            .map(|(i, s)| ConnectionId::new(i, s.generation))
+        self.endpoint.connections()
+    }
+
+    /// Puts the ids of the connected peers in `ids` (cleared first): a snapshot to iterate
+    /// while sending or kicking (see [`Server::send_each`]).
+    pub fn connections_into(&self, ids: &mut Vec<ConnectionId>) {
+        self.endpoint.connections_into(ids);
+    }
+
+    /// The sans-IO endpoint under this server: the connection table, admission and
+    /// events, for queries the server does not forward.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
     }
 
     /// The peer's address (IPv4-mapped IPv6 addresses are reported as IPv4).
     pub fn remote_addr(&self, id: ConnectionId) -> Option<SocketAddr> {
-        self.table.slot(id).map(|s| s.conn.remote())
+        self.endpoint.remote_addr(id)
     }
 
     /// The connection's state.
     pub fn state(&self, id: ConnectionId) -> Option<ConnectionState> {
-        self.table.slot(id).map(|s| s.conn.state())
+        self.endpoint.state(id)
     }
 
     /// True while the connection is connected (handshake done, not closing, neither side
@@ -707,14 +366,13 @@ impl Server {
     /// the client pings (the server then sends no Ping of its own), from the client's ACK
     /// of the server's latest Pong ([`ConnectionQuality::ping_rtt_ms`]).
     pub fn rtt(&self, id: ConnectionId) -> Option<u32> {
-        self.table.slot(id).and_then(|s| s.conn.rtt())
+        self.endpoint.rtt(id)
     }
 
     /// Statistics of one connection, its [`ConnectionQuality`] included (as of the last
     /// tick).
     pub fn connection_stats(&self, id: ConnectionId) -> Option<ConnectionStats> {
-        let now = self.core.now.kcp();
-        self.table.slot(id).map(|s| s.conn.stats_at(now))
+        self.endpoint.connection_stats(id)
     }
 
     /// How good a connection's link is (as of the last tick): KCP and Ping RTTs, windowed
@@ -734,19 +392,18 @@ impl Server {
     /// # }
     /// ```
     pub fn connection_quality(&self, id: ConnectionId) -> Option<ConnectionQuality> {
-        let now = self.core.now.kcp();
-        self.table.slot(id).map(|s| s.conn.quality(now))
+        self.endpoint.connection_quality(id)
     }
 
     /// The kcpnet extensions a connection negotiated: [`Extensions::ALL`] with a kcpnet
     /// peer of this version, [`Extensions::NONE`] with a kcp2k peer.
     pub fn extensions(&self, id: ConnectionId) -> Option<Extensions> {
-        self.table.slot(id).map(|s| s.conn.extensions())
+        self.endpoint.extensions(id)
     }
 
     /// KCP segments queued or in flight on a connection: a measure of send backlog.
     pub fn send_backlog(&self, id: ConnectionId) -> Option<usize> {
-        self.table.slot(id).map(|s| s.conn.wait_snd())
+        self.endpoint.send_backlog(id)
     }
 
     /// Bytes of reliable data the application can still queue on a connection before
@@ -754,33 +411,24 @@ impl Server {
     /// accepted while this is positive. `None` for an unknown or closed id; 0 while not
     /// connected.
     pub fn send_capacity(&self, id: ConnectionId) -> Option<usize> {
-        self.table.slot(id).map(|s| s.conn.send_capacity())
+        self.endpoint.send_capacity(id)
     }
 
     /// Bytes of memory one connection holds (its state plus its buffers).
     pub fn connection_memory(&self, id: ConnectionId) -> Option<usize> {
-        // The slot holds the connection inline; add what it points to.
-        self.table
-            .slot(id)
-            .map(|s| s.conn.heap_bytes() + std::mem::size_of::<Slot>())
+        self.endpoint.connection_memory(id)
     }
 
     /// The most memory one connection can hold with this server's config, whatever its peer
     /// sends (the bound of `docs/PROTOCOL.md`, "Memory per connection"):
     /// [`Server::connection_memory`] never exceeds it.
     pub fn connection_memory_bound(&self) -> usize {
-        let nowhere = SocketAddr::from(([0, 0, 0, 0], 0));
-        let probe = Connection::new_server_verified(nowhere, 1, &self.core.config, 0);
-        probe.memory_bound() - std::mem::size_of::<Connection>() + std::mem::size_of::<Slot>()
+        self.endpoint.connection_memory_bound()
     }
 
     /// Endpoint-wide counters.
     pub fn stats(&self) -> EndpointStats {
-        EndpointStats {
-            connections: self.table.slots.len(),
-            shared_buffer_bytes: self.core.shared_buffer_bytes(),
-            ..self.core.stats
-        }
+        self.endpoint.stats()
     }
 }
 

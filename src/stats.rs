@@ -133,6 +133,10 @@ pub struct EndpointStats {
     /// Datagrams from unknown endpoints that were neither a valid Hello nor carried a cookie
     /// that verifies (dropped, no state, no reply).
     pub dropped_unknown: u64,
+    /// Datagrams of a connection that had just closed (within 2 s, same address and
+    /// cookie): the peer's redundant close datagrams (kcp2k repeats its Disconnect five
+    /// times) and data that was already in flight. Not strangers, so not `dropped_unknown`.
+    pub dropped_after_close: u64,
     /// Valid Hellos from unknown endpoints answered with the stateless reply (nothing stored).
     pub hello_replies: u64,
     /// Peers that proved their address while `max_connections` was reached (dropped).

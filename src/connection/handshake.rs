@@ -72,7 +72,7 @@ impl CookieKey {
 
     /// The cookie for `addr` in `epoch` when no extension is accepted: never 0 (0 means "no
     /// cookie yet" on the wire).
-    #[cfg_attr(not(test), allow(dead_code))] // the extension-less form (fuzz harness, tests)
+    #[cfg(test)] // the extension-less form, for the unit tests
     pub(crate) fn cookie(&self, addr: &SocketAddr, epoch: u64) -> u32 {
         self.cookie_with(addr, epoch, Extensions::NONE)
     }
@@ -83,7 +83,7 @@ impl CookieKey {
     }
 
     /// The cookie handed out now (server clock `now_ms`) when no extension is accepted.
-    #[cfg_attr(not(test), allow(dead_code))] // the extension-less form (fuzz harness, tests)
+    #[cfg(test)] // the extension-less form, for the unit tests
     pub(crate) fn current(&self, addr: &SocketAddr, now_ms: u64) -> u32 {
         self.current_with(addr, now_ms, Extensions::NONE)
     }
@@ -94,7 +94,7 @@ impl CookieKey {
     }
 
     /// Whether `cookie` is one handed out to `addr` in this epoch or the previous one.
-    #[cfg_attr(not(test), allow(dead_code))] // the extension-less form (fuzz harness, tests)
+    #[cfg(test)] // the extension-less form, for the unit tests
     pub(crate) fn verify(&self, addr: &SocketAddr, cookie: u32, now_ms: u64) -> bool {
         self.verify_ext(addr, cookie, now_ms).is_some()
     }
@@ -248,7 +248,7 @@ pub(crate) fn server_hello(accepted: Extensions) -> ([u8; 1 + BLOCK_LEN], usize)
 
 /// The reply to a client Hello without extensions (a bare Hello); see [`write_hello_reply`].
 /// Returns the reply's length in `out`, or `None` if `hello` is not a Hello datagram.
-#[cfg_attr(not(test), allow(dead_code))] // the extension-less form (fuzz harness, tests)
+#[cfg(test)] // the extension-less form, for the unit tests
 pub(crate) fn hello_reply(
     hello: &[u8],
     cookie: u32,

@@ -427,6 +427,12 @@ impl Connection {
         self.link.remote
     }
 
+    /// The cookie every datagram of this connection carries (0 while a client has not
+    /// learned it yet).
+    pub(crate) fn cookie(&self) -> u32 {
+        self.link.cookie
+    }
+
     pub(crate) fn is_established(&self) -> bool {
         self.established
     }
@@ -445,12 +451,6 @@ impl Connection {
     /// The kcpnet extensions this connection negotiated.
     pub(crate) fn extensions(&self) -> Extensions {
         self.ext
-    }
-
-    /// Counters, gauges and the quality as of this connection's last call.
-    #[allow(dead_code)] // the fuzz harness reads it; the drivers pass their clock (stats_at)
-    pub(crate) fn stats(&self) -> ConnectionStats {
-        self.stats_at(self.window.last_call())
     }
 
     /// Counters, gauges and the quality at `now`.

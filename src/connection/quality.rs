@@ -61,8 +61,6 @@ pub(crate) struct Window {
     filled: u8,
     /// The newest recorded boundary (connection clock, ms).
     boundary: u32,
-    /// The time of the connection's last call.
-    last_call: u32,
 }
 
 impl Window {
@@ -73,13 +71,7 @@ impl Window {
             head: 0,
             filled: 1,
             boundary: now,
-            last_call: now,
         }
-    }
-
-    /// The time of the connection's last call (see [`Connection::roll_window`]).
-    pub(crate) fn last_call(&self) -> u32 {
-        self.last_call
     }
 
     /// Boundaries passed between the newest recorded one and `now`.
@@ -249,7 +241,6 @@ impl Connection {
     /// Records the window boundaries passed before this call at `now`: called first by
     /// every entry point that can change the counters.
     pub(super) fn roll_window(&mut self, now: u32) {
-        self.window.last_call = now;
         if self.window.due(now) {
             let c = self.counters();
             self.window.roll(now, c);

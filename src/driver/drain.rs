@@ -8,15 +8,14 @@
 //! is open (for example the `Disconnected` of a connection the handler kicked) go to the
 //! endpoint's own queue and are handed out by the same drain once its queue is empty.
 
-use super::Core;
+use crate::endpoint::Endpoint;
 use crate::event::{Event, EventQueue};
 
 /// Implemented by the endpoint handles an [`EventDrain`] hands out
 /// ([`crate::ServerCtx`], [`crate::ClientCtx`]). Not implementable outside kcpnet.
-pub trait Endpoint: sealed::Sealed {
+pub trait Drainable: sealed::Sealed {
     #[doc(hidden)]
-    #[allow(private_interfaces)]
-    fn core(&mut self) -> &mut Core;
+    fn endpoint(&mut self) -> &mut Endpoint;
 }
 
 pub(crate) mod sealed {
@@ -24,7 +23,7 @@ pub(crate) mod sealed {
 }
 
 /// Implements what an endpoint's event-handling context (`$ctx<'a> { $field: &'a mut
-/// $endpoint }`) needs: `Deref`/`DerefMut` to the endpoint, and [`Endpoint`].
+/// $endpoint }`) needs: `Deref`/`DerefMut` to the driver, and [`Drainable`].
 macro_rules! endpoint_context {
     ($ctx:ident, $endpoint:ty, $field:ident) => {
         impl std::ops::Deref for $ctx<'_> {
@@ -42,10 +41,9 @@ macro_rules! endpoint_context {
 
         impl $crate::driver::drain::sealed::Sealed for $ctx<'_> {}
 
-        impl $crate::driver::Endpoint for $ctx<'_> {
-            #[allow(private_interfaces)] // sealed: `Endpoint` cannot be named outside the crate
-            fn core(&mut self) -> &mut $crate::driver::Core {
-                &mut self.$field.core
+        impl $crate::driver::Drainable for $ctx<'_> {
+            fn endpoint(&mut self) -> &mut $crate::endpoint::Endpoint {
+                &mut self.$field.endpoint
             }
         }
     };
@@ -74,14 +72,14 @@ pub(crate) use endpoint_context;
 ///
 /// Dropping the drain early keeps the events not handed out yet for the next drain or
 /// `poll_event`.
-pub struct EventDrain<E: Endpoint> {
+pub struct EventDrain<E: Drainable> {
     queue: EventQueue,
     endpoint: E,
 }
 
-impl<E: Endpoint> EventDrain<E> {
+impl<E: Drainable> EventDrain<E> {
     pub(crate) fn new(mut endpoint: E) -> EventDrain<E> {
-        let core = endpoint.core();
+        let core = &mut endpoint.endpoint().shared;
         core.dispatching += 1;
         let queue = std::mem::take(&mut core.events);
         EventDrain { queue, endpoint }
@@ -91,7 +89,7 @@ impl<E: Endpoint> EventDrain<E> {
     /// (including those raised by the calls made while draining).
     #[allow(clippy::should_implement_trait)] // a lending iterator: items borrow the drain
     pub fn next(&mut self) -> Option<(Event<'_>, &mut E)> {
-        let core = self.endpoint.core();
+        let core = &mut self.endpoint.endpoint().shared;
         for id in core.closed_in_dispatch.drain(..) {
             self.queue.cancel_data(id);
         }
@@ -108,9 +106,9 @@ impl<E: Endpoint> EventDrain<E> {
     }
 }
 
-impl<E: Endpoint> Drop for EventDrain<E> {
+impl<E: Drainable> Drop for EventDrain<E> {
     fn drop(&mut self) {
-        let core = self.endpoint.core();
+        let core = &mut self.endpoint.endpoint().shared;
         core.dispatching -= 1;
         for id in core.closed_in_dispatch.drain(..) {
             self.queue.cancel_data(id);

@@ -1,95 +1,28 @@
-//! The driver core shared by [`crate::Server`] and [`crate::Client`].
+//! What both drivers ([`crate::Server`], [`crate::Client`]) are: a loop of a transport and a
+//! clock around one sans-IO [`Endpoint`].
 //!
-//! A datagram's path from the socket to an event reads top to bottom here:
-//! [`Core::tick_incoming`] reads the socket and hands each datagram to the driver's
-//! [`Peers`] (the server's connection table, or the client's one connection), which finds
-//! the [`Connection`] and runs it through [`Core::with_conn`]; the connection parses the
-//! datagram, feeds KCP, and pushes events into [`Core::events`]; the application takes them
-//! with `poll_event`, an [`EventDrain`] or a callback. What differs between the drivers is
-//! only the [`Peers`] implementation.
+//! [`Io::tick_incoming`] reads the clock, reads every pending datagram from the transport
+//! into [`Endpoint::handle_datagram`] and then calls [`Endpoint::handle_timeout`];
+//! [`Io::tick_outgoing`] calls [`Endpoint::flush`] and releases what the transport holds
+//! back; every application request goes through [`Io::request`], which gives the endpoint
+//! the time and the transport as its sink. The drivers add only what differs (the server's
+//! bind, the client's one connection) and the public API.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use log::{debug, warn};
 
 use crate::config::Config;
-use crate::connection::{Connection, Ctx, Tx};
+use crate::endpoint::{Endpoint, Transmit};
 use crate::error::Error;
-use crate::event::{ConnectionId, Event, EventQueue};
+use crate::event::Event;
 use crate::io::{Clock, ConditionerControl, Conditions, Direction, SocketOptions, Transport};
-use crate::stats::EndpointStats;
 
 pub(crate) mod drain;
 
-pub(crate) use drain::Endpoint;
+pub(crate) use drain::Drainable;
 pub use drain::EventDrain;
-
-/// Datagram output of a driver: writes to its transport and counts.
-pub(crate) struct TransportTx<'a> {
-    pub transport: &'a mut dyn Transport,
-    pub now: Duration,
-    pub stats: &'a mut EndpointStats,
-    /// Where `head ++ body` is assembled when both are present.
-    pub scratch: &'a mut Vec<u8>,
-}
-
-impl Tx for TransportTx<'_> {
-    fn send(&mut self, head: &[u8], body: &[u8], to: SocketAddr) -> bool {
-        let data: &[u8] = if body.is_empty() {
-            head
-        } else {
-            self.scratch.clear();
-            self.scratch.extend_from_slice(head);
-            self.scratch.extend_from_slice(body);
-            self.scratch
-        };
-        match self.transport.send_to(data, to, self.now) {
-            Ok(true) => {
-                self.stats.datagrams_sent += 1;
-                self.stats.bytes_sent += data.len() as u64;
-                true
-            }
-            Ok(false) => {
-                self.stats.send_errors += 1;
-                false
-            }
-            Err(e) => {
-                debug!("send to {to} failed: {e}");
-                self.stats.send_errors += 1;
-                false
-            }
-        }
-    }
-}
-
-/// The driver clock in the forms the layers need: a `Duration` for the transports,
-/// milliseconds as `u64` for scheduling, and the wrapping `u32` KCP clock.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Now {
-    pub at: Duration,
-    pub ms: u64,
-}
-
-impl Now {
-    pub(crate) fn read(clock: &dyn Clock) -> Now {
-        let at = clock.now();
-        Now {
-            at,
-            ms: at.as_millis() as u64,
-        }
-    }
-
-    /// The KCP clock: milliseconds, wrapping at 2^32.
-    pub(crate) fn kcp(self) -> u32 {
-        self.ms as u32
-    }
-
-    /// Converts an absolute KCP time at or after `self` to scheduler milliseconds.
-    pub(crate) fn to_ms(self, kcp_time: u32) -> u64 {
-        self.ms + crate::kcp::time_diff(kcp_time, self.kcp()).max(0) as u64
-    }
-}
 
 /// The receive buffer size: the largest UDP payload. Datagrams larger than our MTU are
 /// read whole, so a peer with a larger MTU shows up as a clear error naming both MTUs
@@ -111,100 +44,71 @@ pub(crate) fn socket_options(config: &Config, server: bool) -> SocketOptions {
     }
 }
 
-/// What differs between the drivers: how a datagram finds its connection, and which
-/// connections a tick touches.
-pub(crate) trait Peers {
-    /// One datagram read from the socket (already counted in the endpoint stats).
-    fn on_datagram(&mut self, core: &mut Core, data: &[u8], from: SocketAddr);
-    /// The transport reported the peer unreachable (ICMP port unreachable).
-    fn on_connection_refused(&mut self, core: &mut Core) {
-        let _ = core;
-    }
-    /// After the receive loop: run the connections that are due or got datagrams, so
-    /// their complete messages become events.
-    fn after_receive(&mut self, core: &mut Core);
-    /// Flush the connections that have something to send.
-    fn flush(&mut self, core: &mut Core);
+/// The first address `addr` resolves to, or [`Error::DnsResolve`].
+pub(crate) fn first_addr(addr: impl ToSocketAddrs) -> Result<SocketAddr, Error> {
+    addr.to_socket_addrs()
+        .map_err(|e| Error::DnsResolve(e.to_string()))?
+        .next()
+        .ok_or_else(|| Error::DnsResolve("no addresses".into()))
 }
 
-/// What both drivers own: the transport, the clock, the event queue and the scratch
-/// buffers.
-pub(crate) struct Core {
+/// The endpoint's sink over a transport.
+struct TransportOut<'a> {
+    transport: &'a mut dyn Transport,
+    now: Duration,
+}
+
+impl Transmit for TransportOut<'_> {
+    fn transmit(&mut self, data: &[u8], to: SocketAddr) -> bool {
+        match self.transport.send_to(data, to, self.now) {
+            Ok(sent) => sent,
+            Err(e) => {
+                debug!("send to {to} failed: {e}");
+                false
+            }
+        }
+    }
+}
+
+/// A driver's transport and clock.
+pub(crate) struct Io {
     pub transport: Box<dyn Transport>,
     pub clock: Box<dyn Clock>,
-    pub config: Config,
-    pub events: EventQueue,
-    /// Event drains currently open (an [`EventDrain`] or a callback dispatch).
-    pub dispatching: u32,
-    /// Connections the application closed while a drain was open: their data events
-    /// still in the drain's queue are discarded.
-    pub closed_in_dispatch: Vec<ConnectionId>,
     recv_buf: Vec<u8>,
-    send_buf: Vec<u8>,
-    /// Free KCP payload buffers shared by every connection: lent whole to a connection for
-    /// each call (its KCP's pool, capped by the KCP pool limit: the windows' worth), so an
-    /// idle connection holds none.
-    buffers: Vec<Vec<u8>>,
-    /// KCP's output buffer, shared: lent to a connection for each call.
-    output: Vec<u8>,
-    pub stats: EndpointStats,
-    pub now: Now,
 }
 
-impl Core {
-    pub(crate) fn new(
-        transport: Box<dyn Transport>,
-        clock: Box<dyn Clock>,
-        config: Config,
-    ) -> Result<Core, Error> {
-        config.validate()?;
-        let now = Now::read(clock.as_ref());
-        Ok(Core {
+impl Io {
+    pub(crate) fn new(transport: Box<dyn Transport>, clock: Box<dyn Clock>) -> Io {
+        Io {
             transport,
             clock,
-            config,
-            events: EventQueue::default(),
-            dispatching: 0,
-            closed_in_dispatch: Vec::new(),
             recv_buf: vec![0; RECV_BUFFER_LEN],
-            send_buf: Vec::new(),
-            buffers: Vec::new(),
-            output: Vec::new(),
-            stats: EndpointStats::default(),
-            now,
-        })
-    }
-
-    /// Reads the clock.
-    pub(crate) fn refresh_now(&mut self) {
-        self.now = Now::read(self.clock.as_ref());
+        }
     }
 
     /// Releases what the transport holds back (delayed or batched datagrams) and accounts
     /// for batched datagrams the kernel refused after `send_to` had accepted them.
-    pub(crate) fn poll_transport(&mut self) {
-        if let Err(e) = self.transport.poll(self.now.at) {
+    fn poll_transport(&mut self, now: Duration, endpoint: &mut Endpoint) {
+        if let Err(e) = self.transport.poll(now) {
             debug!("transport poll failed: {e}");
         }
-        let dropped = self.transport.take_send_drops();
-        if dropped > 0 {
-            self.stats.send_errors += dropped;
-            self.stats.datagrams_sent = self.stats.datagrams_sent.saturating_sub(dropped);
-        }
+        endpoint.record_send_drops(self.transport.take_send_drops());
     }
 
-    /// Reads every pending datagram (up to `max_datagrams_per_tick`) into `peers`, then
-    /// lets them run their due connections.
-    pub(crate) fn tick_incoming(&mut self, peers: &mut impl Peers) {
-        self.refresh_now();
-        self.poll_transport();
+    /// Reads every pending datagram (up to `max_datagrams_per_tick`) into `endpoint`, tells
+    /// it when the network reported `peer` unreachable, then runs its due connections.
+    pub(crate) fn tick_incoming(&mut self, endpoint: &mut Endpoint, peer: Option<SocketAddr>) {
+        let now = self.clock.now();
+        self.poll_transport(now, endpoint);
         let mut buf = std::mem::take(&mut self.recv_buf);
-        for _ in 0..self.config.max_datagrams_per_tick {
-            match self.transport.recv_from(&mut buf, self.now.at) {
+        for _ in 0..endpoint.config().max_datagrams_per_tick {
+            match self.transport.recv_from(&mut buf, now) {
                 Ok(Some((len, from))) => {
-                    self.stats.datagrams_received += 1;
-                    self.stats.bytes_received += len as u64;
-                    peers.on_datagram(self, &buf[..len], from);
+                    let mut out = TransportOut {
+                        transport: self.transport.as_mut(),
+                        now,
+                    };
+                    endpoint.handle_datagram(now, from, &buf[..len], &mut out);
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -214,89 +118,60 @@ impl Core {
             }
         }
         self.recv_buf = buf;
-        if self.transport.take_connection_refused() {
-            peers.on_connection_refused(self);
-        }
-        peers.after_receive(self);
-    }
-
-    /// Flushes `peers`, then releases what the transport holds back.
-    pub(crate) fn tick_outgoing(&mut self, peers: &mut impl Peers) {
-        self.refresh_now();
-        peers.flush(self);
-        self.poll_transport();
-    }
-
-    /// Runs `f` on `conn` with a context borrowing this core's event queue and transport,
-    /// lending it the shared output buffer and the shared pool of payload buffers for the
-    /// call (both O(1) swaps).
-    pub(crate) fn with_conn<R>(
-        &mut self,
-        conn: &mut Connection,
-        id: ConnectionId,
-        f: impl FnOnce(&mut Connection, &mut Ctx<'_>) -> R,
-    ) -> R {
-        conn.lend_buffers(&mut self.buffers);
-        conn.swap_output_buffer(&mut self.output);
-        let mut tx = TransportTx {
+        let mut out = TransportOut {
             transport: self.transport.as_mut(),
-            now: self.now.at,
-            stats: &mut self.stats,
-            scratch: &mut self.send_buf,
+            now,
         };
-        let mut ctx = Ctx {
-            now: self.now.kcp(),
-            id,
-            events: &mut self.events,
-            tx: &mut tx,
-        };
-        let r = f(conn, &mut ctx);
-        conn.swap_output_buffer(&mut self.output);
-        conn.reclaim_buffers(&mut self.buffers);
+        if out.transport.take_connection_refused() {
+            if let Some(peer) = peer {
+                endpoint.handle_unreachable(now, peer, &mut out);
+            }
+        }
+        endpoint.handle_timeout(now, &mut out);
+    }
+
+    /// Flushes `endpoint`, then releases what the transport holds back.
+    pub(crate) fn tick_outgoing(&mut self, endpoint: &mut Endpoint) {
+        let now = self.clock.now();
+        endpoint.flush(
+            now,
+            &mut TransportOut {
+                transport: self.transport.as_mut(),
+                now,
+            },
+        );
+        self.poll_transport(now, endpoint);
+    }
+
+    /// Runs an application request on `endpoint` at the current time with the transport as
+    /// its sink. With `release`, what the transport holds back is released before
+    /// returning: a close's datagrams leave within the call.
+    pub(crate) fn request<R>(
+        &mut self,
+        endpoint: &mut Endpoint,
+        release: bool,
+        f: impl FnOnce(&mut Endpoint, Duration, &mut dyn Transmit) -> R,
+    ) -> R {
+        let now = self.clock.now();
+        let r = f(
+            endpoint,
+            now,
+            &mut TransportOut {
+                transport: self.transport.as_mut(),
+                now,
+            },
+        );
+        if release {
+            self.poll_transport(now, endpoint);
+        }
         r
     }
 
-    /// Heap bytes of the shared payload-buffer pool and output buffer.
-    pub(crate) fn shared_buffer_bytes(&self) -> usize {
-        self.buffers.capacity() * std::mem::size_of::<Vec<u8>>()
-            + self.buffers.iter().map(Vec::capacity).sum::<usize>()
-            + self.output.capacity()
-    }
-
-    /// The config, the shared pool of free payload buffers and the shared output buffer,
-    /// for a connection being created (outside [`Core::with_conn`]).
-    pub(crate) fn shared_buffers(&mut self) -> (&Config, &mut Vec<Vec<u8>>, &mut Vec<u8>) {
-        (&self.config, &mut self.buffers, &mut self.output)
-    }
-
-    /// Sends one datagram that belongs to no connection (the server's stateless replies).
-    pub(crate) fn send_datagram(&mut self, data: &[u8], to: SocketAddr) -> bool {
-        let mut tx = TransportTx {
-            transport: self.transport.as_mut(),
-            now: self.now.at,
-            stats: &mut self.stats,
-            scratch: &mut self.send_buf,
-        };
-        tx.send(data, &[], to)
-    }
-
-    /// Notes that the application closed `id` (its queued data events are discarded).
-    pub(crate) fn closed_by_app(&mut self, id: ConnectionId) {
-        self.events.cancel_data(id);
-        if self.dispatching > 0 {
-            self.closed_in_dispatch.push(id);
-        }
-    }
-
-    /// How long until the connections (earliest due time `next_due_ms`, scheduler ms; `None`
-    /// if nothing is scheduled) or the transport need a tick, from a fresh clock reading;
-    /// `Some(ZERO)` when events wait in the queue. Never a time in the past.
-    pub(crate) fn poll_delay(&self, next_due_ms: Option<u64>) -> Option<Duration> {
-        if !self.events.is_empty() {
-            return Some(Duration::ZERO);
-        }
+    /// How long until `endpoint` or the transport need a tick, from a fresh clock reading;
+    /// `Some(ZERO)` when events wait or work is due. Never a time in the past.
+    pub(crate) fn poll_delay(&self, endpoint: &Endpoint) -> Option<Duration> {
         let now = self.clock.now();
-        let timer = next_due_ms.map(|ms| Duration::from_millis(ms).saturating_sub(now));
+        let timer = endpoint.poll_timeout().map(|at| at.saturating_sub(now));
         let transport = self
             .transport
             .next_wakeup()
@@ -307,10 +182,10 @@ impl Core {
         }
     }
 
-    /// Blocks in the transport until a datagram may be readable, `delay` (the endpoint's
-    /// [`Core::poll_delay`]) or `max` passed.
-    pub(crate) fn wait(&mut self, delay: Option<Duration>, max: Duration) -> Result<(), Error> {
-        let delay = match delay {
+    /// Blocks in the transport until a datagram may be readable, the endpoint's or the
+    /// transport's next deadline, or `max` passed.
+    pub(crate) fn wait(&mut self, endpoint: &Endpoint, max: Duration) -> Result<(), Error> {
+        let delay = match self.poll_delay(endpoint) {
             Some(d) => d.min(max),
             None => max,
         };
@@ -321,18 +196,18 @@ impl Core {
         Ok(())
     }
 
-    /// Hands every queued event to `handler` together with the endpoint.
-    pub(crate) fn dispatch<E: Endpoint>(endpoint: E, mut handler: impl FnMut(&mut E, Event<'_>)) {
-        let mut drain = EventDrain::new(endpoint);
-        while let Some((event, endpoint)) = drain.next() {
-            handler(endpoint, event);
+    /// Hands every queued event to `handler` together with the endpoint handle.
+    pub(crate) fn dispatch<E: Drainable>(handle: E, mut handler: impl FnMut(&mut E, Event<'_>)) {
+        let mut drain = EventDrain::new(handle);
+        while let Some((event, handle)) = drain.next() {
+            handler(handle, event);
         }
     }
 
     // ------------------------------------------------------- conditioner access
 
     /// The transport's link conditioner, or the error `set_conditions` reports without one.
-    pub(crate) fn require_conditioner(&mut self) -> Result<&mut dyn ConditionerControl, Error> {
+    fn require_conditioner(&mut self) -> Result<&mut dyn ConditionerControl, Error> {
         self.transport
             .conditioner()
             .ok_or_else(|| Error::InvalidArgument("the transport has no link conditioner".into()))

@@ -1,15 +1,16 @@
-//! The `connection` fuzz target's session: a client-side and a server-side kcp2k connection
-//! (the crate-private state machine, without the drivers) driven from raw fuzzer bytes.
+//! The `connection` fuzz target's session: a listening and a client [`Endpoint`] — the
+//! real sans-IO endpoints the drivers run, admission and the connection table included —
+//! wired through two in-memory paths that the fuzzer's bytes control.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use super::{memory_bound, message, Delivery, Input, Role, StreamCheck, MESSAGE_MIN};
 use crate::config::Config;
-use crate::connection::handshake::{hello_reply, is_handshake_reply, CookieKey, HELLO_REPLY_LEN};
-use crate::connection::{Connection, ConnectionState, Ctx, Tx};
-use crate::event::{ConnectionId, DisconnectReason, EventQueue, OwnedEvent};
-use crate::kcp::time_diff;
+use crate::connection::ConnectionState;
+use crate::endpoint::{Endpoint, Outbox};
+use crate::event::{ConnectionId, OwnedEvent};
 use crate::wire::datagram::{Channel, Datagram};
 use crate::wire::segment::{Command, SegmentHeader};
 
@@ -27,22 +28,9 @@ const TAG_CLIENT: u8 = 0xC1;
 /// How long the final honest network may take to deliver what is outstanding.
 const HORIZON_MS: u64 = 30 * 60 * 1000;
 const TAG_SERVER: u8 = 0x5E;
-
-/// Datagrams a connection sends, collected for the harness to deliver.
-#[derive(Default)]
-struct VecTx {
-    out: Vec<Vec<u8>>,
-}
-
-impl Tx for VecTx {
-    fn send(&mut self, head: &[u8], body: &[u8], _to: SocketAddr) -> bool {
-        let mut d = Vec::with_capacity(head.len() + body.len());
-        d.extend_from_slice(head);
-        d.extend_from_slice(body);
-        self.out.push(d);
-        true
-    }
-}
+/// The server's cookie seed: the harness computes the cookie it hands out (crafted
+/// datagrams carrying a valid cookie).
+const COOKIE_SEED: u64 = 0x0123_4567_89ab_cdef;
 
 /// One direction of the simulated network.
 #[derive(Default)]
@@ -62,27 +50,35 @@ impl Path {
             self.queue.push_back(d);
         }
     }
+
+    /// Takes every datagram an endpoint call produced.
+    fn take(&mut self, outbox: &mut Outbox) {
+        while let Some((_, d)) = outbox.pop() {
+            let d = d.to_vec();
+            self.push(d);
+        }
+    }
 }
 
-/// The server end: its connection with the client (if any), as the server's table holds it.
+/// The listening endpoint and the event streams of its connections.
 struct ServerEnd {
-    conn: Option<(Connection, ConnectionId)>,
-    next_generation: u32,
-    events: EventQueue,
-    streams: Vec<StreamCheck>,
-    key: CookieKey,
+    endpoint: Endpoint,
+    /// Every connection id the server reported, with its event stream.
+    streams: Vec<(ConnectionId, StreamCheck)>,
+    /// The latest connection that reported `Connected`.
+    current: Option<ConnectionId>,
 }
 
+/// The client endpoint and its one connection.
 struct ClientEnd {
-    conn: Connection,
+    endpoint: Endpoint,
     id: ConnectionId,
-    events: EventQueue,
     stream: StreamCheck,
 }
 
-/// A client-side and a server-side [`Connection`] wired through two in-memory paths the
-/// input controls: delivery, loss, duplication, reordering, replay, mutation and injection
-/// of datagrams, time, timers, application sends and disconnects.
+/// A client and a listening [`Endpoint`] wired through two in-memory paths the input
+/// controls: delivery, loss, duplication, reordering, replay, mutation and injection of
+/// datagrams, time, timers, application sends and disconnects.
 struct Session {
     config: Config,
     now_ms: u64,
@@ -92,6 +88,8 @@ struct Session {
     server: ServerEnd,
     c2s: Path,
     s2c: Path,
+    /// Scratch sink for one endpoint call.
+    outbox: Outbox,
     /// A server connection was admitted more than once: the two incarnations split the
     /// client's stream, so gaps and the final completeness check are off.
     readmitted: bool,
@@ -138,21 +136,23 @@ impl Session {
         };
         let server_addr: SocketAddr = SERVER.parse().unwrap_or_else(|_| unreachable!());
         let client_addr: SocketAddr = CLIENT.parse().unwrap_or_else(|_| unreachable!());
-        let now = start as u32;
         let bound = memory_bound(&config);
+        let mut server = Endpoint::server(config.clone()).unwrap_or_else(|e| panic!("{e}"));
+        server.seed_cookies_for_testing(COOKIE_SEED);
+        let mut client = Endpoint::client(config.clone()).unwrap_or_else(|e| panic!("{e}"));
+        let id = client
+            .connect(Duration::from_millis(start), server_addr)
+            .unwrap_or_else(|e| panic!("{e}"));
         Session {
             client: ClientEnd {
-                conn: Connection::new_client(server_addr, &config, now),
-                id: ConnectionId::new(0, 1),
-                events: EventQueue::default(),
+                endpoint: client,
+                id,
                 stream: StreamCheck::new("client", Role::Client),
             },
             server: ServerEnd {
-                conn: None,
-                next_generation: 1,
-                events: EventQueue::default(),
+                endpoint: server,
                 streams: Vec::new(),
-                key: CookieKey::new(0x0123_4567_89ab_cdef, 0xfeed_f00d_dead_beef),
+                current: None,
             },
             config,
             now_ms: start,
@@ -160,62 +160,36 @@ impl Session {
             client_addr,
             c2s: Path::default(),
             s2c: Path::default(),
+            outbox: Outbox::new(),
             readmitted: false,
             bound,
         }
     }
 
-    fn now(&self) -> u32 {
-        self.now_ms as u32
+    fn now(&self) -> Duration {
+        Duration::from_millis(self.now_ms)
     }
 
-    /// Runs `f` on the client connection with a fresh context; collects its output.
-    fn with_client<R>(&mut self, f: impl FnOnce(&mut Connection, &mut Ctx<'_>) -> R) -> R {
-        let mut tx = VecTx::default();
-        let mut ctx = Ctx {
-            now: self.now(),
-            id: self.client.id,
-            events: &mut self.client.events,
-            tx: &mut tx,
-        };
-        let r = f(&mut self.client.conn, &mut ctx);
-        for d in tx.out {
-            self.c2s.push(d);
-        }
+    /// Runs `f` on the client endpoint at the current time; collects its output and events.
+    fn with_client<R>(&mut self, f: impl FnOnce(&mut Endpoint, Duration, &mut Outbox) -> R) -> R {
+        let now = self.now();
+        let r = f(&mut self.client.endpoint, now, &mut self.outbox);
+        self.c2s.take(&mut self.outbox);
         self.drain_client_events();
         r
     }
 
-    /// Runs `f` on the server's connection, if there is one; removes it once closed.
-    fn with_server<R>(&mut self, f: impl FnOnce(&mut Connection, &mut Ctx<'_>) -> R) -> Option<R> {
+    /// Runs `f` on the server endpoint at the current time; collects its output and events.
+    fn with_server<R>(&mut self, f: impl FnOnce(&mut Endpoint, Duration, &mut Outbox) -> R) -> R {
         let now = self.now();
-        let (conn, id) = self.server.conn.as_mut()?;
-        let mut tx = VecTx::default();
-        let mut ctx = Ctx {
-            now,
-            id: *id,
-            events: &mut self.server.events,
-            tx: &mut tx,
-        };
-        let r = f(conn, &mut ctx);
-        for d in tx.out {
-            self.s2c.push(d);
-        }
-        self.settle_server();
-        Some(r)
-    }
-
-    fn settle_server(&mut self) {
-        if let Some((conn, _)) = &self.server.conn {
-            if conn.state() == ConnectionState::Disconnected {
-                self.server.conn = None;
-            }
-        }
+        let r = f(&mut self.server.endpoint, now, &mut self.outbox);
+        self.s2c.take(&mut self.outbox);
         self.drain_server_events();
+        r
     }
 
     fn drain_client_events(&mut self) {
-        while let Some(e) = self.client.events.pop() {
+        while let Some(e) = self.client.endpoint.poll_event() {
             let e = e.to_owned_event();
             assert_eq!(e.id(), self.client.id, "client: an event for another id");
             self.client.stream.on_event(&e);
@@ -231,18 +205,30 @@ impl Session {
     }
 
     fn drain_server_events(&mut self) {
-        while let Some(e) = self.server.events.pop() {
+        while let Some(e) = self.server.endpoint.poll_event() {
             let e = e.to_owned_event();
-            let idx = e.id().generation() as usize - 1;
-            let stream = self
-                .server
-                .streams
-                .get_mut(idx)
-                .unwrap_or_else(|| panic!("server: an event for an unknown id: {e:?}"));
-            stream.on_event(&e);
+            let id = e.id();
             if let OwnedEvent::Connected { addr, .. } = &e {
                 assert_eq!(*addr, self.client_addr, "server: Connected for a stranger");
+                if self.server.current.is_some() {
+                    // A later incarnation for the same client (SYN-cookie style, within the
+                    // cookie's lifetime): the client's one stream is split between them, and
+                    // replays may repeat to the new one what the old one delivered.
+                    self.readmitted = true;
+                    self.c2s.delivery.forged = true;
+                    self.s2c.delivery.forged = true;
+                }
+                self.server.current = Some(id);
             }
+            let i = match self.server.streams.iter().position(|(s, _)| *s == id) {
+                Some(i) => i,
+                None => {
+                    let check = StreamCheck::new(format!("server {id}"), Role::Server);
+                    self.server.streams.push((id, check));
+                    self.server.streams.len() - 1
+                }
+            };
+            self.server.streams[i].1.on_event(&e);
             if let OwnedEvent::Data { channel, data, .. } = &e {
                 self.c2s
                     .delivery
@@ -253,55 +239,24 @@ impl Session {
 
     /// What the server does with a datagram from the client's address.
     fn server_receive(&mut self, d: &[u8]) {
-        if self.server.conn.is_some() {
-            self.with_server(|c, ctx| c.handle_datagram(ctx, d));
-            return;
-        }
-        // The server's stranger path (`Table::on_stranger`): a stateless reply to a Hello,
-        // admission for a handshake reply whose cookie verifies, nothing otherwise.
-        let Ok(dgram) = Datagram::parse(d) else {
-            return;
-        };
-        let from = self.client_addr;
-        if dgram.channel == Channel::Reliable
-            && self.server.key.verify(&from, dgram.cookie, self.now_ms)
-            && is_handshake_reply(dgram.payload)
-        {
-            let generation = self.server.next_generation;
-            self.server.next_generation += 1;
-            if generation > 1 {
-                // A later incarnation for the same client (SYN-cookie style, within the
-                // cookie's lifetime): the client's one stream is split between them, and
-                // replays may repeat to the new one what the old one delivered.
-                self.readmitted = true;
-                self.c2s.delivery.forged = true;
-                self.s2c.delivery.forged = true;
-            }
-            let id = ConnectionId::new(0, generation);
-            self.server
-                .streams
-                .push(StreamCheck::new(format!("server {id}"), Role::Server));
-            let conn =
-                Connection::new_server_verified(from, dgram.cookie, &self.config, self.now());
-            self.server.conn = Some((conn, id));
-            self.with_server(|c, ctx| c.handle_datagram(ctx, d));
-            return;
-        }
-        let cookie = self.server.key.current(&from, self.now_ms);
-        let wnd = self.config.receive_window_size.min(u16::MAX as u32) as u16;
-        let mut reply = [0u8; HELLO_REPLY_LEN];
-        if let Some(n) = hello_reply(d, cookie, wnd, self.now(), &mut reply) {
+        let (from, before) = (self.client_addr, self.server.endpoint.connection_count());
+        let sent = self.server.endpoint.stats().bytes_sent;
+        self.with_server(|e, now, out| e.handle_datagram(now, from, d, out));
+        let stats = self.server.endpoint.stats();
+        if before == 0 && self.server.endpoint.connection_count() == 0 {
+            // A stranger's datagram: at most the stateless reply, bounded amplification.
+            let reply = stats.bytes_sent - sent;
             assert!(
-                n <= 2 * d.len(),
-                "stateless reply of {n} bytes to {}",
+                reply <= 2 * d.len() as u64,
+                "stateless reply of {reply} bytes to {}",
                 d.len()
             );
-            self.s2c.push(reply[..n].to_vec());
         }
     }
 
     fn client_receive(&mut self, d: &[u8]) {
-        self.with_client(|c, ctx| c.handle_datagram(ctx, d));
+        let from = self.server_addr;
+        self.with_client(|e, now, out| e.handle_datagram(now, from, d, out));
     }
 
     fn deliver(&mut self, to_server: bool) {
@@ -324,16 +279,16 @@ impl Session {
     }
 
     fn tick_client(&mut self) {
-        self.with_client(|c, ctx| {
-            c.process(ctx);
-            c.flush(ctx);
+        self.with_client(|e, now, out| {
+            e.handle_timeout(now, out);
+            e.flush(now, out);
         });
     }
 
     fn tick_server(&mut self) {
-        self.with_server(|c, ctx| {
-            c.process(ctx);
-            c.flush(ctx);
+        self.with_server(|e, now, out| {
+            e.handle_timeout(now, out);
+            e.flush(now, out);
         });
     }
 
@@ -353,18 +308,21 @@ impl Session {
         let len = MESSAGE_MIN + len as usize % (max - MESSAGE_MIN + 1);
         let m = message(tag, seq, len);
         let result = if from_client {
-            if self.client.conn.wait_snd() >= APP_BACKLOG {
+            let id = self.client.id;
+            if self.client.endpoint.send_backlog(id).unwrap_or(0) >= APP_BACKLOG {
                 return;
             }
-            Some(self.with_client(|c, ctx| c.send(ctx, &m, channel)))
+            self.with_client(|e, now, out| e.send(now, id, &m, channel, out))
         } else {
-            match &self.server.conn {
-                Some((c, _)) if c.wait_snd() < APP_BACKLOG => {}
-                _ => return,
+            let Some(id) = self.server.current else {
+                return;
+            };
+            if self.server.endpoint.send_backlog(id).unwrap_or(usize::MAX) >= APP_BACKLOG {
+                return;
             }
-            self.with_server(|c, ctx| c.send(ctx, &m, channel))
+            self.with_server(|e, now, out| e.send(now, id, &m, channel, out))
         };
-        if let Some(Ok(())) = result {
+        if result.is_ok() {
             let path = if from_client {
                 &mut self.c2s
             } else {
@@ -390,27 +348,30 @@ impl Session {
             self.deliver(true);
             self.deliver(false);
         }
-        self.with_server(|c, ctx| c.process(ctx));
-        self.with_client(|c, ctx| c.process(ctx));
+        self.with_server(|e, now, out| e.handle_timeout(now, out));
+        self.with_client(|e, now, out| e.handle_timeout(now, out));
         self.tick_server();
         self.tick_client();
         self.advance(10);
     }
 
     fn both_connected(&self) -> bool {
-        self.client.conn.state() == ConnectionState::Connected
-            && matches!(&self.server.conn, Some((c, _)) if c.state() == ConnectionState::Connected)
+        self.client.endpoint.is_connected(self.client.id)
+            && self
+                .server
+                .current
+                .is_some_and(|id| self.server.endpoint.is_connected(id))
     }
 
     fn check_memory(&self) {
-        let client = self.client.conn.memory_bytes();
+        let client = self.client.endpoint.connection_memory(self.client.id);
         assert!(
-            client <= self.bound,
-            "client connection holds {client} bytes, bound {}",
+            client.unwrap_or(0) <= self.bound,
+            "client connection holds {client:?} bytes, bound {}",
             self.bound
         );
-        if let Some((c, id)) = &self.server.conn {
-            let m = c.memory_bytes();
+        for id in self.server.endpoint.connections() {
+            let m = self.server.endpoint.connection_memory(id).unwrap_or(0);
             assert!(
                 m <= self.bound,
                 "server connection {id} holds {m} bytes, bound {}",
@@ -505,9 +466,9 @@ impl Session {
             }
             16 => {
                 if to_server {
-                    self.with_server(|c, ctx| c.process(ctx));
+                    self.with_server(|e, now, out| e.handle_timeout(now, out));
                 } else {
-                    self.with_client(|c, ctx| c.process(ctx));
+                    self.with_client(|e, now, out| e.handle_timeout(now, out));
                 }
             }
             17 | 18 => {
@@ -520,22 +481,20 @@ impl Session {
             }
             19 => {
                 let graceful = code & 0x20 != 0;
+                let close = |e: &mut Endpoint, id, now, out: &mut Outbox| {
+                    let _ = if graceful {
+                        e.disconnect_graceful(now, id, out)
+                    } else {
+                        e.disconnect(now, id, out)
+                    };
+                };
                 if to_server {
-                    self.with_server(|c, ctx| {
-                        if graceful {
-                            c.disconnect_graceful(ctx)
-                        } else {
-                            c.close(ctx, DisconnectReason::Local, None, true)
-                        }
-                    });
+                    if let Some(id) = self.server.current {
+                        self.with_server(|e, now, out| close(e, id, now, out));
+                    }
                 } else {
-                    self.with_client(|c, ctx| {
-                        if graceful {
-                            c.disconnect_graceful(ctx)
-                        } else {
-                            c.close(ctx, DisconnectReason::Local, None, true)
-                        }
-                    });
+                    let id = self.client.id;
+                    self.with_client(|e, now, out| close(e, id, now, out));
                 }
             }
             _ => self.step(),
@@ -556,7 +515,7 @@ impl Session {
             .find_map(|d| Datagram::parse(d).ok().map(|g| g.cookie));
         let cookie = match input.u8() % 3 {
             0 => latest.unwrap_or(0),
-            1 => self.server.key.current(&self.client_addr, self.now_ms),
+            1 => self.server.endpoint.current_cookie(self.client_addr),
             _ => 0,
         };
         let mut d = vec![Channel::Reliable.as_u8()];
@@ -592,25 +551,44 @@ impl Session {
     }
 
     fn trace(&self, code: u8) {
-        let server = self
-            .server
-            .conn
-            .as_ref()
-            .map(|(c, id)| (*id, c.state(), c.stats()));
+        let server = self.server.current.map(|id| {
+            let e = &self.server.endpoint;
+            (id, e.state(id), e.connection_stats(id))
+        });
+        let client = &self.client.endpoint;
         eprintln!(
             "op {code:#04x} (kind {}, to server {}) at {} ms: client {:?} {:?}; server {:?}; \
              c2s queued {} delivery {:?}; s2c queued {} delivery {:?}",
             code & 0x1f,
             code & 0x80 != 0,
             self.now_ms,
-            self.client.conn.state(),
-            self.client.conn.stats(),
+            client.state(self.client.id),
+            client.connection_stats(self.client.id),
             server,
             self.c2s.queue.len(),
             self.c2s.delivery,
             self.s2c.queue.len(),
             self.s2c.delivery,
         );
+    }
+
+    /// The state of the client's connection and of the server's current one.
+    fn states(&self) -> (Option<ConnectionState>, Option<ConnectionState>) {
+        let server = self
+            .server
+            .current
+            .and_then(|id| self.server.endpoint.state(id));
+        (self.client.endpoint.state(self.client.id), server)
+    }
+
+    /// Retransmissions on both ends' current connections.
+    fn retransmits(&self) -> u64 {
+        let of = |e: &Endpoint, id: Option<ConnectionId>| {
+            id.and_then(|id| e.connection_stats(id))
+                .map_or(0, |s| s.retransmits)
+        };
+        of(&self.client.endpoint, Some(self.client.id))
+            + of(&self.server.endpoint, self.server.current)
     }
 
     /// Lets an honest network run until both directions delivered what was sent (or the
@@ -631,33 +609,33 @@ impl Session {
             let up = self.both_connected();
             let done = self.c2s.delivery.received == self.c2s.delivery.sent
                 && self.s2c.delivery.received == self.s2c.delivery.sent;
-            let closing = self.client.conn.state() == ConnectionState::Disconnecting
-                || matches!(&self.server.conn, Some((c, _)) if c.state() == ConnectionState::Disconnecting);
-            let connecting = self.client.conn.state() == ConnectionState::Connecting;
+            let (client, server) = self.states();
+            let closing = client == Some(ConnectionState::Disconnecting)
+                || server == Some(ConnectionState::Disconnecting);
+            let connecting = client == Some(ConnectionState::Connecting);
             if (!up && !closing && !connecting) || (up && done) || self.now_ms - start > horizon {
                 settled = true;
                 break;
             }
             self.step();
             self.check_memory();
-            let now = self.now();
-            let mut wait = 1_000i32;
-            let client_due = self.client.conn.next_deadline(now);
-            wait = wait.min(time_diff(client_due, now));
-            if let Some((c, _)) = &self.server.conn {
-                wait = wait.min(time_diff(c.next_deadline(now), now));
-            }
+            // The earliest deadline of either endpoint, at most 1 s away.
+            let next = [
+                self.client.endpoint.poll_timeout(),
+                self.server.endpoint.poll_timeout(),
+            ]
+            .into_iter()
+            .flatten()
+            .map(|at| at.as_millis() as u64)
+            .min()
+            .unwrap_or(u64::MAX);
+            let wait = next.saturating_sub(self.now_ms).min(1_000) as i64;
             // `step` already advanced 10 ms.
             self.advance(wait.saturating_sub(10).max(0) as u64);
         }
         // A segment's retransmission timeout doubles (about) on every timeout, from an RTO
         // of at most 60 s: after more than 4 timeouts it may lie beyond the horizon.
-        let retransmits = self.client.conn.stats().retransmits
-            + self
-                .server
-                .conn
-                .as_ref()
-                .map_or(0, |(c, _)| c.stats().retransmits);
+        let retransmits = self.retransmits();
         // Not checked when the iterations ran out first (timers due every few ms: a 1 ms
         // interval) before the horizon.
         if settled && self.both_connected() && !self.readmitted && retransmits <= 4 {
@@ -677,10 +655,13 @@ impl Session {
             }
         }
         // Close what is open, as a driver's shutdown does.
-        self.with_server(|c, ctx| c.close(ctx, DisconnectReason::Closed, None, true));
-        self.with_client(|c, ctx| c.close(ctx, DisconnectReason::Local, None, true));
+        self.with_server(|e, now, out| e.close_all(now, out));
+        let id = self.client.id;
+        self.with_client(|e, now, out| {
+            let _ = e.disconnect(now, id, out);
+        });
         self.client.stream.finish();
-        for s in &self.server.streams {
+        for (_, s) in &self.server.streams {
             s.finish();
         }
     }
