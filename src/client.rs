@@ -302,6 +302,30 @@ impl Client {
             e.shutdown_send(now, id, out)
         })
     }
+
+    /// Keeps the network running until every connection has ended and the transport
+    /// holds nothing back (a link conditioner's delayed datagrams, a batch not yet
+    /// flushed), or `max` passed; returns whether it finished. Events raised meanwhile
+    /// (the `Disconnected`s) stay queued for [`Client::poll_event`].
+    ///
+    /// This is the clean way to stop: close first ([`Client::disconnect`] sends its close
+    /// datagrams within the call; [`Client::disconnect_graceful`] still needs the server's
+    /// acknowledgements), then linger, so that nothing the server is owed is lost with the
+    /// process:
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use kcpnet::{Config, Client};
+    /// # let mut client = Client::connect("127.0.0.1:7777", Config::default())?;
+    /// client.disconnect_graceful();
+    /// if !client.linger(Duration::from_secs(3)) {
+    ///     eprintln!("some peers did not acknowledge in time");
+    /// }
+    /// # Ok::<(), kcpnet::Error>(())
+    /// ```
+    pub fn linger(&mut self, max: Duration) -> bool {
+        self.io.linger(&mut self.endpoint, max)
+    }
 }
 
 impl Drop for Client {

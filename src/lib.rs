@@ -230,10 +230,28 @@
 //! }
 //! ```
 //!
+//! ## Shutting down cleanly
+//! Closes send their datagrams within the call ([`Server::disconnect`],
+//! [`Server::disconnect_with`], [`Server::shutdown`], and the same on [`Client`]); graceful
+//! closes wait for the peer's acknowledgements. After the last close keep the endpoint
+//! ticking until nothing is left to send — [`Server::linger`] / [`Client::linger`] do it —
+//! then drop it:
+//!
+//! ```no_run
+//! # use std::time::Duration;
+//! # use kcpnet::{Config, Server};
+//! # let mut server = Server::bind("[::]:7777", Config::default())?;
+//! server.shutdown(); // every client gets `Disconnected { reason: RemoteShutdown }`
+//! server.linger(Duration::from_secs(1));
+//! # Ok::<(), kcpnet::Error>(())
+//! ```
+//!
 //! ## Layers
 //! [`wire`] (datagram and segment codecs) → [`kcp`] (the ARQ core, sans-IO) → the kcp2k
-//! connection state machine → [`Server`] / [`Client`] (drivers) over [`io`] (UDP, an
-//! in-memory network, the link conditioner). See `docs/ARCHITECTURE.md`.
+//! connection state machine → the sans-IO [`endpoint::Endpoint`] (connection table,
+//! admission, timers, events; usable on its own over any datagram path) → [`Server`] /
+//! [`Client`] (a socket and a clock around one endpoint) over [`io`] (UDP, an in-memory
+//! network, the link conditioner). See `docs/ARCHITECTURE.md`.
 #![warn(missing_docs)]
 // `unsafe` is denied everywhere but `io::sys` (the recvmmsg/sendmmsg wrappers).
 #![deny(unsafe_code)]

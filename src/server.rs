@@ -320,6 +320,29 @@ impl Server {
         });
     }
 
+    /// Keeps the network running until every connection has ended and the transport
+    /// holds nothing back (a link conditioner's delayed datagrams, a batch not yet
+    /// flushed), or `max` passed; returns whether it finished. Events raised meanwhile
+    /// (the `Disconnected`s) stay queued for [`Server::poll_event`].
+    ///
+    /// This is the clean way to stop: close first ([`Server::shutdown`] sends the close
+    /// datagrams within the call; a graceful close needs the peer's acknowledgements), then
+    /// linger so that nothing the peers are owed is lost with the process:
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use kcpnet::{Config, Server};
+    /// # let mut server = Server::bind("[::]:7777", Config::default())?;
+    /// server.shutdown();
+    /// if !server.linger(Duration::from_secs(3)) {
+    ///     eprintln!("some peers did not acknowledge in time");
+    /// }
+    /// # Ok::<(), kcpnet::Error>(())
+    /// ```
+    pub fn linger(&mut self, max: Duration) -> bool {
+        self.io.linger(&mut self.endpoint, max)
+    }
+
     // --------------------------------------------------------------- queries
 
     /// Connections in the table: every one completed the handshake (nothing is stored for

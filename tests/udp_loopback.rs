@@ -370,3 +370,53 @@ fn callback_form_over_udp() {
     assert_eq!(replies, 1);
     assert_eq!(peer.data(Channel::Reliable), vec![b"re:hello".to_vec()]);
 }
+
+/// `linger` after a shutdown delivers the close through a conditioner's delay: the client
+/// learns why, and the server reports finishing with nothing left in flight.
+#[test]
+fn linger_after_shutdown_delivers_the_close_through_a_delayed_link() {
+    use kcpnet::io::{Conditions, Direction};
+    let mut server = Server::bind("127.0.0.1:0", Config::default()).unwrap();
+    let addr = server.local_addr().unwrap();
+    let mut client = Client::connect(addr, Config::default()).unwrap();
+    for _ in 0..2_000 {
+        server.tick_incoming();
+        while server.poll_event().is_some() {}
+        server.tick_outgoing();
+        client.tick_incoming();
+        while client.poll_event().is_some() {}
+        client.tick_outgoing();
+        if client.is_connected() && server.connection_count() == 1 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    assert!(client.is_connected());
+    server
+        .set_conditions(
+            Direction::Send,
+            Conditions::default().with_latency(std::time::Duration::from_millis(40)),
+        )
+        .unwrap();
+    server.shutdown();
+    assert!(
+        server.linger(std::time::Duration::from_secs(5)),
+        "linger gave up"
+    );
+    assert_eq!(server.connection_count(), 0);
+    assert_eq!(server.poll_delay(), Some(std::time::Duration::ZERO)); // the events wait
+    let mut reason = None;
+    for _ in 0..2_000 {
+        client.tick_incoming();
+        while let Some(e) = client.poll_event() {
+            if let kcpnet::Event::Disconnected { reason: r, .. } = e {
+                reason = Some(r);
+            }
+        }
+        if reason.is_some() {
+            break;
+        }
+        client.wait(std::time::Duration::from_millis(5)).unwrap();
+    }
+    assert_eq!(reason, Some(kcpnet::DisconnectReason::RemoteShutdown));
+}

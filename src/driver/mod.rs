@@ -29,6 +29,9 @@ pub use drain::EventDrain;
 /// rather than as silent truncation.
 pub(crate) const RECV_BUFFER_LEN: usize = 65_536;
 
+/// The most ticks `linger` runs.
+pub(crate) const LINGER_MAX_TICKS: usize = 100_000;
+
 /// The socket options a driver's UDP socket gets from its config (`server`: dual mode and
 /// `SO_REUSEPORT` apply).
 pub(crate) fn socket_options(config: &Config, server: bool) -> SocketOptions {
@@ -194,6 +197,42 @@ impl Io {
         }
         self.transport.wait(delay)?;
         Ok(())
+    }
+
+    /// Ticks `endpoint` (without taking its events) until it has no connection left and
+    /// the transport holds nothing back, or `max` passed; whether it got there. Waits in the
+    /// transport between ticks. At most [`LINGER_MAX_TICKS`] ticks, so a clock that does
+    /// not move (a paused `ManualClock`) cannot hold it forever.
+    pub(crate) fn linger(&mut self, endpoint: &mut Endpoint, max: Duration) -> bool {
+        let deadline = self.clock.now().saturating_add(max);
+        for _ in 0..LINGER_MAX_TICKS {
+            self.tick_incoming(endpoint, None);
+            self.tick_outgoing(endpoint);
+            if endpoint.connection_count() == 0 && self.transport.next_wakeup().is_none() {
+                return true;
+            }
+            let now = self.clock.now();
+            if now >= deadline {
+                return false;
+            }
+            let timer = endpoint.next_timer().map(|at| at.saturating_sub(now));
+            let wakeup = self
+                .transport
+                .next_wakeup()
+                .map(|at| at.saturating_sub(now));
+            let delay = [timer, wakeup, Some(deadline - now)]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(deadline - now);
+            if !delay.is_zero() {
+                if let Err(e) = self.transport.wait(delay) {
+                    debug!("wait failed while lingering: {e}");
+                    return false;
+                }
+            }
+        }
+        false
     }
 
     /// Hands every queued event to `handler` together with the endpoint handle.

@@ -498,6 +498,14 @@ impl Endpoint {
             .map(|ms| Duration::from_millis(ms).max(self.shared.now.at))
     }
 
+    /// The earliest connection timer, whether or not events wait (see
+    /// [`Endpoint::poll_timeout`]).
+    pub(crate) fn next_timer(&self) -> Option<Duration> {
+        self.table
+            .next_due_ms()
+            .map(|ms| Duration::from_millis(ms).max(self.shared.now.at))
+    }
+
     /// The next event, if any. Message data borrows the endpoint until the next call.
     pub fn poll_event(&mut self) -> Option<Event<'_>> {
         self.shared.events.pop()
