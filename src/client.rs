@@ -49,7 +49,7 @@ impl Client {
     /// Starts connecting to `addr` over a new UDP socket: anything [`ToSocketAddrs`] takes,
     /// such as `"127.0.0.1:7777"`, `("game.example.com", 7777)` or a [`SocketAddr`] (the
     /// first address it resolves to is used). A name that does not resolve gives
-    /// [`Error::DnsResolve`], whose [`Error::code`] is [`ErrorCode::DnsResolve`].
+    /// [`Error::DnsResolve`], whose [`Error::code`] is [`crate::ErrorCode::DnsResolve`].
     pub fn connect(addr: impl ToSocketAddrs, config: Config) -> Result<Client, Error> {
         config.validate()?;
         let remote = first_addr(addr)?;
