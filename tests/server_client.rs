@@ -2265,3 +2265,43 @@ fn mismatched_receive_windows_are_reported_not_stalled() {
         sim.steps
     );
 }
+
+/// `broadcast` reaches every connected client once; `send_each` with a snapshot from
+/// `connections_into` reaches exactly the chosen ones, while the server is free to send.
+#[test]
+fn broadcast_and_send_each_reach_exactly_their_targets() {
+    let mut sim = Sim::new(Config::default(), 11);
+    for _ in 0..5 {
+        sim.add_client(Config::default());
+    }
+    sim.connect_all(5_000);
+    assert_eq!(sim.server.broadcast(b"to all", Channel::Reliable), 5);
+    let mut ids = Vec::new();
+    sim.server.connections_into(&mut ids);
+    assert_eq!(ids.len(), 5);
+    let skipped = sim.server_id_of(2).unwrap();
+    ids.retain(|&id| id != skipped);
+    assert_eq!(sim.server.send_each(&ids, b"to four", Channel::Reliable), 4);
+    sim.run_for(Duration::from_millis(500));
+    // An ended id is skipped, not an error.
+    sim.server.disconnect(sim.server_id_of(4).unwrap()).unwrap();
+    assert_eq!(sim.server.broadcast(b"after a kick", Channel::Reliable), 4);
+    sim.run_for(Duration::from_millis(500));
+    for i in 0..5 {
+        let got: Vec<Vec<u8>> = sim.client_events[i]
+            .iter()
+            .filter_map(|e| match e {
+                OwnedEvent::Data { data, .. } => Some(data.clone()),
+                _ => None,
+            })
+            .collect();
+        let mut expect: Vec<&[u8]> = vec![b"to all"];
+        if i != 2 {
+            expect.push(b"to four");
+        }
+        if i != 4 {
+            expect.push(b"after a kick");
+        }
+        assert_eq!(got, expect, "client {i}");
+    }
+}
