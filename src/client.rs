@@ -15,7 +15,7 @@ use crate::driver::{socket_options, Core, EventDrain, Peers};
 use crate::error::{Error, ErrorCode};
 use crate::event::{ConnectionId, DisconnectReason, Event};
 use crate::io::{
-    Clock, ConditionerControl, Conditions, Direction, LinkConditioner, SystemClock, Transport,
+    Clock, ConditionerHandle, Conditions, Direction, LinkConditioner, SystemClock, Transport,
     UdpTransport,
 };
 use crate::server::first_addr;
@@ -108,12 +108,27 @@ impl Client {
         // of at the handshake timeout. It also filters datagrams from other sources.
         udp.connect(remote)?;
         let conditioner = LinkConditioner::new(udp, rand::random());
-        Client::with_transport(
-            Box::new(conditioner),
+        Client::with_conditioned_transport(
+            conditioner,
             Box::new(SystemClock::new()),
             remote,
             config,
         )
+    }
+
+    /// [`Client::with_transport`] over a [`LinkConditioner`], whose handle the client keeps:
+    /// [`Client::set_conditions`], [`Client::set_peer_conditions`] and
+    /// [`Client::conditioner`] then reach it.
+    pub fn with_conditioned_transport<T: Transport + 'static>(
+        conditioner: LinkConditioner<T>,
+        clock: Box<dyn Clock>,
+        remote: SocketAddr,
+        config: Config,
+    ) -> Result<Client, Error> {
+        let handle = conditioner.handle();
+        let mut client = Client::with_transport(Box::new(conditioner), clock, remote, config)?;
+        client.core.conditioner = Some(handle);
+        Ok(client)
     }
 
     /// A client over any [`Transport`] and [`Clock`] (an in-memory network and a virtual
@@ -214,7 +229,9 @@ impl Client {
         self.peer.conn.memory_bytes()
     }
 
-    /// Sets link conditions on this client's transport (see [`Client::connect`]).
+    /// Sets link conditions on this client's transport (see [`Client::connect`]). Fails with
+    /// [`Error::InvalidArgument`] if the client has no conditioner (one made by
+    /// [`Client::with_transport`]).
     pub fn set_conditions(
         &mut self,
         direction: Direction,
@@ -233,11 +250,11 @@ impl Client {
         self.core.set_peer_conditions(peer, direction, conditions)
     }
 
-    /// The link conditioner of this client's transport, for everything beyond
-    /// `set_conditions`: per-peer conditions, statistics, reseeding. `None` if the transport
-    /// given to `with_transport` is not a conditioner.
-    pub fn conditioner(&mut self) -> Option<&mut dyn ConditionerControl> {
-        self.core.transport.conditioner()
+    /// The handle of this client's link conditioner, for everything beyond
+    /// `set_conditions`: per-peer conditions, statistics, reseeding (clone it to keep it).
+    /// `None` for a client made by [`Client::with_transport`].
+    pub fn conditioner(&self) -> Option<&ConditionerHandle> {
+        self.core.conditioner.as_ref()
     }
 
     // ------------------------------------------------------------------ ticks

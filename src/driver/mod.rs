@@ -17,7 +17,9 @@ use crate::config::Config;
 use crate::connection::{Connection, Ctx, Tx};
 use crate::error::Error;
 use crate::event::{ConnectionId, Event, EventQueue};
-use crate::io::{Clock, ConditionerControl, Conditions, Direction, SocketOptions, Transport};
+use crate::io::{
+    Clock, ConditionerHandle, Conditions, Direction, PollReport, SocketOptions, Transport,
+};
 use crate::stats::EndpointStats;
 
 pub(crate) mod drain;
@@ -131,6 +133,11 @@ pub(crate) trait Peers {
 /// buffers.
 pub(crate) struct Core {
     pub transport: Box<dyn Transport>,
+    /// The handle of the link conditioner around the transport, if the driver was given
+    /// one (`bind`/`connect` always are): what `set_conditions` and `conditioner()` use.
+    pub conditioner: Option<ConditionerHandle>,
+    /// A poll reported a peer unreachable; handed to the peers after the next receive loop.
+    connection_refused: bool,
     pub clock: Box<dyn Clock>,
     pub config: Config,
     pub events: EventQueue,
@@ -161,6 +168,8 @@ impl Core {
         let now = Now::read(clock.as_ref());
         Ok(Core {
             transport,
+            conditioner: None,
+            connection_refused: false,
             clock,
             config,
             events: EventQueue::default(),
@@ -180,13 +189,16 @@ impl Core {
         self.now = Now::read(self.clock.as_ref());
     }
 
-    /// Releases what the transport holds back (delayed or batched datagrams) and accounts
-    /// for batched datagrams the kernel refused after `send_to` had accepted them.
+    /// Releases what the transport holds back (delayed or batched datagrams), accounts
+    /// for datagrams dropped after `send_to` had accepted them, and notes an unreachable
+    /// peer for the next receive loop.
     pub(crate) fn poll_transport(&mut self) {
-        if let Err(e) = self.transport.poll(self.now.at) {
+        let report = self.transport.poll(self.now.at).unwrap_or_else(|e| {
             debug!("transport poll failed: {e}");
-        }
-        let dropped = self.transport.take_send_drops();
+            PollReport::default()
+        });
+        self.connection_refused |= report.connection_refused;
+        let dropped = report.send_drops;
         if dropped > 0 {
             self.stats.send_errors += dropped;
             self.stats.datagrams_sent = self.stats.datagrams_sent.saturating_sub(dropped);
@@ -214,7 +226,7 @@ impl Core {
             }
         }
         self.recv_buf = buf;
-        if self.transport.take_connection_refused() {
+        if std::mem::take(&mut self.connection_refused) {
             peers.on_connection_refused(self);
         }
         peers.after_receive(self);
@@ -331,11 +343,15 @@ impl Core {
 
     // ------------------------------------------------------- conditioner access
 
-    /// The transport's link conditioner, or the error `set_conditions` reports without one.
-    pub(crate) fn require_conditioner(&mut self) -> Result<&mut dyn ConditionerControl, Error> {
-        self.transport
-            .conditioner()
-            .ok_or_else(|| Error::InvalidArgument("the transport has no link conditioner".into()))
+    /// The link conditioner's handle, or the error `set_conditions` reports without one.
+    pub(crate) fn require_conditioner(&self) -> Result<&ConditionerHandle, Error> {
+        self.conditioner.as_ref().ok_or_else(|| {
+            Error::InvalidArgument(
+                "no link conditioner: this endpoint was made by with_transport \
+                     (use bind/connect or with_conditioned_transport)"
+                    .into(),
+            )
+        })
     }
 
     pub(crate) fn set_conditions(

@@ -17,7 +17,7 @@ use std::{
     time::Duration,
 };
 
-use super::Transport;
+use super::{PollReport, Transport};
 
 #[cfg(target_os = "linux")]
 mod batch;
@@ -60,10 +60,10 @@ pub struct OffloadStats {
 ///   from `send_to`.
 /// * An ICMP "port unreachable" reported by the OS (`ECONNREFUSED` on Linux
 ///   and macOS, `WSAECONNRESET` on Windows) is not an error: `recv_from`
-///   skips it and sets a flag that
-///   [`take_connection_refused`](Transport::take_connection_refused)
-///   reads and clears (the client uses it to notice a server that is not there); `send_to` reports the
-///   datagram as dropped (`Ok(false)`) and sets the same flag.
+///   skips it and notes it for the next [`poll`](Transport::poll), whose
+///   [`PollReport::connection_refused`] says so once (the client uses it to notice a
+///   server that is not there); `send_to` reports the datagram as dropped (`Ok(false)`)
+///   and notes the same.
 /// * On Windows a datagram too large for the receive buffer (`WSAEMSGSIZE`)
 ///   is skipped rather than truncated.
 ///
@@ -85,11 +85,11 @@ pub struct OffloadStats {
 ///   32 datagrams or 64 KiB, at
 ///   [`Transport::poll`] (the drivers call it at the end of every `tick_outgoing`), before
 ///   [`Transport::wait`] sleeps, and on drop. Datagrams the kernel did not take then
-///   (socket buffer full, ICMP refusal, a per-datagram error) are dropped and **counted**:
-///   [`Transport::take_send_drops`] returns and resets the count, since `send_to` already
-///   reported them as handed over. A full socket buffer drops the rest of the batch, as
-///   `Ok(false)` would have for each. An ICMP refusal sets the
-///   [`take_connection_refused`](Transport::take_connection_refused) flag as before.
+///   (socket buffer full, ICMP refusal, a per-datagram error) are dropped and **counted**
+///   in the next [`PollReport::send_drops`], since `send_to` already reported them as
+///   handed over. A full socket buffer drops the rest of the batch, as `Ok(false)` would
+///   have for each. An ICMP refusal is reported in [`PollReport::connection_refused`] as
+///   before.
 ///   Datagrams to the peer of [`connect`](UdpTransport::connect) go without an address.
 /// * If the kernel answers `ENOSYS` the transport falls back to one syscall per datagram
 ///   for good (resending the pending batch that way) and logs it once.
@@ -113,7 +113,7 @@ pub struct OffloadStats {
 ///   the rest of the batch are resent datagram by datagram; `EMSGSIZE` (a segment larger
 ///   than the route's MTU) resends the run the same way and keeps GSO for shorter segments
 ///   only. A refused run was taken by the kernel not at all, so nothing is lost or sent
-///   twice, and [`Transport::take_send_drops`] still counts every datagram the kernel did
+///   twice, and [`PollReport::send_drops`] still counts every datagram the kernel did
 ///   not take (a dropped run counts each of its datagrams).
 /// * **GRO.** `UDP_GRO` is set on the socket at bind, so the kernel may deliver several
 ///   datagrams of one sender as one buffer with a `UDP_GRO` control message giving their
@@ -153,10 +153,10 @@ struct Status {
     /// The last receive found the socket empty (`WouldBlock`). mio's readiness is
     /// edge-triggered, so `wait` may only sleep once the socket has been drained.
     drained: bool,
-    /// The OS reported an ICMP "port unreachable" since the last
-    /// [`take_connection_refused`](Transport::take_connection_refused).
+    /// The OS reported an ICMP "port unreachable" since the last successful
+    /// [`poll`](Transport::poll).
     connection_refused: bool,
-    /// Batched datagrams the kernel did not take, since the last `take_send_drops`.
+    /// Batched datagrams the kernel did not take, since the last successful `poll`.
     send_drops: u64,
 }
 
@@ -290,9 +290,9 @@ impl UdpTransport {
     }
 
     /// Connect the socket to `remote` (a client's server): the OS then delivers only that
-    /// peer's datagrams, and reports an ICMP "port unreachable" from it as
-    /// [`take_connection_refused`](Transport::take_connection_refused), which Linux does not
-    /// do for unconnected sockets. `send_to` and `recv_from` keep working as before.
+    /// peer's datagrams, and reports an ICMP "port unreachable" from it (in
+    /// [`PollReport::connection_refused`]), which Linux does not do for unconnected
+    /// sockets. `send_to` and `recv_from` keep working as before.
     ///
     /// # Errors
     ///
@@ -425,9 +425,16 @@ impl Transport for UdpTransport {
         Ok(self.local)
     }
 
-    /// Sends the pending batch (batched I/O); otherwise nothing to do.
-    fn poll(&mut self, _now: Duration) -> io::Result<()> {
-        self.flush_batch()
+    /// Sends the pending batch (batched I/O), then reports the batched datagrams the
+    /// kernel did not take and any ICMP "port unreachable" seen since the last poll. If the
+    /// batch met an error other than a full buffer or a refusal, that error is returned
+    /// (after the whole batch was attempted) and the report waits for the next poll.
+    fn poll(&mut self, _now: Duration) -> io::Result<PollReport> {
+        self.flush_batch()?;
+        Ok(PollReport::new(
+            std::mem::take(&mut self.status.send_drops),
+            std::mem::take(&mut self.status.connection_refused),
+        ))
     }
 
     /// `Some(ZERO)` (due at once) while datagrams wait in the send batch, else `None`.
@@ -436,17 +443,6 @@ impl Transport for UdpTransport {
             .as_ref()
             .is_some_and(|b| b.has_pending())
             .then_some(Duration::ZERO)
-    }
-
-    /// `true` once after the OS reported an ICMP "port unreachable" (connection
-    /// refused/reset) on this socket, then `false` until the next such report.
-    fn take_connection_refused(&mut self) -> bool {
-        std::mem::take(&mut self.status.connection_refused)
-    }
-
-    /// Batched datagrams that `send_to` accepted but the kernel then did not take.
-    fn take_send_drops(&mut self) -> u64 {
-        std::mem::take(&mut self.status.send_drops)
     }
 
     /// Sends the pending batch, then sleeps in the OS poller (epoll, kqueue, IOCP through

@@ -63,7 +63,7 @@ fn round_trip_v4() {
     let (len, from) = recv_wait(&mut a, &mut buf).expect("reply");
     assert_eq!(&buf[..len], b"pong");
     assert_eq!(from, b_addr);
-    assert!(!a.take_connection_refused());
+    assert!(!a.poll(Duration::ZERO).unwrap().connection_refused);
 }
 
 #[test]
@@ -80,9 +80,10 @@ fn connected_socket_reports_port_unreachable() {
     let mut refused = false;
     for _ in 0..200 {
         let _ = a.send_to(b"hello?", closed, Duration::ZERO);
-        let _ = a.poll(Duration::ZERO);
+        let sent = a.poll(Duration::ZERO).unwrap();
         let _ = a.recv_from(&mut buf, Duration::ZERO);
-        if a.take_connection_refused() {
+        // What the receive saw comes with the next poll.
+        if sent.connection_refused || a.poll(Duration::ZERO).unwrap().connection_refused {
             refused = true;
             break;
         }
@@ -323,12 +324,12 @@ fn hundred_both_ways(a_addr: &str, b_addr: &str, batch: bool) -> Option<Vec<Vec<
     for i in 0..100 {
         assert!(a.send_to(&payload(1, i), b_at, Duration::ZERO).unwrap());
     }
-    a.poll(Duration::ZERO).unwrap();
+    assert_eq!(a.poll(Duration::ZERO).unwrap().send_drops, 0);
     let at_b = recv_n(&mut b, 100);
     for i in 0..100 {
         assert!(b.send_to(&payload(2, i), a_at, Duration::ZERO).unwrap());
     }
-    b.poll(Duration::ZERO).unwrap();
+    assert_eq!(b.poll(Duration::ZERO).unwrap().send_drops, 0);
     let at_a = recv_n(&mut a, 100);
     let mut log = Vec::new();
     for (side, got, tag, from) in [("b", at_b, 1, a_at), ("a", at_a, 2, b_at)] {
@@ -339,8 +340,8 @@ fn hundred_both_ways(a_addr: &str, b_addr: &str, batch: bool) -> Option<Vec<Vec<
             log.push(data);
         }
     }
-    assert_eq!(a.take_send_drops(), 0);
-    assert_eq!(b.take_send_drops(), 0);
+    assert_eq!(a.poll(Duration::ZERO).unwrap().send_drops, 0);
+    assert_eq!(b.poll(Duration::ZERO).unwrap().send_drops, 0);
     #[cfg(target_os = "linux")]
     if batch {
         // The runs of datagrams went through the recvmmsg ring.
@@ -510,7 +511,7 @@ fn a_full_batch_goes_out_without_poll() {
         }
         assert_eq!(recv_n(&mut b, 32).len(), 32);
         assert_eq!(a.next_wakeup(), Some(Duration::ZERO), "the 33rd waits");
-        a.poll(Duration::ZERO).unwrap();
+        assert_eq!(a.poll(Duration::ZERO).unwrap().send_drops, 0);
         assert_eq!(recv_n(&mut b, 1)[0].0, payload(6, 32));
         for i in 0..GSO_QUEUE_DATAGRAMS {
             a.send_to(&[i as u8; 100], to, Duration::ZERO).unwrap();
@@ -521,7 +522,7 @@ fn a_full_batch_goes_out_without_poll() {
         for (i, (d, _)) in got.iter().enumerate() {
             assert_eq!(d, &[i as u8; 100]);
         }
-        assert_eq!(a.take_send_drops(), 0);
+        assert_eq!(a.poll(Duration::ZERO).unwrap().send_drops, 0);
     }
 }
 
@@ -538,9 +539,9 @@ fn refused_batch_is_counted_and_flagged() {
     for _ in 0..200 {
         a.send_to(b"anyone?", closed, Duration::ZERO).unwrap();
         a.send_to(b"anyone?", closed, Duration::ZERO).unwrap();
-        a.poll(Duration::ZERO).unwrap();
-        dropped += a.take_send_drops();
-        refused |= a.take_connection_refused();
+        let report = a.poll(Duration::ZERO).unwrap();
+        dropped += report.send_drops;
+        refused |= report.connection_refused;
         if refused && dropped > 0 {
             break;
         }
@@ -704,7 +705,7 @@ fn gso_run_to_one_peer_arrives_intact_and_in_order() {
             assert!(a.send_to(d, to, Duration::ZERO).unwrap());
         }
         assert_eq!(pending_runs(&a), [41]);
-        a.poll(Duration::ZERO).unwrap();
+        assert_eq!(a.poll(Duration::ZERO).unwrap().send_drops, 0);
         let got = std_recv_n(&plain, want.len());
         assert_eq!(got.len(), want.len());
         for (i, (d, from)) in got.iter().enumerate() {
@@ -718,7 +719,7 @@ fn gso_run_to_one_peer_arrives_intact_and_in_order() {
         for d in &want {
             assert!(a.send_to(d, to, Duration::ZERO).unwrap());
         }
-        a.poll(Duration::ZERO).unwrap();
+        assert_eq!(a.poll(Duration::ZERO).unwrap().send_drops, 0);
         let got = recv_n(&mut b, want.len());
         assert_eq!(got.len(), want.len());
         for (i, (d, from)) in got.iter().enumerate() {
@@ -732,7 +733,7 @@ fn gso_run_to_one_peer_arrives_intact_and_in_order() {
         let rcvd = b.offload_stats();
         assert!(rcvd.gro_buffers >= 1, "loopback coalesces for a GRO socket");
         assert!(rcvd.gro_datagrams <= 41);
-        assert_eq!(a.take_send_drops(), 0);
+        assert_eq!(a.poll(Duration::ZERO).unwrap().send_drops, 0);
     }
 }
 
@@ -773,7 +774,7 @@ fn gso_mixed_destinations_and_lengths_in_one_flush() {
     assert_eq!(runs, [5, 4, 1, 2, 1, 1, 1, 4, 1, 1, 1, 3, 1]);
     // Fewer entries than a sendmmsg takes: the whole flush is one syscall.
     assert!(runs.len() <= sys::MAX_BATCH);
-    a.poll(Duration::ZERO).unwrap();
+    assert_eq!(a.poll(Duration::ZERO).unwrap().send_drops, 0);
     let at_plain: Vec<Vec<u8>> = std_recv_n(&plain, want[0].len())
         .into_iter()
         .map(|(d, _)| d)
@@ -789,7 +790,7 @@ fn gso_mixed_destinations_and_lengths_in_one_flush() {
     let stats = a.offload_stats();
     assert_eq!(stats.gso_messages, 5);
     assert_eq!(stats.gso_datagrams, 5 + 4 + 2 + 4 + 3);
-    assert_eq!(a.take_send_drops(), 0);
+    assert_eq!(a.poll(Duration::ZERO).unwrap().send_drops, 0);
 }
 
 #[cfg(target_os = "linux")]
@@ -810,7 +811,7 @@ fn gso_runs_longer_than_64_datagrams_are_cut() {
             assert!(a.send_to(d, to, Duration::ZERO).unwrap());
         }
         assert_eq!(pending_runs(&a), runs);
-        a.poll(Duration::ZERO).unwrap();
+        assert_eq!(a.poll(Duration::ZERO).unwrap().send_drops, 0);
         let got = recv_n(&mut b, count);
         assert_eq!(got.len(), count, "{count} × {len}");
         for (i, (d, _)) in got.iter().enumerate() {
@@ -820,7 +821,7 @@ fn gso_runs_longer_than_64_datagrams_are_cut() {
     nothing_more(&mut b);
     assert_eq!(a.offload_stats().gso_messages, 6);
     assert_eq!(a.offload_stats().gso_datagrams, 300);
-    assert_eq!(a.take_send_drops(), 0);
+    assert_eq!(a.poll(Duration::ZERO).unwrap().send_drops, 0);
 }
 
 #[cfg(target_os = "linux")]
@@ -856,12 +857,12 @@ fn forced_gso_failure_falls_back_without_loss_or_duplicates() {
     want[0].push(b"last".to_vec());
     assert_eq!(pending_runs(&a), [1, 1, 1, 10, 5, 1]);
     a.batch.as_mut().unwrap().fail_gso = 1;
-    a.poll(Duration::ZERO).unwrap();
+    assert_eq!(a.poll(Duration::ZERO).unwrap().send_drops, 0);
     assert!(!a.is_gso(), "the refusal turns GSO off");
     assert!(a.is_batching(), "batching stays on");
     let stats = a.offload_stats();
     assert_eq!((stats.gso_messages, stats.gso_fallbacks), (0, 1));
-    assert_eq!(a.take_send_drops(), 0);
+    assert_eq!(a.poll(Duration::ZERO).unwrap().send_drops, 0);
     for (k, t) in [(0, &mut p), (1, &mut q)] {
         let data: Vec<Vec<u8>> = recv_n(t, want[k].len())
             .into_iter()
@@ -875,7 +876,7 @@ fn forced_gso_failure_falls_back_without_loss_or_duplicates() {
         a.send_to(&[9; 100], pa, Duration::ZERO).unwrap();
     }
     assert_eq!(pending_runs(&a), [1, 1, 1]);
-    a.poll(Duration::ZERO).unwrap();
+    assert_eq!(a.poll(Duration::ZERO).unwrap().send_drops, 0);
     assert_eq!(recv_n(&mut p, 3).len(), 3);
 }
 
@@ -900,10 +901,10 @@ fn kernel_gso_refusal_falls_back_and_leaves_no_socket_error() {
         a.send_to(d, to, Duration::ZERO).unwrap();
     }
     assert_eq!(pending_runs(&a), [1, 8]);
-    a.poll(Duration::ZERO).unwrap();
+    assert_eq!(a.poll(Duration::ZERO).unwrap().send_drops, 0);
     assert!(!a.is_gso());
     assert_eq!(a.offload_stats().gso_fallbacks, 1);
-    assert_eq!(a.take_send_drops(), 0);
+    assert_eq!(a.poll(Duration::ZERO).unwrap().send_drops, 0);
     let data: Vec<Vec<u8>> = recv_n(&mut b, want.len())
         .into_iter()
         .map(|(d, _)| d)
@@ -935,9 +936,9 @@ fn refused_gso_run_counts_every_datagram() {
             a.send_to(b"anyone?", closed, Duration::ZERO).unwrap();
         }
         assert_eq!(pending_runs(&a), [3]);
-        a.poll(Duration::ZERO).unwrap();
-        dropped += a.take_send_drops();
-        refused |= a.take_connection_refused();
+        let report = a.poll(Duration::ZERO).unwrap();
+        dropped += report.send_drops;
+        refused |= report.connection_refused;
         if refused && dropped > 0 {
             break;
         }
