@@ -375,6 +375,20 @@ mod tests {
     }
 
     #[test]
+    fn poll_reports_merge() {
+        assert_eq!(PollReport::default(), PollReport::new(0, false));
+        let a = PollReport::new(3, false);
+        let b = PollReport::new(4, true);
+        assert_eq!(a.merge(b), PollReport::new(7, true));
+        assert_eq!(b.merge(a), PollReport::new(7, true));
+        assert_eq!(a.merge(a), PollReport::new(6, false));
+        assert_eq!(
+            PollReport::new(u64::MAX, false).merge(b).send_drops,
+            u64::MAX
+        );
+    }
+
+    #[test]
     fn manual_clock_is_shared_between_clones() {
         let clock = ManualClock::new();
         let other = clock.clone();
