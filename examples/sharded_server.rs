@@ -156,8 +156,8 @@ fn main() {
         // With port 0 the first shard picks the port; the others join it.
         addr = udp.local_addr().unwrap_or(addr);
         let transport = LinkConditioner::new(udp, args.seed.wrapping_add(i as u64));
-        let server = match Server::with_transport(
-            Box::new(transport),
+        let server = match Server::with_conditioned_transport(
+            transport,
             Box::new(SystemClock::new()),
             args.config.clone(),
         ) {

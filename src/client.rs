@@ -14,7 +14,7 @@ use crate::endpoint::Endpoint;
 use crate::error::Error;
 use crate::event::{ConnectionId, Event};
 use crate::io::{
-    Clock, ConditionerControl, Conditions, Direction, LinkConditioner, SystemClock, Transport,
+    Clock, ConditionerHandle, Conditions, Direction, LinkConditioner, SystemClock, Transport,
     UdpTransport,
 };
 use crate::stats::{ConnectionQuality, ConnectionStats, EndpointStats};
@@ -59,12 +59,27 @@ impl Client {
         // of at the handshake timeout. It also filters datagrams from other sources.
         udp.connect(remote)?;
         let conditioner = LinkConditioner::new(udp, rand::random());
-        Client::with_transport(
-            Box::new(conditioner),
+        Client::with_conditioned_transport(
+            conditioner,
             Box::new(SystemClock::new()),
             remote,
             config,
         )
+    }
+
+    /// [`Client::with_transport`] over a [`LinkConditioner`], whose handle the client keeps:
+    /// [`Client::set_conditions`], [`Client::set_peer_conditions`] and
+    /// [`Client::conditioner`] then reach it.
+    pub fn with_conditioned_transport<T: Transport + 'static>(
+        conditioner: LinkConditioner<T>,
+        clock: Box<dyn Clock>,
+        remote: SocketAddr,
+        config: Config,
+    ) -> Result<Client, Error> {
+        let handle = conditioner.handle();
+        let mut client = Client::with_transport(Box::new(conditioner), clock, remote, config)?;
+        client.io.conditioner = Some(handle);
+        Ok(client)
     }
 
     /// A client over any [`Transport`] and [`Clock`] (an in-memory network and a virtual
@@ -169,7 +184,9 @@ impl Client {
         self.endpoint.conn(self.id).map_or(0, |c| c.memory_bytes())
     }
 
-    /// Sets link conditions on this client's transport (see [`Client::connect`]).
+    /// Sets link conditions on this client's transport (see [`Client::connect`]). Fails with
+    /// [`Error::InvalidArgument`] if the client has no conditioner (one made by
+    /// [`Client::with_transport`]).
     pub fn set_conditions(
         &mut self,
         direction: Direction,
@@ -188,11 +205,11 @@ impl Client {
         self.io.set_peer_conditions(peer, direction, conditions)
     }
 
-    /// The link conditioner of this client's transport, for everything beyond
-    /// `set_conditions`: per-peer conditions, statistics, reseeding. `None` if the transport
-    /// given to `with_transport` is not a conditioner.
-    pub fn conditioner(&mut self) -> Option<&mut dyn ConditionerControl> {
-        self.io.transport.conditioner()
+    /// The handle of this client's link conditioner, for everything beyond
+    /// `set_conditions`: per-peer conditions, statistics, reseeding (clone it to keep it).
+    /// `None` for a client made by [`Client::with_transport`].
+    pub fn conditioner(&self) -> Option<&ConditionerHandle> {
+        self.io.conditioner.as_ref()
     }
 
     // ------------------------------------------------------------------ ticks

@@ -117,14 +117,14 @@
 //! let clock = ManualClock::new();
 //! let server_addr = "10.0.0.1:7777".parse().unwrap();
 //! let socket = net.bind(server_addr).unwrap();
-//! let mut server = Server::with_transport(
-//!     Box::new(LinkConditioner::new(socket, 1)), // seeded: the same run every time
+//! let mut server = Server::with_conditioned_transport(
+//!     LinkConditioner::new(socket, 1), // seeded: the same run every time
 //!     Box::new(clock.clone()),
 //!     Config::default(),
 //! ).unwrap();
 //! let socket = net.bind("10.0.0.2:5000".parse().unwrap()).unwrap();
-//! let mut client = Client::with_transport(
-//!     Box::new(LinkConditioner::new(socket, 2)),
+//! let mut client = Client::with_conditioned_transport(
+//!     LinkConditioner::new(socket, 2),
 //!     Box::new(clock.clone()),
 //!     server_addr,
 //!     Config::default(),
@@ -178,8 +178,8 @@
 //!     Box::new(clock.clone()),
 //!     Config::default(),
 //! ).unwrap();
-//! let mut client = Client::with_transport(
-//!     Box::new(kcpnet::io::LinkConditioner::new(net.bind("10.0.0.2:5000".parse().unwrap()).unwrap(), 7)),
+//! let mut client = Client::with_conditioned_transport(
+//!     kcpnet::io::LinkConditioner::new(net.bind("10.0.0.2:5000".parse().unwrap()).unwrap(), 7),
 //!     Box::new(clock.clone()),
 //!     server_addr,
 //!     Config::default(),

@@ -15,7 +15,7 @@ use crate::endpoint::Endpoint;
 use crate::error::Error;
 use crate::event::{ConnectionId, Event};
 use crate::io::{
-    Clock, ConditionerControl, Conditions, Direction, LinkConditioner, SystemClock, Transport,
+    Clock, ConditionerHandle, Conditions, Direction, LinkConditioner, SystemClock, Transport,
     UdpTransport,
 };
 use crate::stats::{ConnectionQuality, ConnectionStats, EndpointStats};
@@ -59,7 +59,21 @@ impl Server {
         let addr = first_addr(addr)?;
         let udp = UdpTransport::bind(addr, &socket_options(&config, true))?;
         let conditioner = LinkConditioner::new(udp, rand::random());
-        Server::with_transport(Box::new(conditioner), Box::new(SystemClock::new()), config)
+        Server::with_conditioned_transport(conditioner, Box::new(SystemClock::new()), config)
+    }
+
+    /// [`Server::with_transport`] over a [`LinkConditioner`], whose handle the server keeps:
+    /// [`Server::set_conditions`], [`Server::set_peer_conditions`] and
+    /// [`Server::conditioner`] then reach it.
+    pub fn with_conditioned_transport<T: Transport + 'static>(
+        conditioner: LinkConditioner<T>,
+        clock: Box<dyn Clock>,
+        config: Config,
+    ) -> Result<Server, Error> {
+        let handle = conditioner.handle();
+        let mut server = Server::with_transport(Box::new(conditioner), clock, config)?;
+        server.io.conditioner = Some(handle);
+        Ok(server)
     }
 
     /// A server over any [`Transport`] and [`Clock`]: an in-memory network and a virtual
@@ -93,7 +107,9 @@ impl Server {
     }
 
     /// Sets link conditions (loss, latency, ...) for all peers, in one direction or both.
-    /// Fails if the transport has no conditioner (see [`Server::with_transport`]).
+    /// Fails with [`Error::InvalidArgument`] if the server has no conditioner (one made by
+    /// [`Server::with_transport`] rather than [`Server::bind`] or
+    /// [`Server::with_conditioned_transport`]).
     pub fn set_conditions(
         &mut self,
         direction: Direction,
@@ -102,11 +118,11 @@ impl Server {
         self.io.set_conditions(direction, conditions)
     }
 
-    /// The link conditioner of this server's transport, for everything beyond
-    /// `set_conditions`: per-peer conditions, statistics, reseeding. `None` if the transport
-    /// given to `with_transport` is not a conditioner.
-    pub fn conditioner(&mut self) -> Option<&mut dyn ConditionerControl> {
-        self.io.transport.conditioner()
+    /// The handle of this server's link conditioner, for everything beyond
+    /// `set_conditions`: per-peer conditions, statistics, reseeding (clone it to keep it).
+    /// `None` for a server made by [`Server::with_transport`].
+    pub fn conditioner(&self) -> Option<&ConditionerHandle> {
+        self.io.conditioner.as_ref()
     }
 
     /// Sets link conditions for one peer address, overriding the global ones.

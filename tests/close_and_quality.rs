@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use kcpnet::io::{
     ConditionerControl, Conditions, Direction, LinkConditioner, ManualClock, MemoryNetwork,
-    MemorySocket, Transport,
+    MemorySocket, PollReport, Transport,
 };
 use kcpnet::wire::datagram::Datagram;
 use kcpnet::wire::segment::{segments, Command};
@@ -172,7 +172,7 @@ impl Transport for Tap {
         self.inner.local_addr()
     }
 
-    fn poll(&mut self, now: Duration) -> std::io::Result<()> {
+    fn poll(&mut self, now: Duration) -> std::io::Result<PollReport> {
         let inject = std::mem::take(&mut self.log.lock().unwrap().inject);
         for d in inject {
             self.inner.inner_mut().send_to(&d, self.server, now)?;
@@ -184,8 +184,8 @@ impl Transport for Tap {
         self.inner.next_wakeup()
     }
 
-    fn conditioner(&mut self) -> Option<&mut dyn ConditionerControl> {
-        Some(&mut self.inner)
+    fn wait(&mut self, timeout: Duration) -> std::io::Result<()> {
+        self.inner.wait(timeout)
     }
 }
 
@@ -204,6 +204,10 @@ fn tapped_pair(
         log: log.clone(),
         server: sim.server_addr,
     };
+    // The conditioner sits inside the tap, out of the client's reach: set it directly.
+    tap.inner
+        .set_conditions(Direction::Both, conditions)
+        .unwrap();
     let c = Client::with_transport(
         Box::new(tap),
         Box::new(sim.clock.clone()),
@@ -213,9 +217,6 @@ fn tapped_pair(
     .unwrap();
     sim.clients.push(c);
     sim.client_events.push(Vec::new());
-    sim.clients[0]
-        .set_conditions(Direction::Both, conditions)
-        .unwrap();
     sim.connect_all(20_000);
     let id = sim.server_id_of(0).unwrap();
     (sim, id, log)

@@ -27,7 +27,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use kcpnet::io::{ManualClock, MemoryNetwork, MemorySocket, Transport};
+use kcpnet::io::{ManualClock, MemoryNetwork, MemorySocket, PollReport, Transport};
 use kcpnet::wire::datagram::is_hello_datagram;
 use kcpnet::{
     Channel, Client, Config, ConnectionId, DisconnectReason, ErrorCode, OwnedEvent, Server,
@@ -364,6 +364,18 @@ impl Transport for Shared {
 
     fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.socket.lock().unwrap().local_addr()
+    }
+
+    fn poll(&mut self, now: Duration) -> std::io::Result<PollReport> {
+        self.socket.lock().unwrap().poll(now)
+    }
+
+    fn next_wakeup(&self) -> Option<Duration> {
+        self.socket.lock().unwrap().next_wakeup()
+    }
+
+    fn wait(&mut self, timeout: Duration) -> std::io::Result<()> {
+        self.socket.lock().unwrap().wait(timeout)
     }
 }
 

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kcpnet::io::{
-    ConditionerControl, Conditions, Direction, LinkConditioner, ManualClock, MemoryNetwork,
-    MemorySocket, Transport,
+    Conditions, Direction, LinkConditioner, ManualClock, MemoryNetwork, MemorySocket, PollReport,
+    Transport,
 };
 use kcpnet::wire::segment::{segments, Command, SegmentHeader};
 use kcpnet::{
@@ -152,7 +152,7 @@ impl Transport for Tap {
         self.inner.local_addr()
     }
 
-    fn poll(&mut self, now: Duration) -> std::io::Result<()> {
+    fn poll(&mut self, now: Duration) -> std::io::Result<PollReport> {
         let injected = std::mem::take(&mut self.state.lock().unwrap().inject);
         for (data, to) in injected {
             // Straight onto the network, past the conditioner.
@@ -165,8 +165,8 @@ impl Transport for Tap {
         self.inner.next_wakeup()
     }
 
-    fn conditioner(&mut self) -> Option<&mut dyn ConditionerControl> {
-        Some(&mut self.inner)
+    fn wait(&mut self, timeout: Duration) -> std::io::Result<()> {
+        self.inner.wait(timeout)
     }
 }
 

@@ -38,7 +38,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use kcpnet::io::{Conditions, Direction, ManualClock, MemoryNetwork, MemorySocket, Transport};
+use kcpnet::io::{
+    Conditions, Direction, ManualClock, MemoryNetwork, MemorySocket, PollReport, Transport,
+};
 use kcpnet::wire::datagram::Datagram;
 use kcpnet::wire::segment::{segments, Command};
 use kcpnet::{Channel, Client, Config, ConnectionId, OwnedEvent, Server};
@@ -781,6 +783,18 @@ impl<F: FnMut(&[u8], Duration) -> bool + Send + Sync> Transport for DropIncoming
     fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.inner.local_addr()
     }
+
+    fn poll(&mut self, now: Duration) -> std::io::Result<PollReport> {
+        self.inner.poll(now)
+    }
+
+    fn next_wakeup(&self) -> Option<Duration> {
+        self.inner.next_wakeup()
+    }
+
+    fn wait(&mut self, timeout: Duration) -> std::io::Result<()> {
+        self.inner.wait(timeout)
+    }
 }
 
 /// Whether a datagram carries a KCP PUSH segment (data, such as the server's Hello).
@@ -835,8 +849,8 @@ fn handshake_recovers_after_lost_server_hellos() {
         dropped: dropped.clone(),
     };
     let transport = kcpnet::io::LinkConditioner::new(lossy, 1);
-    let mut client = Client::with_transport(
-        Box::new(transport),
+    let mut client = Client::with_conditioned_transport(
+        transport,
         Box::new(clock.clone()),
         server_addr,
         Config::default(),

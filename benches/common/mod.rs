@@ -76,7 +76,7 @@ pub fn conditioned_udp(
     if connect {
         udp.connect(addr).expect("connect");
     }
-    let mut c = LinkConditioner::new(udp, seed);
+    let c = LinkConditioner::new(udp, seed);
     if impair {
         use kcpnet::io::ConditionerControl;
         c.set_conditions(Direction::Send, w4_conditions())
@@ -88,7 +88,7 @@ pub fn conditioned_udp(
 /// A kcpnet server on `127.0.0.1:0` whose socket moves datagrams as `io` says.
 pub fn kcpnet_server(io: SocketIo, impair: bool, config: Config) -> Server {
     let t = conditioned_udp("127.0.0.1:0".parse().unwrap(), io, impair, 1, false);
-    Server::with_transport(Box::new(t), Box::new(SystemClock::new()), config).expect("server")
+    Server::with_conditioned_transport(t, Box::new(SystemClock::new()), config).expect("server")
 }
 
 /// One shard of a sharded kcpnet server: a socket bound to `addr` with `SO_REUSEPORT`
@@ -102,14 +102,14 @@ pub fn kcpnet_shard(addr: SocketAddr, io: SocketIo, seed: u64, config: Config) -
     };
     let udp = UdpTransport::bind(addr, &opts).expect("bind with SO_REUSEPORT");
     let t = LinkConditioner::new(udp, seed);
-    Server::with_transport(Box::new(t), Box::new(SystemClock::new()), config).expect("server")
+    Server::with_conditioned_transport(t, Box::new(SystemClock::new()), config).expect("server")
 }
 
 /// A kcpnet client of `127.0.0.1:port` whose socket moves datagrams as `io` says.
 pub fn kcpnet_client(port: u16, io: SocketIo, impair: bool, seed: u64, config: Config) -> Client {
     let remote: SocketAddr = SocketAddr::from(([127, 0, 0, 1], port));
     let t = conditioned_udp(remote, io, impair, seed, true);
-    Client::with_transport(Box::new(t), Box::new(SystemClock::new()), remote, config)
+    Client::with_conditioned_transport(t, Box::new(SystemClock::new()), remote, config)
         .expect("client")
 }
 

@@ -601,8 +601,9 @@ pub fn w3_server(p: &Params) {
                         echoed += 1;
                     }
                 }
-                let _ = t.poll(Duration::ZERO);
-                echoed -= t.take_send_drops().min(echoed);
+                if let Ok(report) = t.poll(Duration::ZERO) {
+                    echoed -= report.send_drops.min(echoed);
+                }
                 maybe_mark(echoed, conns, &mut marked);
                 std::thread::sleep(Duration::from_millis(1));
             }

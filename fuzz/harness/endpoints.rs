@@ -25,7 +25,8 @@ use std::time::Duration;
 use arbitrary::{Arbitrary, Unstructured};
 use kcpnet::fuzzing::{memory_bound, message, Delivery, Role, StreamCheck};
 use kcpnet::io::{
-    Conditions, Direction, LinkConditioner, ManualClock, MemoryNetwork, MemorySocket, Transport,
+    Conditions, Direction, LinkConditioner, ManualClock, MemoryNetwork, MemorySocket, PollReport,
+    Transport,
 };
 use kcpnet::wire::{Command, Datagram, SegmentHeader};
 use kcpnet::{Channel, Client, Config, ConnectionId, OwnedEvent, Server};
@@ -349,6 +350,18 @@ impl Transport for Tap {
     fn local_addr(&self) -> std::io::Result<SocketAddr> {
         lock(&self.socket).local_addr()
     }
+
+    fn poll(&mut self, now: Duration) -> std::io::Result<PollReport> {
+        lock(&self.socket).poll(now)
+    }
+
+    fn next_wakeup(&self) -> Option<Duration> {
+        lock(&self.socket).next_wakeup()
+    }
+
+    fn wait(&mut self, timeout: Duration) -> std::io::Result<()> {
+        lock(&self.socket).wait(timeout)
+    }
 }
 
 /// One client incarnation and what was sent each way between it and the server.
@@ -426,7 +439,7 @@ impl World {
         let k = self.clients.len();
         let a = addr(&format!("10.0.1.{}:5000", k + 1));
         let tap = Tap::new(self.net.bind(a).expect("bind a client"));
-        let mut conditioner = LinkConditioner::new(tap.clone(), 1 + k as u64);
+        let conditioner = LinkConditioner::new(tap.clone(), 1 + k as u64);
         if let Some(n) = self.network {
             use kcpnet::io::ConditionerControl;
             conditioner.reseed(n.seed);

@@ -17,7 +17,9 @@ use crate::config::Config;
 use crate::endpoint::{Endpoint, Transmit};
 use crate::error::Error;
 use crate::event::Event;
-use crate::io::{Clock, ConditionerControl, Conditions, Direction, SocketOptions, Transport};
+use crate::io::{
+    Clock, ConditionerHandle, Conditions, Direction, PollReport, SocketOptions, Transport,
+};
 
 pub(crate) mod drain;
 
@@ -76,6 +78,12 @@ impl Transmit for TransportOut<'_> {
 /// A driver's transport and clock.
 pub(crate) struct Io {
     pub transport: Box<dyn Transport>,
+    /// The handle of the link conditioner around the transport, if the driver was given
+    /// one (`bind`/`connect` always are): what `set_conditions` and `conditioner()` use.
+    pub conditioner: Option<ConditionerHandle>,
+    /// A poll reported a peer unreachable; handed to the endpoint after the next receive
+    /// loop.
+    connection_refused: bool,
     pub clock: Box<dyn Clock>,
     recv_buf: Vec<u8>,
 }
@@ -84,18 +92,23 @@ impl Io {
     pub(crate) fn new(transport: Box<dyn Transport>, clock: Box<dyn Clock>) -> Io {
         Io {
             transport,
+            conditioner: None,
+            connection_refused: false,
             clock,
             recv_buf: vec![0; RECV_BUFFER_LEN],
         }
     }
 
-    /// Releases what the transport holds back (delayed or batched datagrams) and accounts
-    /// for batched datagrams the kernel refused after `send_to` had accepted them.
+    /// Releases what the transport holds back (delayed or batched datagrams), accounts for
+    /// datagrams dropped after `send_to` had accepted them, and notes an unreachable peer
+    /// for the next receive loop.
     fn poll_transport(&mut self, now: Duration, endpoint: &mut Endpoint) {
-        if let Err(e) = self.transport.poll(now) {
+        let report = self.transport.poll(now).unwrap_or_else(|e| {
             debug!("transport poll failed: {e}");
-        }
-        endpoint.record_send_drops(self.transport.take_send_drops());
+            PollReport::default()
+        });
+        self.connection_refused |= report.connection_refused;
+        endpoint.record_send_drops(report.send_drops);
     }
 
     /// Reads every pending datagram (up to `max_datagrams_per_tick`) into `endpoint`, tells
@@ -125,7 +138,7 @@ impl Io {
             transport: self.transport.as_mut(),
             now,
         };
-        if out.transport.take_connection_refused() {
+        if std::mem::take(&mut self.connection_refused) {
             if let Some(peer) = peer {
                 endpoint.handle_unreachable(now, peer, &mut out);
             }
@@ -245,11 +258,15 @@ impl Io {
 
     // ------------------------------------------------------- conditioner access
 
-    /// The transport's link conditioner, or the error `set_conditions` reports without one.
-    fn require_conditioner(&mut self) -> Result<&mut dyn ConditionerControl, Error> {
-        self.transport
-            .conditioner()
-            .ok_or_else(|| Error::InvalidArgument("the transport has no link conditioner".into()))
+    /// The link conditioner's handle, or the error `set_conditions` reports without one.
+    fn require_conditioner(&self) -> Result<&ConditionerHandle, Error> {
+        self.conditioner.as_ref().ok_or_else(|| {
+            Error::InvalidArgument(
+                "no link conditioner: this endpoint was made by with_transport \
+                     (use bind/connect or with_conditioned_transport)"
+                    .into(),
+            )
+        })
     }
 
     pub(crate) fn set_conditions(

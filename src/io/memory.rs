@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use super::{AddrKey, Transport};
+use super::{AddrKey, PollReport, Transport};
 
 /// The default per-socket queue capacity: 4 MiB.
 const DEFAULT_QUEUE_CAPACITY: usize = 4 * 1024 * 1024;
@@ -342,6 +342,22 @@ impl Transport for MemorySocket {
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
         Ok(self.addr)
+    }
+
+    /// Nothing to send later and nothing to report: delivery happens in `send_to`.
+    fn poll(&mut self, _now: Duration) -> io::Result<PollReport> {
+        Ok(PollReport::default())
+    }
+
+    /// `None`: nothing is ever held back.
+    fn next_wakeup(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Returns at once: the network is driven by a virtual clock, and a datagram is either
+    /// queued already or will only come from a `send_to` on this thread.
+    fn wait(&mut self, _timeout: Duration) -> io::Result<()> {
+        Ok(())
     }
 }
 

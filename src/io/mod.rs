@@ -10,7 +10,15 @@
 //!   for tests and simulations that opens no OS sockets;
 //! * [`LinkConditioner`]: a wrapper around any transport that simulates loss,
 //!   bursty loss, latency, jitter, reordering, duplication and bandwidth caps,
-//!   deterministically from a seed and the `now` arguments.
+//!   deterministically from a seed and the `now` arguments. Its knobs are turned through
+//!   a [`ConditionerHandle`] ([`LinkConditioner::handle`]), which keeps working once the
+//!   conditioner is boxed inside a driver.
+//!
+//! A [`Transport`] has no optional methods: besides receiving and sending, every transport
+//! (and every wrapper of one) sends what it queued and reports late drops and unreachable
+//! peers at [`poll`](Transport::poll) (a [`PollReport`]), says when it next has work
+//! ([`next_wakeup`](Transport::next_wakeup)) and knows how to sleep
+//! ([`wait`](Transport::wait)).
 //!
 //! Time comes from a [`Clock`]: [`SystemClock`] for real time, or
 //! [`ManualClock`] for a virtual clock that tests advance by hand (which makes
@@ -19,24 +27,31 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use kcpnet::io::{Conditions, LinkConditioner, ManualClock, MemoryNetwork, Clock, Transport};
+//! use kcpnet::io::{
+//!     Clock, Conditions, Direction, LinkConditioner, ManualClock, MemoryNetwork, PollReport,
+//!     Transport,
+//! };
 //!
 //! let net = MemoryNetwork::new();
 //! let a = net.bind("127.0.0.1:1000".parse().unwrap()).unwrap();
 //! let mut b = net.bind("127.0.0.1:2000".parse().unwrap()).unwrap();
-//! let mut a = LinkConditioner::new(a, 42);
-//! use kcpnet::io::{ConditionerControl, Direction};
-//! a.set_conditions(Direction::Send, Conditions::default().with_latency(Duration::from_millis(50)))
-//!     .unwrap();
+//! let conditioner = LinkConditioner::new(a, 42);
+//! let control = conditioner.handle();
+//! let mut a: Box<dyn Transport> = Box::new(conditioner);
+//! let latency = Conditions::default().with_latency(Duration::from_millis(50));
+//! control.set_conditions(Direction::Send, latency).unwrap();
 //!
 //! let clock = ManualClock::new();
 //! a.send_to(b"hello", b.local_addr().unwrap(), clock.now()).unwrap();
 //! let mut buf = [0u8; 64];
 //! assert!(b.recv_from(&mut buf, clock.now()).unwrap().is_none()); // still in flight
+//! assert_eq!(a.next_wakeup(), Some(Duration::from_millis(50)));
 //! clock.advance(Duration::from_millis(50));
-//! a.poll(clock.now()).unwrap(); // releases the delayed datagram
+//! let report = a.poll(clock.now()).unwrap(); // releases the delayed datagram
+//! assert_eq!(report, PollReport::default()); // nothing dropped, nobody unreachable
 //! let (len, from) = b.recv_from(&mut buf, clock.now()).unwrap().unwrap();
 //! assert_eq!((&buf[..len], from), (&b"hello"[..], a.local_addr().unwrap()));
+//! assert_eq!(control.stats(Direction::Send).delayed, 1);
 //! ```
 
 use std::{
@@ -58,7 +73,8 @@ mod sys;
 mod udp;
 
 pub use conditioner::{
-    ConditionerControl, ConditionerStats, Conditions, Direction, GilbertElliott, LinkConditioner,
+    ConditionerControl, ConditionerHandle, ConditionerStats, Conditions, Direction, GilbertElliott,
+    LinkConditioner,
 };
 pub use memory::{MemoryNetwork, MemorySocket, MemoryStats};
 pub use udp::{OffloadStats, SocketOptions, UdpTransport};
@@ -66,7 +82,13 @@ pub use udp::{OffloadStats, SocketOptions, UdpTransport};
 /// A datagram transport. `now` is the driver's clock reading (time since an
 /// arbitrary origin); real sockets ignore it, simulated ones are driven by it.
 ///
-/// No method blocks and no method panics.
+/// Every method is required, so a wrapper (a packet counter, a pcap writer, an encryption
+/// layer) that forgets to forward one does not compile: forwarding [`poll`](Transport::poll)
+/// is what sends the datagrams a batching transport such as [`UdpTransport`] queues, and
+/// reports the drops and refusals it found. `examples/packet_counter.rs` is a complete
+/// wrapper.
+///
+/// No method but [`wait`](Transport::wait) blocks and no method panics.
 pub trait Transport: Send + Sync {
     /// Receive one datagram into `buf`.
     ///
@@ -81,61 +103,88 @@ pub trait Transport: Send + Sync {
 
     /// Send one datagram (never blocks).
     ///
-    /// Returns `Ok(true)` if it was handed to the network (which may still lose
-    /// it, as UDP does) and `Ok(false)` if it was dropped because the socket's
-    /// send buffer is full; the caller counts that as a drop and KCP
-    /// retransmits.
+    /// Returns `Ok(true)` if it was handed to the network or queued for
+    /// [`poll`](Transport::poll) (the network may still lose it, as UDP does) and
+    /// `Ok(false)` if it was dropped because the socket's send buffer is full; the caller
+    /// counts that as a drop and KCP retransmits.
     fn send_to(&mut self, data: &[u8], to: SocketAddr, now: Duration) -> io::Result<bool>;
 
     /// The local address datagrams are sent from.
     fn local_addr(&self) -> io::Result<SocketAddr>;
 
-    /// Release anything a wrapper holds back that is due by `now` (the link
-    /// conditioner's delayed outgoing datagrams).
+    /// Send what is queued or held back and due by `now` (a batching transport's pending
+    /// batch, the link conditioner's delayed datagrams), and report what happened since the
+    /// last poll: datagrams [`send_to`](Transport::send_to) had accepted that were dropped
+    /// after all, and whether the network reported a peer unreachable.
     ///
-    /// The drivers call this at least once per tick. The default does nothing.
-    fn poll(&mut self, now: Duration) -> io::Result<()> {
-        let _ = now;
-        Ok(())
-    }
+    /// The drivers call it at least once per tick (at the start of `tick_incoming` and the
+    /// end of `tick_outgoing`). A wrapper forwards it to the transport it wraps and merges
+    /// its own findings into the report ([`PollReport::merge`]); a transport with nothing
+    /// to send later and nothing to report returns `Ok(PollReport::default())`.
+    ///
+    /// # Errors
+    ///
+    /// An error that is not about one datagram. What was found until then is kept for the
+    /// next poll, not lost.
+    fn poll(&mut self, now: Duration) -> io::Result<PollReport>;
 
-    /// The earliest time at which [`poll`](Transport::poll) (or, for delayed
-    /// incoming datagrams, [`recv_from`](Transport::recv_from)) has work to do,
-    /// if any, so applications can sleep until then. The default is `None`.
-    fn next_wakeup(&self) -> Option<Duration> {
-        None
-    }
-
-    /// Access to the link conditioner if this transport is one (used by
-    /// `Server::set_conditions`). The default is `None`.
-    fn conditioner(&mut self) -> Option<&mut dyn ConditionerControl> {
-        None
-    }
-
-    /// Returns `true` once after the network reported the peer unreachable (an ICMP port
-    /// unreachable on a UDP socket), so a client can give up at once instead of waiting for
-    /// its timeout. The default is `false`.
-    fn take_connection_refused(&mut self) -> bool {
-        false
-    }
-
-    /// Returns, and resets to zero, how many datagrams [`send_to`](Transport::send_to)
-    /// accepted with `Ok(true)` that were dropped afterwards, when the transport actually
-    /// sent them (a batching transport queues datagrams and sends them at
-    /// [`poll`](Transport::poll), where the socket buffer may turn out to be full). The
-    /// drivers add it to their send-drop count after each `poll`. The default is 0: a
-    /// transport that sends at once reports every drop through `send_to`'s result.
-    fn take_send_drops(&mut self) -> u64 {
-        0
-    }
+    /// The earliest time at which [`poll`](Transport::poll) (or, for delayed incoming
+    /// datagrams, [`recv_from`](Transport::recv_from)) has work to do, if any, so
+    /// applications can sleep until then: `Some(now)` or earlier for "at once" (a batching
+    /// transport with datagrams queued answers `Some(Duration::ZERO)`), `None` for "only when
+    /// a datagram arrives". A wrapper returns the earlier of its own time and its inner
+    /// transport's.
+    fn next_wakeup(&self) -> Option<Duration>;
 
     /// Blocks until a datagram may be readable or `timeout` passed, whichever is first
     /// (spurious early returns are allowed). The drivers' `wait` calls it with the time
-    /// until their next timer. [`UdpTransport`] sleeps in the OS poller; the default, used
-    /// by in-memory transports driven by a virtual clock, returns at once.
-    fn wait(&mut self, timeout: Duration) -> io::Result<()> {
-        let _ = timeout;
-        Ok(())
+    /// until their next timer (already capped by [`next_wakeup`](Transport::next_wakeup)).
+    /// [`UdpTransport`] sends its pending batch, then sleeps in the OS poller; in-memory
+    /// transports driven by a virtual clock return at once. A wrapper forwards it.
+    ///
+    /// # Errors
+    ///
+    /// Whatever the OS poller reports (an interrupted wait is not an error).
+    fn wait(&mut self, timeout: Duration) -> io::Result<()>;
+}
+
+/// What a [`Transport::poll`] found since the previous poll.
+///
+/// Build one with [`PollReport::new`] or `PollReport::default()` (nothing to report), and
+/// combine a wrapper's own report with its inner transport's with [`PollReport::merge`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PollReport {
+    /// Datagrams that [`Transport::send_to`] accepted with `Ok(true)` and that were dropped
+    /// afterwards, when the transport actually sent them (a batching transport queues
+    /// datagrams and sends them at `poll`, where the socket buffer may turn out to be full;
+    /// a link conditioner releases delayed ones). The drivers move them from their
+    /// datagrams-sent count to their send-error count. A transport that sends at once
+    /// reports each drop through `send_to`'s result instead and reports 0 here.
+    pub send_drops: u64,
+    /// The network reported a peer unreachable (an ICMP "port unreachable" on a UDP socket,
+    /// seen by a receive or a send), so a client can give up at once instead of waiting
+    /// for its timeout. Reported once per report, at the poll after it was seen.
+    pub connection_refused: bool,
+}
+
+impl PollReport {
+    /// A report of `send_drops` dropped datagrams and, if `connection_refused`, an
+    /// unreachable peer.
+    pub fn new(send_drops: u64, connection_refused: bool) -> PollReport {
+        PollReport {
+            send_drops,
+            connection_refused,
+        }
+    }
+
+    /// Both reports in one: the drops added up, the refusals combined.
+    #[must_use]
+    pub fn merge(self, other: PollReport) -> PollReport {
+        PollReport {
+            send_drops: self.send_drops.saturating_add(other.send_drops),
+            connection_refused: self.connection_refused || other.connection_refused,
+        }
     }
 }
 
@@ -156,24 +205,12 @@ impl<T: Transport + ?Sized> Transport for Box<T> {
         (**self).local_addr()
     }
 
-    fn poll(&mut self, now: Duration) -> io::Result<()> {
+    fn poll(&mut self, now: Duration) -> io::Result<PollReport> {
         (**self).poll(now)
     }
 
     fn next_wakeup(&self) -> Option<Duration> {
         (**self).next_wakeup()
-    }
-
-    fn conditioner(&mut self) -> Option<&mut dyn ConditionerControl> {
-        (**self).conditioner()
-    }
-
-    fn take_connection_refused(&mut self) -> bool {
-        (**self).take_connection_refused()
-    }
-
-    fn take_send_drops(&mut self) -> u64 {
-        (**self).take_send_drops()
     }
 
     fn wait(&mut self, timeout: Duration) -> io::Result<()> {
@@ -335,6 +372,20 @@ mod tests {
         for (i, a) in addrs.iter().enumerate() {
             assert_eq!(map.get(&AddrKey(*a)), Some(&i), "{a}");
         }
+    }
+
+    #[test]
+    fn poll_reports_merge() {
+        assert_eq!(PollReport::default(), PollReport::new(0, false));
+        let a = PollReport::new(3, false);
+        let b = PollReport::new(4, true);
+        assert_eq!(a.merge(b), PollReport::new(7, true));
+        assert_eq!(b.merge(a), PollReport::new(7, true));
+        assert_eq!(a.merge(a), PollReport::new(6, false));
+        assert_eq!(
+            PollReport::new(u64::MAX, false).merge(b).send_drops,
+            u64::MAX
+        );
     }
 
     #[test]

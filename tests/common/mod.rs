@@ -49,7 +49,7 @@ impl Sim {
         let socket = net.bind(server_addr).unwrap();
         let transport = LinkConditioner::new(socket, seed);
         let mut server =
-            Server::with_transport(Box::new(transport), Box::new(clock.clone()), config).unwrap();
+            Server::with_conditioned_transport(transport, Box::new(clock.clone()), config).unwrap();
         server.seed_cookies_for_testing(seed ^ 0x5eed);
         Sim {
             net,
@@ -70,8 +70,8 @@ impl Sim {
         let i = self.clients.len();
         let socket: MemorySocket = self.net.bind(client_addr(i)).unwrap();
         let transport = LinkConditioner::new(socket, self.seed.wrapping_add(1 + i as u64));
-        let client = Client::with_transport(
-            Box::new(transport),
+        let client = Client::with_conditioned_transport(
+            transport,
             Box::new(self.clock.clone()),
             self.server_addr,
             config,
@@ -242,6 +242,6 @@ impl Rng {
 }
 
 /// Sets the same conditions on one conditioner control, both directions.
-pub fn set_both(c: &mut dyn ConditionerControl, conditions: Conditions) {
+pub fn set_both(c: &dyn ConditionerControl, conditions: Conditions) {
     c.set_conditions(Direction::Both, conditions).unwrap();
 }

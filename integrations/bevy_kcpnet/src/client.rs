@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 
 use bevy::prelude::*;
 use bytes::Bytes;
-use kcpnet::io::{Clock, ConditionerControl, ConditionerStats, Conditions, Direction, Transport};
+use kcpnet::io::{
+    Clock, ConditionerHandle, ConditionerStats, Conditions, Direction, LinkConditioner, Transport,
+};
 use kcpnet::{
     Channel, Config, ConnectionState, ConnectionStats, DisconnectReason, EndpointStats, ErrorCode,
 };
@@ -41,7 +43,9 @@ impl KcpClient {
         glue::connect_client(host, port, config).map(KcpClient::from_client)
     }
 
-    /// A client over any transport and clock, connecting to `remote`.
+    /// A client over any transport and clock, connecting to `remote`. [`KcpLinkConditions`]
+    /// does not reach a conditioner inside `transport`: use
+    /// [`with_conditioned_transport`](KcpClient::with_conditioned_transport) for that.
     pub fn with_transport(
         transport: Box<dyn Transport>,
         clock: Box<dyn Clock>,
@@ -49,6 +53,19 @@ impl KcpClient {
         config: Config,
     ) -> Result<KcpClient, kcpnet::Error> {
         glue::client_over(transport, clock, remote, config).map(KcpClient::from_client)
+    }
+
+    /// A client over a link conditioner around any transport, and any clock, connecting to
+    /// `remote`. [`KcpLinkConditions`], [`set_conditions`](KcpClient::set_conditions) and
+    /// [`conditioner`](KcpClient::conditioner) reach the conditioner.
+    pub fn with_conditioned_transport<T: Transport + 'static>(
+        conditioner: LinkConditioner<T>,
+        clock: Box<dyn Clock>,
+        remote: SocketAddr,
+        config: Config,
+    ) -> Result<KcpClient, kcpnet::Error> {
+        glue::client_over_conditioner(conditioner, clock, remote, config)
+            .map(KcpClient::from_client)
     }
 
     /// Wraps a client made with kcpnet directly.
@@ -154,15 +171,15 @@ impl KcpClient {
         self.client.set_conditions(direction, conditions)
     }
 
-    /// The link conditioner, for reseeding and per-peer conditions; `None` if the transport has
-    /// none.
-    pub fn conditioner(&mut self) -> Option<&mut dyn ConditionerControl> {
+    /// The link conditioner's handle, for reseeding and per-peer conditions; `None` for a
+    /// client made by [`with_transport`](KcpClient::with_transport).
+    pub fn conditioner(&self) -> Option<&ConditionerHandle> {
         self.client.conditioner()
     }
 
     /// What the link conditioner did so far (dropped, delayed, duplicated datagrams).
-    pub fn conditioner_stats(&mut self) -> Option<ConditionerStats> {
-        glue::client_conditioner_stats(&mut self.client)
+    pub fn conditioner_stats(&self) -> Option<ConditionerStats> {
+        glue::client_conditioner_stats(&self.client)
     }
 }
 

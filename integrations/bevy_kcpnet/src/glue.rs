@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use kcpnet::io::{Clock, ConditionerStats, Conditions, Direction, Transport};
+use kcpnet::io::{Clock, ConditionerStats, Conditions, Direction, LinkConditioner, Transport};
 use kcpnet::{Client, Config, ConnectionState, Event, Server};
 
 use crate::client::ClientEvent;
@@ -29,6 +29,15 @@ pub(crate) fn server_over(
     Server::with_transport(transport, clock, config)
 }
 
+/// `Server::with_conditioned_transport` (the server keeps the conditioner's handle).
+pub(crate) fn server_over_conditioner<T: Transport + 'static>(
+    conditioner: LinkConditioner<T>,
+    clock: Box<dyn Clock>,
+    config: Config,
+) -> Result<Server, kcpnet::Error> {
+    Server::with_conditioned_transport(conditioner, clock, config)
+}
+
 /// `Client::connect` over UDP (its socket is wrapped in a link conditioner).
 pub(crate) fn connect_client(
     host: &str,
@@ -46,6 +55,16 @@ pub(crate) fn client_over(
     config: Config,
 ) -> Result<Client, kcpnet::Error> {
     Client::with_transport(transport, clock, remote, config)
+}
+
+/// `Client::with_conditioned_transport` (the client keeps the conditioner's handle).
+pub(crate) fn client_over_conditioner<T: Transport + 'static>(
+    conditioner: LinkConditioner<T>,
+    clock: Box<dyn Clock>,
+    remote: SocketAddr,
+    config: Config,
+) -> Result<Client, kcpnet::Error> {
+    Client::with_conditioned_transport(conditioner, clock, remote, config)
 }
 
 /// Runs `tick_incoming` and hands every event, converted to an owned bevy message, to `emit`.
@@ -140,11 +159,11 @@ pub(crate) fn set_client_conditions(
 }
 
 /// What a server's link conditioner did (both directions), if it has one.
-pub(crate) fn server_conditioner_stats(server: &mut Server) -> Option<ConditionerStats> {
+pub(crate) fn server_conditioner_stats(server: &Server) -> Option<ConditionerStats> {
     server.conditioner().map(|c| c.conditioner_stats())
 }
 
 /// What a client's link conditioner did (both directions), if it has one.
-pub(crate) fn client_conditioner_stats(client: &mut Client) -> Option<ConditionerStats> {
+pub(crate) fn client_conditioner_stats(client: &Client) -> Option<ConditionerStats> {
     client.conditioner().map(|c| c.conditioner_stats())
 }

@@ -20,8 +20,8 @@
 //!   change it at run time) to test under loss, latency and jitter from inside the app.
 //!
 //! The plugins never open a socket themselves: insert a resource made by [`KcpServer::bind`]
-//! / [`KcpClient::connect`] (UDP) or by `with_transport` (kcpnet's in-memory network and
-//! virtual clock, for deterministic tests).
+//! / [`KcpClient::connect`] (UDP) or by `with_conditioned_transport` / `with_transport`
+//! (kcpnet's in-memory network and virtual clock, for deterministic tests).
 //!
 //! ## A server and a client in one process
 //! ```
@@ -66,8 +66,8 @@
 //! let mut server_app = App::new();
 //! server_app
 //!     .add_plugins((MinimalPlugins, KcpServerPlugin))
-//!     .insert_resource(KcpServer::with_transport(
-//!         Box::new(LinkConditioner::new(net.bind(server_addr).unwrap(), 1)),
+//!     .insert_resource(KcpServer::with_conditioned_transport(
+//!         LinkConditioner::new(net.bind(server_addr).unwrap(), 1),
 //!         Box::new(clock.clone()),
 //!         Config::default(),
 //!     ).unwrap())
@@ -77,8 +77,8 @@
 //! client_app
 //!     .add_plugins((MinimalPlugins, KcpClientPlugin))
 //!     .init_resource::<Echoes>()
-//!     .insert_resource(KcpClient::with_transport(
-//!         Box::new(LinkConditioner::new(net.bind("10.0.0.2:5000".parse().unwrap()).unwrap(), 2)),
+//!     .insert_resource(KcpClient::with_conditioned_transport(
+//!         LinkConditioner::new(net.bind("10.0.0.2:5000".parse().unwrap()).unwrap(), 2),
 //!         Box::new(clock.clone()),
 //!         server_addr,
 //!         Config::default(),
@@ -160,8 +160,8 @@ pub(crate) fn configure_sets(app: &mut App) {
 /// changes: test under loss, latency and jitter from inside the app.
 ///
 /// Works on endpoints made by `bind` / `connect` (their UDP socket is wrapped in kcpnet's
-/// link conditioner) and on `with_transport` endpoints whose transport is a
-/// [`kcpnet::io::LinkConditioner`]. Removing the resource leaves the last conditions in
+/// link conditioner) and by `with_conditioned_transport` (over a
+/// [`kcpnet::io::LinkConditioner`]). Removing the resource leaves the last conditions in
 /// place; insert `KcpLinkConditions::default()` for a perfect link again.
 ///
 /// ```

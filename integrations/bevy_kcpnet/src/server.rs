@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 
 use bevy::prelude::*;
 use bytes::Bytes;
-use kcpnet::io::{Clock, ConditionerControl, ConditionerStats, Conditions, Direction, Transport};
+use kcpnet::io::{
+    Clock, ConditionerHandle, ConditionerStats, Conditions, Direction, LinkConditioner, Transport,
+};
 use kcpnet::{
     Channel, Config, ConnectionId, ConnectionState, ConnectionStats, DisconnectReason,
     EndpointStats, ErrorCode,
@@ -41,15 +43,28 @@ impl KcpServer {
         glue::bind_server(addr, config).map(KcpServer::from_server)
     }
 
-    /// A server over any transport and clock: a [`kcpnet::io::MemoryNetwork`] socket wrapped
-    /// in a [`kcpnet::io::LinkConditioner`] and a [`kcpnet::io::ManualClock`] make a
-    /// deterministic test.
+    /// A server over any transport and clock. [`KcpLinkConditions`] does not reach a
+    /// conditioner inside `transport`: use
+    /// [`with_conditioned_transport`](KcpServer::with_conditioned_transport) for that.
     pub fn with_transport(
         transport: Box<dyn Transport>,
         clock: Box<dyn Clock>,
         config: Config,
     ) -> Result<KcpServer, kcpnet::Error> {
         glue::server_over(transport, clock, config).map(KcpServer::from_server)
+    }
+
+    /// A server over a link conditioner around any transport, and any clock: a
+    /// [`kcpnet::io::MemoryNetwork`] socket in a [`LinkConditioner`] and a
+    /// [`kcpnet::io::ManualClock`] make a deterministic test. [`KcpLinkConditions`],
+    /// [`set_conditions`](KcpServer::set_conditions) and
+    /// [`conditioner`](KcpServer::conditioner) reach the conditioner.
+    pub fn with_conditioned_transport<T: Transport + 'static>(
+        conditioner: LinkConditioner<T>,
+        clock: Box<dyn Clock>,
+        config: Config,
+    ) -> Result<KcpServer, kcpnet::Error> {
+        glue::server_over_conditioner(conditioner, clock, config).map(KcpServer::from_server)
     }
 
     /// Wraps a server made with kcpnet directly.
@@ -159,15 +174,15 @@ impl KcpServer {
         self.server.set_conditions(direction, conditions)
     }
 
-    /// The link conditioner, for per-peer conditions and reseeding; `None` if the transport
-    /// has none.
-    pub fn conditioner(&mut self) -> Option<&mut dyn ConditionerControl> {
+    /// The link conditioner's handle, for per-peer conditions and reseeding; `None` for a
+    /// server made by [`with_transport`](KcpServer::with_transport).
+    pub fn conditioner(&self) -> Option<&ConditionerHandle> {
         self.server.conditioner()
     }
 
     /// What the link conditioner did so far (dropped, delayed, duplicated datagrams).
-    pub fn conditioner_stats(&mut self) -> Option<ConditionerStats> {
-        glue::server_conditioner_stats(&mut self.server)
+    pub fn conditioner_stats(&self) -> Option<ConditionerStats> {
+        glue::server_conditioner_stats(&self.server)
     }
 }
 

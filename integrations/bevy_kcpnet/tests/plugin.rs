@@ -45,8 +45,8 @@ impl Pair {
             .init_resource::<Seen<ServerEvent>>()
             .add_systems(PreUpdate, record::<ServerEvent>.after(KcpSystems::Receive))
             .insert_resource(
-                KcpServer::with_transport(
-                    Box::new(LinkConditioner::new(net.bind(server_addr).unwrap(), 1)),
+                KcpServer::with_conditioned_transport(
+                    LinkConditioner::new(net.bind(server_addr).unwrap(), 1),
                     Box::new(clock.clone()),
                     Config::default(),
                 )
@@ -70,8 +70,8 @@ impl Pair {
 
     fn new_client(&mut self, addr: &str) {
         let socket = self.net.bind(addr.parse().unwrap()).unwrap();
-        let client = KcpClient::with_transport(
-            Box::new(LinkConditioner::new(socket, 2)),
+        let client = KcpClient::with_conditioned_transport(
+            LinkConditioner::new(socket, 2),
             Box::new(self.clock.clone()),
             self.server_addr,
             Config::default(),
@@ -384,13 +384,13 @@ fn link_conditions_from_a_resource_lose_datagrams_but_no_reliable_message() {
         .map(|i| (Channel::Reliable, format!("message {i}").into_bytes()))
         .collect();
     assert_eq!(p.server_data(), expected, "in order, exactly once");
-    let mut server = p.server.world_mut().resource_mut::<KcpServer>();
+    let server = p.server.world_mut().resource_mut::<KcpServer>();
     let c = server.conditioner_stats().unwrap();
     let ratio = c.dropped as f64 / (c.sent + c.received) as f64;
     assert!((0.1..0.3).contains(&ratio), "the conditioner dropped {c:?}");
     let stats = server.connection_stats(id).unwrap();
     assert!(stats.rtt_ms.unwrap() >= 60, "{stats:?}"); // 30 ms each way at least
-    let mut client = p.client.world_mut().resource_mut::<KcpClient>();
+    let client = p.client.world_mut().resource_mut::<KcpClient>();
     let c = client.conditioner_stats().unwrap();
     let ratio = c.dropped as f64 / c.sent as f64;
     assert!((0.1..0.3).contains(&ratio), "the conditioner dropped {c:?}");

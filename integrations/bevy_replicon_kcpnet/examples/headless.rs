@@ -415,7 +415,7 @@ fn broadcast_digest(
 
 fn report(
     mut run: ResMut<ServerRun>,
-    mut server: ResMut<KcpServer>,
+    server: ResMut<KcpServer>,
     walkers: Query<(), With<Walker>>,
     clients: Query<(), With<AuthorizedClient>>,
 ) {

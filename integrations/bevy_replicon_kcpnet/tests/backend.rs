@@ -70,8 +70,8 @@ impl Setup {
         let mut server = app(&register);
         let socket = net.bind(SERVER.parse().unwrap()).unwrap();
         server.insert_resource(
-            KcpServer::with_transport(
-                Box::new(LinkConditioner::new(socket, 1)),
+            KcpServer::with_conditioned_transport(
+                LinkConditioner::new(socket, 1),
                 Box::new(clock.clone()),
                 Config::default(),
             )
@@ -91,8 +91,8 @@ impl Setup {
     fn new_client(&mut self, addr: &str) {
         let socket = self.net.bind(addr.parse().unwrap()).unwrap();
         self.client.insert_resource(
-            KcpClient::with_transport(
-                Box::new(LinkConditioner::new(socket, 2)),
+            KcpClient::with_conditioned_transport(
+                LinkConditioner::new(socket, 2),
                 Box::new(self.clock.clone()),
                 SERVER.parse().unwrap(),
                 Config::default(),
@@ -472,7 +472,7 @@ fn replicated_state_converges_under_loss() {
         got.sort();
         got == expected
     });
-    let mut server = s.server.world_mut().resource_mut::<KcpServer>();
+    let server = s.server.world_mut().resource_mut::<KcpServer>();
     assert!(server.conditioner_stats().unwrap().dropped > 50);
     let client = s.client.world().resource::<KcpClient>();
     assert!(client.connection_stats().retransmits > 0);
