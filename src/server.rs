@@ -782,6 +782,23 @@ impl Server {
             ..self.core.stats
         }
     }
+
+    /// Sends `data` on `channel` to every connected peer (those [`Server::connections`]
+    /// lists); returns how many accepted it. A peer that refuses (see [`Server::send`]
+    /// for why) is skipped and its connection is left as it was.
+    pub fn broadcast(&mut self, data: &[u8], channel: Channel) -> usize {
+        let ids: Vec<ConnectionId> = self.connections().collect();
+        self.send_each(&ids, data, channel)
+    }
+
+    /// Sends `data` on `channel` to each connection in `ids`; returns how many accepted it.
+    /// Ids that are unknown, closed or refuse the message (see [`Server::send`]) are
+    /// skipped.
+    pub fn send_each(&mut self, ids: &[ConnectionId], data: &[u8], channel: Channel) -> usize {
+        ids.iter()
+            .filter(|&&id| self.send(id, data, channel).is_ok())
+            .count()
+    }
 }
 
 /// The server as seen while handling an event ([`Server::tick_incoming_with`],
