@@ -26,6 +26,7 @@ Python 3 standard library only.
 import argparse
 import gzip
 import json
+import os
 import struct
 import sys
 
@@ -204,15 +205,16 @@ def main(argv):
 
     ref_kept, cand_kept = kept(ref_all), kept(cand_all)
 
-    differing = 0
+    differing = shown = 0
     for position in range(min(len(ref_kept), len(cand_kept))):
         if ref_kept[position][1] == cand_kept[position][1]:
             continue
         differing += 1
-        if differing <= shown_max:
+        if shown < shown_max:
+            shown += 1
             report_difference(position, ref_kept, cand_kept, ref_all, cand_all)
-    if len(ref_kept) != len(cand_kept):
-        differing += 1
+    same_length = len(ref_kept) == len(cand_kept)
+    if not same_length:
         print(
             f"lengths differ: {len(ref_kept)} events in the reference, "
             f"{len(cand_kept)} in the candidate"
@@ -224,13 +226,21 @@ def main(argv):
     if ignore:
         notes.append(f"fields left out: {','.join(sorted(ignore))}")
     suffix = f" ({'; '.join(notes)})" if notes else ""
-    if differing == 0:
+    if differing == 0 and same_length:
         print(f"identical: {len(ref_kept)} events{suffix}")
         return 0
-    shown = min(differing, shown_max)
-    print(f"different: {differing} differing positions, {shown} shown{suffix}")
+    compared = min(len(ref_kept), len(cand_kept))
+    print(
+        f"different: {differing} of {compared} compared events differ ({shown} shown)"
+        f"{'' if same_length else ', and the lengths differ'}{suffix}"
+    )
     return 1
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except BrokenPipeError:
+        # The reader (`| head`) stopped early: not an error of the comparison.
+        sys.stdout = open(os.devnull, "w")
+        sys.exit(1)
