@@ -1,4 +1,4 @@
-//! kcpnet's benchmarks: the workloads of `BENCHMARKS.md` (W1–W6), each reported as a
+//! kcpnet's benchmarks: the workloads of `docs/PERFORMANCE.md` (W1–W6), each reported as a
 //! ratio to baselines measured in the same run (raw UDP, plain and batched; the `kcp`
 //! crate where it fits), with kcpnet's socket batching both off and on, and UDP GSO/GRO
 //! off (`kcpnet-nogso`) and on (`kcpnet`, the default) where they can matter.

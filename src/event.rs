@@ -12,6 +12,22 @@ use std::net::SocketAddr;
 use crate::error::ErrorCode;
 use crate::wire::datagram::Channel;
 
+/// The longest close message, in bytes: [`CloseMessage::MAX_LEN`], and the limit the
+/// close-reasons extension's Close datagram enforces on the wire (`docs/PROTOCOL.md`).
+pub(crate) const MAX_CLOSE_MESSAGE: usize = 128;
+
+/// `s` cut to at most `max` bytes at a character boundary.
+pub(crate) fn truncate_utf8(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 /// Identifies one connection for its whole life. A slot reused by a later connection gets a
 /// new generation, so an old id never reaches the new connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -62,7 +78,7 @@ pub struct CloseMessage {
 impl CloseMessage {
     /// The longest message, in bytes (on the wire too; a smaller `mtu` lowers what a
     /// connection can send: see [`crate::Server::disconnect_with`]).
-    pub const MAX_LEN: usize = crate::connection::extensions::MAX_CLOSE_MESSAGE;
+    pub const MAX_LEN: usize = MAX_CLOSE_MESSAGE;
 
     /// The message `text`, or `None` if it is longer than [`CloseMessage::MAX_LEN`] bytes.
     pub fn new(text: &str) -> Option<CloseMessage> {
@@ -71,7 +87,7 @@ impl CloseMessage {
 
     /// `text` cut to [`CloseMessage::MAX_LEN`] bytes at a character boundary.
     pub fn truncated(text: &str) -> CloseMessage {
-        let text = crate::connection::extensions::truncate_utf8(text, Self::MAX_LEN);
+        let text = truncate_utf8(text, Self::MAX_LEN);
         let mut bytes = [0u8; Self::MAX_LEN];
         bytes[..text.len()].copy_from_slice(text.as_bytes());
         CloseMessage {
@@ -247,11 +263,25 @@ impl Event<'_> {
 }
 
 /// An [`Event`] that owns its data, for keeping events past the next queue call or moving
-/// them to another thread. Made by [`Event::to_owned_event`]; this allocates, unlike
-/// [`Event`] itself.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// them to another thread. Made by [`Event::to_owned_event`] (or `From<Event>`); this
+/// allocates, unlike [`Event`] itself.
+///
+/// The message payload type `B` is `Vec<u8>` unless chosen otherwise: any type that can be
+/// made from a `Vec<u8>` works (`Box<[u8]>`, `Arc<[u8]>`, `bytes::Bytes`, …), so an
+/// integration can hand out the one event type with the buffer type it prefers.
+///
+/// ```
+/// use std::sync::Arc;
+/// use kcpnet::{Event, OwnedEvent};
+/// # fn keep(event: Event<'_>) {
+/// let plain: OwnedEvent = event.to_owned_event(); // data: Vec<u8>
+/// let shared: OwnedEvent<Arc<[u8]>> = OwnedEvent::from(event); // data: Arc<[u8]>
+/// assert_eq!(plain.id(), shared.id());
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
-pub enum OwnedEvent {
+pub enum OwnedEvent<B = Vec<u8>> {
     /// See [`Event::Connected`].
     Connected {
         /// The connection.
@@ -266,7 +296,7 @@ pub enum OwnedEvent {
         /// The channel.
         channel: Channel,
         /// The message.
-        data: Vec<u8>,
+        data: B,
     },
     /// See [`Event::Disconnected`].
     Disconnected {
@@ -291,7 +321,7 @@ pub enum OwnedEvent {
     },
 }
 
-impl OwnedEvent {
+impl<B> OwnedEvent<B> {
     /// The connection the event belongs to.
     pub fn id(&self) -> ConnectionId {
         match self {
@@ -302,17 +332,39 @@ impl OwnedEvent {
             | OwnedEvent::PeerSendClosed { id } => *id,
         }
     }
+
+    /// The same event with its payload converted by `f` (only `Data` has one).
+    pub fn map_data<C>(self, f: impl FnOnce(B) -> C) -> OwnedEvent<C> {
+        match self {
+            OwnedEvent::Connected { id, addr } => OwnedEvent::Connected { id, addr },
+            OwnedEvent::Data { id, channel, data } => OwnedEvent::Data {
+                id,
+                channel,
+                data: f(data),
+            },
+            OwnedEvent::Disconnected { id, reason } => OwnedEvent::Disconnected { id, reason },
+            OwnedEvent::Error { id, code, message } => OwnedEvent::Error { id, code, message },
+            OwnedEvent::PeerSendClosed { id } => OwnedEvent::PeerSendClosed { id },
+        }
+    }
 }
 
 impl Event<'_> {
-    /// Copies the event into an [`OwnedEvent`].
+    /// Copies the event into an [`OwnedEvent`] with a `Vec<u8>` payload (`OwnedEvent::from`
+    /// makes any other payload type).
     pub fn to_owned_event(&self) -> OwnedEvent {
-        match *self {
+        OwnedEvent::from(self)
+    }
+}
+
+impl<B: From<Vec<u8>>> From<&Event<'_>> for OwnedEvent<B> {
+    fn from(event: &Event<'_>) -> Self {
+        match *event {
             Event::Connected { id, addr } => OwnedEvent::Connected { id, addr },
             Event::Data { id, channel, data } => OwnedEvent::Data {
                 id,
                 channel,
-                data: data.to_vec(),
+                data: B::from(data.to_vec()),
             },
             Event::Disconnected { id, reason } => OwnedEvent::Disconnected { id, reason },
             Event::Error { id, code, message } => OwnedEvent::Error {
@@ -322,6 +374,12 @@ impl Event<'_> {
             },
             Event::PeerSendClosed { id } => OwnedEvent::PeerSendClosed { id },
         }
+    }
+}
+
+impl<B: From<Vec<u8>>> From<Event<'_>> for OwnedEvent<B> {
+    fn from(event: Event<'_>) -> Self {
+        OwnedEvent::from(&event)
     }
 }
 
@@ -667,5 +725,66 @@ mod tests {
             }
         }
         assert_eq!(seen, vec![0, 2, 4, 6, 8, 42]);
+    }
+
+    #[test]
+    fn truncation_keeps_whole_characters() {
+        assert_eq!(truncate_utf8("héllo", 2), "h");
+        assert_eq!(truncate_utf8("héllo", 3), "hé");
+        assert_eq!(truncate_utf8("abc", 10), "abc");
+        let long = "é".repeat(100); // 200 bytes
+        let cut = CloseMessage::truncated(&long);
+        assert_eq!(cut.len(), MAX_CLOSE_MESSAGE);
+        assert!(CloseMessage::new(&long).is_none());
+        assert_eq!(CloseMessage::new("bye").as_deref(), Some("bye"));
+    }
+
+    #[test]
+    fn owned_events_keep_every_variant_with_any_payload() {
+        let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let events = [
+            Event::Connected { id: id(0), addr },
+            Event::Data {
+                id: id(0),
+                channel: Channel::Unreliable,
+                data: b"abc",
+            },
+            Event::PeerSendClosed { id: id(0) },
+            Event::Error {
+                id: id(0),
+                code: ErrorCode::Timeout,
+                message: "late",
+            },
+            Event::Disconnected {
+                id: id(0),
+                reason: DisconnectReason::App {
+                    code: 7,
+                    message: CloseMessage::truncated("kicked"),
+                },
+            },
+        ];
+        for event in &events {
+            let plain = event.to_owned_event();
+            let boxed: OwnedEvent<Box<[u8]>> = OwnedEvent::from(event);
+            assert_eq!(boxed.id(), event.id());
+            assert_eq!(plain.clone().map_data(Vec::into_boxed_slice), boxed);
+            match (event, plain) {
+                (Event::Data { data, .. }, OwnedEvent::Data { data: owned, .. }) => {
+                    assert_eq!(*data, &owned[..])
+                }
+                (Event::PeerSendClosed { .. }, OwnedEvent::PeerSendClosed { .. }) => {}
+                (Event::Connected { addr: a, .. }, OwnedEvent::Connected { addr: b, .. }) => {
+                    assert_eq!(*a, b)
+                }
+                (Event::Error { message: a, .. }, OwnedEvent::Error { message: b, .. }) => {
+                    assert_eq!(*a, b)
+                }
+                (
+                    Event::Disconnected { reason: a, .. },
+                    OwnedEvent::Disconnected { reason: b, .. },
+                ) => assert_eq!(*a, b),
+                (e, o) => panic!("{e:?} became {o:?}"),
+            }
+        }
     }
 }

@@ -42,10 +42,11 @@
 //! event and ours. Our *full* stream (the simulation keeps running for a
 //! while after the first mismatch) is written to
 //! `target/conformance/<set>_<scenario>.jsonl`, in the reference format and
-//! key order, so the harness's comparer can decode the differing datagrams:
+//! key order, so `tools/compare_vectors.py` (ours, Python 3 standard library only) can
+//! decode the differing datagrams and show the snapshots before them:
 //!
 //! ```sh
-//! python3 /work/shared/tools/compare_vectors.py \
+//! python3 tools/compare_vectors.py \
 //!     tests/vectors/ikcp/s2_fast_lossy.jsonl.gz target/conformance/1.7.1_s2_fast_lossy.jsonl
 //! # useful options: --skip-ev st   --ignore-field rc,chk   --max 10
 //! ```
@@ -965,7 +966,7 @@ fn run_file(set: Set, path: &Path) -> Result<usize, String> {
         "{set}/{scen}: first mismatch at event #{idx} (file line {line}){rc}\n  \
          ref : {r}\n  ours: {o}\n  \
          ({n_ref} reference events, {n_ours} of ours; our stream: {dump})\n  \
-         debug: python3 /work/shared/tools/compare_vectors.py {refp} {dump}{opt}",
+         debug: python3 {tool} {refp} {dump}{opt}",
         set = set.name(),
         scen = sc.name,
         line = idx + 2,
@@ -977,6 +978,10 @@ fn run_file(set: Set, path: &Path) -> Result<usize, String> {
         r = show(reference.lines.get(idx).cloned()),
         o = show(rec.ours.get(idx).map(J::line)),
         dump = dump_path.display(),
+        // The repository's own comparer, `tools/compare_vectors.py`, by its full path.
+        tool = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tools/compare_vectors.py")
+            .display(),
         refp = path.display(),
         opt = if set == Set::Variant17 {
             " --ignore-field rc"

@@ -18,7 +18,7 @@ use kcpnet::io::{
 };
 use kcpnet::{Client, Config, Server};
 
-/// The comparison configuration of `BENCHMARKS.md`: MTU 1200, no-delay, 10 ms interval,
+/// The comparison configuration of `docs/PERFORMANCE.md`: MTU 1200, no-delay, 10 ms interval,
 /// fast resend 2, no congestion window, windows 1024/1024.
 pub fn bench_config() -> Config {
     Config {

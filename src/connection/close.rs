@@ -18,12 +18,11 @@ use std::borrow::Cow;
 use log::info;
 
 use super::extensions::{
-    close_head, parse_close, truncate_utf8, CloseCause, Extensions, CLOSE_OVERHEAD,
-    MAX_CLOSE_MESSAGE, RELIABLE_SEND_SHUTDOWN,
+    close_head, parse_close, CloseCause, Extensions, CLOSE_OVERHEAD, RELIABLE_SEND_SHUTDOWN,
 };
 use super::{Connection, ConnectionState, Ctx, Role, DISCONNECT_REPEAT};
 use crate::error::{Error, ErrorCode};
-use crate::event::{CloseMessage, DisconnectReason};
+use crate::event::{truncate_utf8, CloseMessage, DisconnectReason, MAX_CLOSE_MESSAGE};
 use crate::wire::datagram::UnreliableHeader;
 
 impl Connection {

@@ -23,6 +23,7 @@
 
 use std::ops::{BitAnd, BitOr};
 
+use crate::event::MAX_CLOSE_MESSAGE;
 use crate::wire::datagram::DATAGRAM_HEADER_LEN;
 
 /// The first bytes of the extension block: `"KNET"`.
@@ -53,8 +54,6 @@ pub(crate) const UNRELIABLE_CLOSE: u8 = 0x10;
 /// Bytes of a Close datagram before its message: kcp2k header, Close header, cause, code,
 /// message length.
 pub(crate) const CLOSE_OVERHEAD: usize = DATAGRAM_HEADER_LEN + 1 + 1 + 4 + 1;
-/// The longest close message on the wire (and in [`crate::CloseMessage`]), in bytes.
-pub(crate) const MAX_CLOSE_MESSAGE: usize = 128;
 
 /// A set of kcpnet extensions: what a connection negotiated (see
 /// [`crate::Server::extensions`]). Between two kcpnet peers of this version it is
@@ -234,18 +233,6 @@ pub(crate) fn parse_quality_report(payload: &[u8]) -> Option<(u32, u16)> {
     }
 }
 
-/// `s` cut to at most `max` bytes at a character boundary.
-pub(crate) fn truncate_utf8(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -290,12 +277,5 @@ mod tests {
         long.extend_from_slice(&[b'a'; 200]);
         assert!(parse_close(&long).is_err());
         assert_eq!(CloseCause::from_u8(200), CloseCause::Unspecified);
-    }
-
-    #[test]
-    fn truncation_keeps_whole_characters() {
-        assert_eq!(truncate_utf8("héllo", 2), "h");
-        assert_eq!(truncate_utf8("héllo", 3), "hé");
-        assert_eq!(truncate_utf8("abc", 10), "abc");
     }
 }

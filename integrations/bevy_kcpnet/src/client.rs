@@ -1,7 +1,8 @@
 //! The client side: the [`KcpClient`] resource, [`ClientEvent`] messages and
 //! [`KcpClientPlugin`].
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::ops::Deref;
 
 use bevy::prelude::*;
 use bytes::Bytes;
@@ -9,7 +10,8 @@ use kcpnet::io::{
     Clock, ConditionerHandle, ConditionerStats, Conditions, Direction, LinkConditioner, Transport,
 };
 use kcpnet::{
-    Channel, Config, ConnectionState, ConnectionStats, DisconnectReason, EndpointStats, ErrorCode,
+    Channel, Config, ConnectionId, ConnectionQuality, ConnectionState, ConnectionStats,
+    DisconnectReason, EndpointStats, OwnedEvent,
 };
 
 use crate::{glue, KcpLinkConditions, KcpSystems};
@@ -17,11 +19,41 @@ use crate::{glue, KcpLinkConditions, KcpSystems};
 /// One kcp2k connection attempt as a bevy resource.
 ///
 /// Insert it to connect; the handshake starts at the next [`KcpSystems::Send`]. Every attempt
-/// ends with exactly one [`ClientEvent::Disconnected`]; the resource then stays, in state
+/// ends with exactly one `Disconnected` [`ClientEvent`]; the resource then stays, in state
 /// [`ConnectionState::Disconnected`], so its final statistics can still be read. To reconnect,
 /// insert a new one. Removing (or dropping) a live client disconnects it at once (kcp2k
 /// Disconnect datagrams) and [`KcpClientPlugin`] reports `Disconnected` with
-/// [`DisconnectReason::Local`].
+/// [`DisconnectReason::Local`]. The methods are [`kcpnet::Client`]'s, with the same
+/// signatures.
+///
+/// ```no_run
+/// use bevy::prelude::*;
+/// use bevy_kcpnet::prelude::*;
+/// use bevy_kcpnet::kcpnet::{Channel, Config};
+///
+/// fn hello(mut client: ResMut<KcpClient>) {
+///     client.send(b"hello", Channel::Reliable).unwrap();
+/// }
+///
+/// // Says goodbye with a reason once the server has said all it will say.
+/// fn leave(mut events: MessageReader<ClientEvent>, mut client: ResMut<KcpClient>) {
+///     for event in events.read() {
+///         match &event.0 {
+///             OwnedEvent::PeerSendClosed { .. } => {
+///                 let _ = client.disconnect_with(0, "bye");
+///             }
+///             OwnedEvent::Disconnected { reason, .. } => info!("ended: {reason}"),
+///             _ => {}
+///         }
+///     }
+/// }
+///
+/// App::new()
+///     .add_plugins((MinimalPlugins, KcpClientPlugin))
+///     .insert_resource(KcpClient::connect("127.0.0.1:7777", Config::default()).unwrap())
+///     .add_systems(Update, (hello.run_if(client_just_connected), leave))
+///     .run();
+/// ```
 #[derive(Resource)]
 pub struct KcpClient {
     client: kcpnet::Client,
@@ -37,10 +69,21 @@ impl std::fmt::Debug for KcpClient {
 }
 
 impl KcpClient {
-    /// Resolves `host` and starts connecting to `host:port` over a new UDP socket (wrapped in
-    /// a link conditioner with perfect conditions, so [`KcpLinkConditions`] works on it).
-    pub fn connect(host: &str, port: u16, config: Config) -> Result<KcpClient, kcpnet::Error> {
-        glue::connect_client(host, port, config).map(KcpClient::from_client)
+    /// Resolves `addr` and starts connecting to it over a new UDP socket, as
+    /// [`kcpnet::Client::connect`]: anything [`ToSocketAddrs`] takes (`"127.0.0.1:7777"`,
+    /// `("game.example.com", 7777)`, a [`SocketAddr`], …). The socket is wrapped in a link
+    /// conditioner with perfect conditions, so [`KcpLinkConditions`] works on it.
+    ///
+    /// ```no_run
+    /// use bevy_kcpnet::KcpClient;
+    /// use bevy_kcpnet::kcpnet::Config;
+    ///
+    /// let client = KcpClient::connect("127.0.0.1:7777", Config::default())?;
+    /// let by_name = KcpClient::connect(("localhost", 7777), Config::default())?;
+    /// # Ok::<(), bevy_kcpnet::kcpnet::Error>(())
+    /// ```
+    pub fn connect(addr: impl ToSocketAddrs, config: Config) -> Result<KcpClient, kcpnet::Error> {
+        glue::connect_client(addr, config).map(KcpClient::from_client)
     }
 
     /// A client over any transport and clock, connecting to `remote`. [`KcpLinkConditions`]
@@ -95,7 +138,7 @@ impl KcpClient {
         self.client.send(data, channel)
     }
 
-    /// Closes the connection at once; a [`ClientEvent::Disconnected`] with
+    /// Closes the connection at once; a `Disconnected` [`ClientEvent`] with
     /// [`DisconnectReason::Local`] follows.
     pub fn disconnect(&mut self) {
         self.client.disconnect();
@@ -106,12 +149,41 @@ impl KcpClient {
         self.client.disconnect_graceful();
     }
 
+    /// Closes the connection at once telling a kcpnet server why: it sees
+    /// `DisconnectReason::App { code, message }` ([`kcpnet::Client::disconnect_with`]; a
+    /// kcp2k server sees a plain disconnect).
+    pub fn disconnect_with(&mut self, code: u32, message: &str) -> Result<(), kcpnet::Error> {
+        self.client.disconnect_with(code, message)
+    }
+
+    /// [`KcpClient::disconnect_graceful`] with a reason, as [`KcpClient::disconnect_with`].
+    pub fn disconnect_graceful_with(
+        &mut self,
+        code: u32,
+        message: &str,
+    ) -> Result<(), kcpnet::Error> {
+        self.client.disconnect_graceful_with(code, message)
+    }
+
+    /// Half-closes the connection ([`kcpnet::Client::shutdown_send`]): further sends fail,
+    /// everything queued is still delivered, the server's messages keep arriving until it
+    /// shuts down its sending too; then `Disconnected { reason: Finished }`.
+    pub fn shutdown_send(&mut self) -> Result<(), kcpnet::Error> {
+        self.client.shutdown_send()
+    }
+
+    /// The connection's id (also the `id` of this client's [`ClientEvent`]s).
+    pub fn id(&self) -> ConnectionId {
+        self.client.id()
+    }
+
     /// The connection state.
     pub fn state(&self) -> ConnectionState {
         self.client.state()
     }
 
-    /// True from the completed handshake until the connection closes.
+    /// True from the completed handshake until the connection closes or either side
+    /// half-closes it ([`kcpnet::Client::is_connected`]; see [`KcpClient::state`]).
     pub fn is_connected(&self) -> bool {
         self.client.is_connected()
     }
@@ -126,7 +198,7 @@ impl KcpClient {
         glue::client_closed(&self.client)
     }
 
-    /// Why the attempt ended, once [`ClientEvent::Disconnected`] has been reported.
+    /// Why the attempt ended, once its `Disconnected` [`ClientEvent`] has been reported.
     pub fn disconnect_reason(&self) -> Option<DisconnectReason> {
         self.disconnect_reason
     }
@@ -139,6 +211,12 @@ impl KcpClient {
     /// The connection's statistics.
     pub fn connection_stats(&self) -> ConnectionStats {
         self.client.connection_stats()
+    }
+
+    /// How good the link is: KCP and ping RTTs, windowed loss and rates, pending reliable
+    /// data ([`kcpnet::Client::connection_quality`]).
+    pub fn connection_quality(&self) -> ConnectionQuality {
+        self.client.connection_quality()
     }
 
     /// Endpoint counters (datagrams, bytes, drops).
@@ -192,35 +270,35 @@ impl Drop for KcpClient {
     }
 }
 
-/// Something that happened on the client's connection, as a bevy [`Message`]: read it with
-/// `MessageReader<ClientEvent>` in a system ordered after [`KcpSystems::Receive`].
+/// Something that happened on the client's connection, as a bevy [`Message`]: kcpnet's own
+/// [`OwnedEvent`], with the message bytes in a [`Bytes`] (its `id` is [`KcpClient::id`]).
+/// Every kcpnet event arrives: `Connected`, `Data`, `PeerSendClosed` (the server
+/// half-closed), `Error`, and exactly one `Disconnected` per [`KcpClient`] with its
+/// [`DisconnectReason`].
+///
+/// Read it with `MessageReader<ClientEvent>` in a system ordered after
+/// [`KcpSystems::Receive`]; match on `event.0` (or call [`OwnedEvent`]'s methods through
+/// `Deref`).
 #[derive(Message, Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ClientEvent {
-    /// The handshake completed.
-    Connected {
-        /// The server's address.
-        addr: SocketAddr,
-    },
-    /// A message arrived.
-    Data {
-        /// Reliable (ordered, exactly once) or unreliable.
-        channel: Channel,
-        /// The message.
-        data: Bytes,
-    },
-    /// The attempt ended (connected or not); exactly one per [`KcpClient`].
-    Disconnected {
-        /// Why.
-        reason: DisconnectReason,
-    },
-    /// A problem on the connection, usually followed by `Disconnected`.
-    Error {
-        /// kcp2k's error code.
-        code: ErrorCode,
-        /// What happened.
-        message: String,
-    },
+pub struct ClientEvent(pub OwnedEvent<Bytes>);
+
+impl Deref for ClientEvent {
+    type Target = OwnedEvent<Bytes>;
+    fn deref(&self) -> &OwnedEvent<Bytes> {
+        &self.0
+    }
+}
+
+impl From<OwnedEvent<Bytes>> for ClientEvent {
+    fn from(event: OwnedEvent<Bytes>) -> Self {
+        ClientEvent(event)
+    }
+}
+
+impl From<ClientEvent> for OwnedEvent<Bytes> {
+    fn from(event: ClientEvent) -> Self {
+        event.0
+    }
 }
 
 /// Ticks a [`KcpClient`] resource when there is one: `tick_incoming` in
@@ -267,32 +345,36 @@ fn apply_client_conditions(
     }
 }
 
-/// `live`: the attempt whose `Disconnected` has not been reported yet, if any.
+/// `live`: the attempt whose `Disconnected` has not been reported yet, if any (its
+/// resource serial and connection id).
 fn client_receive(
     client: Option<ResMut<KcpClient>>,
-    mut live: Local<Option<u64>>,
+    mut live: Local<Option<(u64, ConnectionId)>>,
     mut events: MessageWriter<ClientEvent>,
 ) {
     let serial = client.as_ref().map(|c| c.serial);
-    if live.is_some() && *live != serial {
-        // The resource was removed or replaced before its attempt ended.
-        events.write(ClientEvent::Disconnected {
-            reason: DisconnectReason::Local,
-        });
-        *live = None;
+    if let Some((live_serial, id)) = *live {
+        if Some(live_serial) != serial {
+            // The resource was removed or replaced before its attempt ended.
+            events.write(ClientEvent(OwnedEvent::Disconnected {
+                id,
+                reason: DisconnectReason::Local,
+            }));
+            *live = None;
+        }
     }
     let Some(mut client) = client else {
         return;
     };
     if client.disconnect_reason.is_none() {
-        *live = Some(client.serial);
+        *live = Some((client.serial, client.client.id()));
     }
     // A closed client is still ticked: its link conditioner may hold delayed datagrams
     // (the Disconnect notices among them).
     let client = &mut *client;
     let reason = &mut client.disconnect_reason;
     glue::client_tick_incoming(&mut client.client, |event| {
-        if let ClientEvent::Disconnected { reason: r } = &event {
+        if let OwnedEvent::Disconnected { reason: r, .. } = &event.0 {
             if reason.is_some() {
                 return; // already reported
             }

@@ -6,17 +6,19 @@
 //! [`crate::server`] and [`crate::client`] otherwise call only kcpnet's plain queries and
 //! `send` / `disconnect`.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 
-use bytes::Bytes;
 use kcpnet::io::{Clock, ConditionerStats, Conditions, Direction, LinkConditioner, Transport};
-use kcpnet::{Client, Config, ConnectionState, Event, Server};
+use kcpnet::{Client, Config, ConnectionState, OwnedEvent, Server};
 
 use crate::client::ClientEvent;
 use crate::server::ServerEvent;
 
 /// `Server::bind` over UDP (its socket is wrapped in a link conditioner).
-pub(crate) fn bind_server(addr: SocketAddr, config: Config) -> Result<Server, kcpnet::Error> {
+pub(crate) fn bind_server(
+    addr: impl ToSocketAddrs,
+    config: Config,
+) -> Result<Server, kcpnet::Error> {
     Server::bind(addr, config)
 }
 
@@ -40,11 +42,10 @@ pub(crate) fn server_over_conditioner<T: Transport + 'static>(
 
 /// `Client::connect` over UDP (its socket is wrapped in a link conditioner).
 pub(crate) fn connect_client(
-    host: &str,
-    port: u16,
+    addr: impl ToSocketAddrs,
     config: Config,
 ) -> Result<Client, kcpnet::Error> {
-    Client::connect((host, port), config)
+    Client::connect(addr, config)
 }
 
 /// `Client::with_transport`.
@@ -67,13 +68,12 @@ pub(crate) fn client_over_conditioner<T: Transport + 'static>(
     Client::with_conditioned_transport(conditioner, clock, remote, config)
 }
 
-/// Runs `tick_incoming` and hands every event, converted to an owned bevy message, to `emit`.
+/// Runs `tick_incoming` and hands every event, as an owned bevy message, to `emit`. Every
+/// kcpnet event is forwarded: the conversion is kcpnet's own `OwnedEvent::from`.
 pub(crate) fn server_tick_incoming(server: &mut Server, mut emit: impl FnMut(ServerEvent)) {
     server.tick_incoming();
     while let Some(event) = server.poll_event() {
-        if let Some(event) = server_event(event) {
-            emit(event);
-        }
+        emit(ServerEvent(OwnedEvent::from(event)));
     }
 }
 
@@ -82,55 +82,17 @@ pub(crate) fn server_tick_outgoing(server: &mut Server) {
     server.tick_outgoing();
 }
 
-/// Runs `tick_incoming` and hands every event, converted to an owned bevy message, to `emit`.
+/// Runs `tick_incoming` and hands every event, as an owned bevy message, to `emit`.
 pub(crate) fn client_tick_incoming(client: &mut Client, mut emit: impl FnMut(ClientEvent)) {
     client.tick_incoming();
     while let Some(event) = client.poll_event() {
-        if let Some(event) = client_event(event) {
-            emit(event);
-        }
+        emit(ClientEvent(OwnedEvent::from(event)));
     }
 }
 
 /// Runs `tick_outgoing`.
 pub(crate) fn client_tick_outgoing(client: &mut Client) {
     client.tick_outgoing();
-}
-
-fn server_event(event: Event<'_>) -> Option<ServerEvent> {
-    Some(match event {
-        Event::Connected { id, addr } => ServerEvent::Connected { id, addr },
-        Event::Data { id, channel, data } => ServerEvent::Data {
-            id,
-            channel,
-            data: Bytes::copy_from_slice(data),
-        },
-        Event::Disconnected { id, reason } => ServerEvent::Disconnected { id, reason },
-        Event::Error { id, code, message } => ServerEvent::Error {
-            id,
-            code,
-            message: message.to_string(),
-        },
-        // kcpnet's `Event` is `#[non_exhaustive]`: an event this version does not know is
-        // not forwarded.
-        _ => return None,
-    })
-}
-
-fn client_event(event: Event<'_>) -> Option<ClientEvent> {
-    Some(match event {
-        Event::Connected { addr, .. } => ClientEvent::Connected { addr },
-        Event::Data { channel, data, .. } => ClientEvent::Data {
-            channel,
-            data: Bytes::copy_from_slice(data),
-        },
-        Event::Disconnected { reason, .. } => ClientEvent::Disconnected { reason },
-        Event::Error { code, message, .. } => ClientEvent::Error {
-            code,
-            message: message.to_string(),
-        },
-        _ => return None,
-    })
 }
 
 /// Whether a client's connection attempt has ended (nothing more will happen on it).

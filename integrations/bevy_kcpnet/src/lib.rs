@@ -8,11 +8,17 @@
 //! * [`KcpServerPlugin`] / [`KcpClientPlugin`] tick a [`KcpServer`] / [`KcpClient`]
 //!   **resource**: `tick_incoming` in [`KcpSystems::Receive`] (`PreUpdate`), `tick_outgoing`
 //!   in [`KcpSystems::Send`] (`PostUpdate`). Order your systems against those sets.
-//! * Events arrive as bevy messages: [`ServerEvent`] (connected, data with its channel,
-//!   disconnected with the reason, error) and [`ClientEvent`].
-//! * Sending is a method on the resource ([`KcpServer::send`], [`KcpClient::send`]);
-//!   per-connection statistics too ([`KcpServer::connection_stats`],
-//!   [`KcpClient::connection_stats`]).
+//! * Events arrive as bevy messages: [`ServerEvent`] and [`ClientEvent`], each wrapping
+//!   kcpnet's own [`OwnedEvent`](kcpnet::OwnedEvent) with a [`Bytes`] payload, so every event
+//!   kcpnet reports reaches the app: connected, data with its channel, the peer's half-close
+//!   (`PeerSendClosed`), errors, and disconnected with the reason (a kick's code and message
+//!   included).
+//! * The resources' methods are kcpnet's `Server` / `Client` methods with the same
+//!   signatures: [`KcpServer::bind`] and [`KcpClient::connect`] take any `ToSocketAddrs`;
+//!   sending ([`KcpServer::send`], [`KcpServer::broadcast`], [`KcpClient::send`]), closing
+//!   with a reason or half-closing ([`KcpServer::disconnect_with`],
+//!   [`KcpServer::shutdown_send`], and the same on [`KcpClient`]), statistics and link quality
+//!   ([`KcpServer::connection_stats`], [`KcpServer::connection_quality`]).
 //! * Run conditions: [`server_running`], [`server_has_clients`], [`client_connected`],
 //!   [`client_connecting`], [`client_disconnected`], [`client_just_connected`],
 //!   [`client_just_disconnected`].
@@ -34,7 +40,7 @@
 //! // Echo every message back on its channel.
 //! fn echo(mut events: MessageReader<ServerEvent>, mut server: ResMut<KcpServer>) {
 //!     for event in events.read() {
-//!         if let ServerEvent::Data { id, channel, data } = event {
+//!         if let OwnedEvent::Data { id, channel, data } = &event.0 {
 //!             server.send(*id, data, *channel).unwrap();
 //!         }
 //!     }
@@ -52,7 +58,7 @@
 //!
 //! fn collect(mut events: MessageReader<ClientEvent>, mut echoes: ResMut<Echoes>) {
 //!     for event in events.read() {
-//!         if let ClientEvent::Data { data, .. } = event {
+//!         if let OwnedEvent::Data { data, .. } = &event.0 {
 //!             echoes.0.push(data.to_vec());
 //!         }
 //!     }
@@ -117,8 +123,13 @@ pub use client::{
 pub use kcpnet;
 pub use server::{server_has_clients, server_running, KcpServer, KcpServerPlugin, ServerEvent};
 
-/// Everything a bevy app usually needs from this crate.
+/// Everything a bevy app usually needs from this crate, and kcpnet's [`OwnedEvent`]
+/// (what [`ServerEvent`] and [`ClientEvent`] carry).
+///
+/// [`OwnedEvent`]: kcpnet::OwnedEvent
 pub mod prelude {
+    pub use kcpnet::OwnedEvent;
+
     pub use crate::client::{
         client_connected, client_connecting, client_disconnected, client_just_connected,
         client_just_disconnected, ClientEvent, KcpClient, KcpClientPlugin,

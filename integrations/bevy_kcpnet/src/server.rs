@@ -2,7 +2,8 @@
 //! [`KcpServerPlugin`].
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::ops::Deref;
 
 use bevy::prelude::*;
 use bytes::Bytes;
@@ -10,8 +11,8 @@ use kcpnet::io::{
     Clock, ConditionerHandle, ConditionerStats, Conditions, Direction, LinkConditioner, Transport,
 };
 use kcpnet::{
-    Channel, Config, ConnectionId, ConnectionState, ConnectionStats, DisconnectReason,
-    EndpointStats, ErrorCode,
+    Channel, Config, ConnectionId, ConnectionQuality, ConnectionState, ConnectionStats,
+    DisconnectReason, EndpointStats, OwnedEvent,
 };
 
 use crate::{glue, KcpLinkConditions, KcpSystems};
@@ -20,9 +21,32 @@ use crate::{glue, KcpLinkConditions, KcpSystems};
 ///
 /// Insert it to start serving, remove it to stop: removing it (or dropping it) disconnects
 /// every peer at once (kcp2k Disconnect datagrams), and [`KcpServerPlugin`] then reports a
-/// [`ServerEvent::Disconnected`] with [`DisconnectReason::Closed`] for every connection that
+/// `Disconnected` [`ServerEvent`] with [`DisconnectReason::Closed`] for every connection that
 /// was still open. The plugin ticks it in [`KcpSystems`]; everything else is a method call
-/// from your systems.
+/// from your systems: the methods are [`kcpnet::Server`]'s, with the same signatures.
+///
+/// ```no_run
+/// use bevy::prelude::*;
+/// use bevy_kcpnet::prelude::*;
+/// use bevy_kcpnet::kcpnet::{Channel, Config};
+///
+/// // Greets every client that connects, and tells everyone.
+/// fn greet(mut events: MessageReader<ServerEvent>, mut server: ResMut<KcpServer>) {
+///     for event in events.read() {
+///         if let OwnedEvent::Connected { id, addr } = &event.0 {
+///             let _ = server.send(*id, b"welcome", Channel::Reliable);
+///             let told = server.broadcast(format!("{addr} joined").as_bytes(), Channel::Reliable);
+///             info!("{told} clients told");
+///         }
+///     }
+/// }
+///
+/// App::new()
+///     .add_plugins((MinimalPlugins, KcpServerPlugin))
+///     .insert_resource(KcpServer::bind("0.0.0.0:7777", Config::default()).unwrap())
+///     .add_systems(Update, greet)
+///     .run();
+/// ```
 #[derive(Resource)]
 pub struct KcpServer {
     server: kcpnet::Server,
@@ -37,9 +61,20 @@ impl std::fmt::Debug for KcpServer {
 }
 
 impl KcpServer {
-    /// Binds a UDP server socket at `addr` (e.g. `"0.0.0.0:7777"`). The socket is wrapped in a
-    /// link conditioner with perfect conditions, so [`KcpLinkConditions`] works on it.
-    pub fn bind(addr: SocketAddr, config: Config) -> Result<KcpServer, kcpnet::Error> {
+    /// Binds a UDP server socket at `addr`, as [`kcpnet::Server::bind`]: anything
+    /// [`ToSocketAddrs`] takes (`"0.0.0.0:7777"`, `"[::]:7777"`, a [`SocketAddr`], …). The
+    /// socket is wrapped in a link conditioner with perfect conditions, so
+    /// [`KcpLinkConditions`] works on it.
+    ///
+    /// ```no_run
+    /// use bevy_kcpnet::KcpServer;
+    /// use bevy_kcpnet::kcpnet::Config;
+    ///
+    /// let server = KcpServer::bind("0.0.0.0:7777", Config::default())?;
+    /// let any_port = KcpServer::bind(("127.0.0.1", 0), Config::default())?;
+    /// # Ok::<(), bevy_kcpnet::kcpnet::Error>(())
+    /// ```
+    pub fn bind(addr: impl ToSocketAddrs, config: Config) -> Result<KcpServer, kcpnet::Error> {
         glue::bind_server(addr, config).map(KcpServer::from_server)
     }
 
@@ -98,15 +133,19 @@ impl KcpServer {
         self.server.send(id, data, channel)
     }
 
-    /// Sends `data` to every connected peer; returns how many accepted it.
+    /// Sends `data` to every connected peer; returns how many accepted it
+    /// ([`kcpnet::Server::broadcast`]).
     pub fn broadcast(&mut self, data: &[u8], channel: Channel) -> usize {
-        let ids: Vec<ConnectionId> = self.server.connections().collect();
-        ids.into_iter()
-            .filter(|&id| self.server.send(id, data, channel).is_ok())
-            .count()
+        self.server.broadcast(data, channel)
     }
 
-    /// Closes a connection at once; a [`ServerEvent::Disconnected`] with
+    /// Sends `data` to each connection in `ids`; returns how many accepted it
+    /// ([`kcpnet::Server::send_each`]).
+    pub fn send_each(&mut self, ids: &[ConnectionId], data: &[u8], channel: Channel) -> usize {
+        self.server.send_each(ids, data, channel)
+    }
+
+    /// Closes a connection at once; a `Disconnected` [`ServerEvent`] with
     /// [`DisconnectReason::Local`] follows.
     pub fn disconnect(&mut self, id: ConnectionId) -> Result<(), kcpnet::Error> {
         self.server.disconnect(id)
@@ -116,6 +155,53 @@ impl KcpServer {
     /// configured linger time passed).
     pub fn disconnect_graceful(&mut self, id: ConnectionId) -> Result<(), kcpnet::Error> {
         self.server.disconnect_graceful(id)
+    }
+
+    /// Closes a connection at once telling a kcpnet peer why: it sees
+    /// `Disconnected { reason: DisconnectReason::App { code, message } }` (a kcp2k peer sees
+    /// a plain disconnect). See [`kcpnet::Server::disconnect_with`] for the message limit.
+    ///
+    /// ```
+    /// # use bevy::prelude::*;
+    /// # use bevy_kcpnet::prelude::*;
+    /// // Kicks every client that sends an empty-looking message.
+    /// fn kick(mut events: MessageReader<ServerEvent>, mut server: ResMut<KcpServer>) {
+    ///     for event in events.read() {
+    ///         if let OwnedEvent::Data { id, data, .. } = &event.0 {
+    ///             if data.iter().all(|&b| b == 0) {
+    ///                 let _ = server.disconnect_with(*id, 4001, "zeros are not a message");
+    ///             }
+    ///         }
+    ///     }
+    /// }
+    /// # App::new().add_plugins(KcpServerPlugin).add_systems(Update, kick);
+    /// ```
+    pub fn disconnect_with(
+        &mut self,
+        id: ConnectionId,
+        code: u32,
+        message: &str,
+    ) -> Result<(), kcpnet::Error> {
+        self.server.disconnect_with(id, code, message)
+    }
+
+    /// [`KcpServer::disconnect_graceful`] with a reason, as [`KcpServer::disconnect_with`]:
+    /// the peer receives everything queued, then the reason.
+    pub fn disconnect_graceful_with(
+        &mut self,
+        id: ConnectionId,
+        code: u32,
+        message: &str,
+    ) -> Result<(), kcpnet::Error> {
+        self.server.disconnect_graceful_with(id, code, message)
+    }
+
+    /// Half-closes a connection ([`kcpnet::Server::shutdown_send`]): this side sends nothing
+    /// more, the peer gets a `PeerSendClosed` event after the last message, and the
+    /// peer's messages keep arriving until it shuts down its sending too; both sides then
+    /// see `Disconnected { reason: Finished }`.
+    pub fn shutdown_send(&mut self, id: ConnectionId) -> Result<(), kcpnet::Error> {
+        self.server.shutdown_send(id)
     }
 
     /// Connected peers (half-open handshakes not included).
@@ -133,6 +219,12 @@ impl KcpServer {
         self.server.state(id)
     }
 
+    /// True while a connection is connected: handshake done, not closing, neither side
+    /// half-closed ([`kcpnet::Server::is_connected`]).
+    pub fn is_connected(&self, id: ConnectionId) -> bool {
+        self.server.is_connected(id)
+    }
+
     /// A peer's address.
     pub fn remote_addr(&self, id: ConnectionId) -> Option<SocketAddr> {
         self.server.remote_addr(id)
@@ -147,6 +239,25 @@ impl KcpServer {
     /// retransmissions, queue depths.
     pub fn connection_stats(&self, id: ConnectionId) -> Option<ConnectionStats> {
         self.server.connection_stats(id)
+    }
+
+    /// How good a connection's link is: KCP and ping RTTs, windowed loss and rates, pending
+    /// reliable data ([`kcpnet::Server::connection_quality`]).
+    ///
+    /// ```
+    /// # use bevy::prelude::*;
+    /// # use bevy_kcpnet::prelude::*;
+    /// fn show_quality(server: Res<KcpServer>) {
+    ///     for id in server.connections() {
+    ///         if let Some(q) = server.connection_quality(id) {
+    ///             info!("{id}: rtt {} ms, loss {:.1}%", q.kcp_rtt_ms, q.loss * 100.0);
+    ///         }
+    ///     }
+    /// }
+    /// # App::new().add_systems(Update, show_quality.run_if(server_running));
+    /// ```
+    pub fn connection_quality(&self, id: ConnectionId) -> Option<ConnectionQuality> {
+        self.server.connection_quality(id)
     }
 
     /// Counters of the whole endpoint.
@@ -193,54 +304,33 @@ impl Drop for KcpServer {
     }
 }
 
-/// Something that happened on the server, as a bevy [`Message`]: read it with
-/// `MessageReader<ServerEvent>` in a system ordered after [`KcpSystems::Receive`].
+/// Something that happened on the server, as a bevy [`Message`]: kcpnet's own
+/// [`OwnedEvent`], with the message bytes in a [`Bytes`]. Every kcpnet event arrives, in
+/// kcpnet's order: `Connected`, `Data`, `PeerSendClosed` (the client half-closed),
+/// `Error`, and one `Disconnected` per `Connected` with its [`DisconnectReason`].
+///
+/// Read it with `MessageReader<ServerEvent>` in a system ordered after
+/// [`KcpSystems::Receive`]; match on `event.0` (or call [`OwnedEvent`]'s methods through
+/// `Deref`, e.g. `event.id()`).
 #[derive(Message, Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ServerEvent {
-    /// A client completed the handshake (and proved it receives at its address).
-    Connected {
-        /// The connection.
-        id: ConnectionId,
-        /// The client's address.
-        addr: SocketAddr,
-    },
-    /// A message arrived.
-    Data {
-        /// The connection.
-        id: ConnectionId,
-        /// Reliable (ordered, exactly once) or unreliable.
-        channel: Channel,
-        /// The message.
-        data: Bytes,
-    },
-    /// A connection ended; exactly one per `Connected`. No `Data` follows it.
-    Disconnected {
-        /// The connection.
-        id: ConnectionId,
-        /// Why it ended.
-        reason: DisconnectReason,
-    },
-    /// A problem on a connection, usually followed by `Disconnected`.
-    Error {
-        /// The connection.
-        id: ConnectionId,
-        /// kcp2k's error code.
-        code: ErrorCode,
-        /// What happened.
-        message: String,
-    },
+pub struct ServerEvent(pub OwnedEvent<Bytes>);
+
+impl Deref for ServerEvent {
+    type Target = OwnedEvent<Bytes>;
+    fn deref(&self) -> &OwnedEvent<Bytes> {
+        &self.0
+    }
 }
 
-impl ServerEvent {
-    /// The connection the event belongs to.
-    pub fn id(&self) -> ConnectionId {
-        match self {
-            ServerEvent::Connected { id, .. }
-            | ServerEvent::Data { id, .. }
-            | ServerEvent::Disconnected { id, .. }
-            | ServerEvent::Error { id, .. } => *id,
-        }
+impl From<OwnedEvent<Bytes>> for ServerEvent {
+    fn from(event: OwnedEvent<Bytes>) -> Self {
+        ServerEvent(event)
+    }
+}
+
+impl From<ServerEvent> for OwnedEvent<Bytes> {
+    fn from(event: ServerEvent) -> Self {
+        event.0
     }
 }
 
@@ -307,10 +397,10 @@ fn server_receive(
     if open.server != serial {
         // The server was removed or replaced: it closed these connections when dropped.
         for id in open.ids.drain() {
-            events.write(ServerEvent::Disconnected {
+            events.write(ServerEvent(OwnedEvent::Disconnected {
                 id,
                 reason: DisconnectReason::Closed,
-            });
+            }));
         }
         open.server = serial;
     }
@@ -318,11 +408,11 @@ fn server_receive(
         return;
     };
     glue::server_tick_incoming(&mut server.server, |event| {
-        match &event {
-            ServerEvent::Connected { id, .. } => {
+        match &event.0 {
+            OwnedEvent::Connected { id, .. } => {
                 open.ids.insert(*id);
             }
-            ServerEvent::Disconnected { id, .. } => {
+            OwnedEvent::Disconnected { id, .. } => {
                 open.ids.remove(id);
             }
             _ => {}

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use bevy::app::{AppExit, ScheduleRunnerPlugin};
 use bevy::prelude::*;
 use bevy_kcpnet::kcpnet::io::{Conditions, LinkConditioner, ManualClock, MemoryNetwork};
-use bevy_kcpnet::kcpnet::{Channel, Config, ConnectionId, DisconnectReason};
+use bevy_kcpnet::kcpnet::{
+    Channel, CloseMessage, Config, ConnectionId, ConnectionState, DisconnectReason,
+};
 use bevy_kcpnet::prelude::*;
 
 const FRAME: Duration = Duration::from_millis(10);
@@ -69,15 +71,20 @@ impl Pair {
     }
 
     fn new_client(&mut self, addr: &str) {
+        let client = self.kcp_client(addr);
+        self.client.insert_resource(client);
+    }
+
+    /// A client resource at `addr` on the pair's network, connecting to the server.
+    fn kcp_client(&self, addr: &str) -> KcpClient {
         let socket = self.net.bind(addr.parse().unwrap()).unwrap();
-        let client = KcpClient::with_conditioned_transport(
+        KcpClient::with_conditioned_transport(
             LinkConditioner::new(socket, 2),
             Box::new(self.clock.clone()),
             self.server_addr,
             Config::default(),
         )
-        .unwrap();
-        self.client.insert_resource(client);
+        .unwrap()
     }
 
     /// One frame of each app, then 10 ms of virtual time.
@@ -106,8 +113,8 @@ impl Pair {
     }
 
     fn server_id(&self) -> Option<ConnectionId> {
-        self.server_seen().iter().find_map(|e| match e {
-            ServerEvent::Connected { id, .. } => Some(*id),
+        self.server_seen().iter().find_map(|e| match &e.0 {
+            OwnedEvent::Connected { id, .. } => Some(*id),
             _ => None,
         })
     }
@@ -127,8 +134,8 @@ impl Pair {
     fn server_data(&self) -> Vec<(Channel, Vec<u8>)> {
         self.server_seen()
             .iter()
-            .filter_map(|e| match e {
-                ServerEvent::Data { channel, data, .. } => Some((*channel, data.to_vec())),
+            .filter_map(|e| match &e.0 {
+                OwnedEvent::Data { channel, data, .. } => Some((*channel, data.to_vec())),
                 _ => None,
             })
             .collect()
@@ -137,8 +144,8 @@ impl Pair {
     fn client_data(&self) -> Vec<(Channel, Vec<u8>)> {
         self.client_seen()
             .iter()
-            .filter_map(|e| match e {
-                ClientEvent::Data { channel, data } => Some((*channel, data.to_vec())),
+            .filter_map(|e| match &e.0 {
+                OwnedEvent::Data { channel, data, .. } => Some((*channel, data.to_vec())),
                 _ => None,
             })
             .collect()
@@ -151,7 +158,7 @@ fn connect_exchange_both_channels_and_read_stats() {
     let id = p.connect();
     assert!(matches!(
         p.client_seen().first(),
-        Some(ClientEvent::Connected { addr }) if *addr == p.server_addr
+        Some(ClientEvent(OwnedEvent::Connected { addr, .. })) if *addr == p.server_addr
     ));
 
     // Sending is a method on the resource, from anywhere that can reach it.
@@ -215,20 +222,22 @@ fn client_disconnect_is_seen_on_both_sides_with_the_reason() {
     p.step_until(50, |p| {
         p.server_seen()
             .iter()
-            .any(|e| matches!(e, ServerEvent::Disconnected { .. }))
+            .any(|e| matches!(e.0, OwnedEvent::Disconnected { .. }))
     });
     assert_eq!(
         p.server_seen().last(),
-        Some(&ServerEvent::Disconnected {
+        Some(&ServerEvent(OwnedEvent::Disconnected {
             id,
             reason: DisconnectReason::Remote
-        })
+        }))
     );
+    let client_id = p.client_res().id();
     assert_eq!(
         p.client_seen().last(),
-        Some(&ClientEvent::Disconnected {
+        Some(&ClientEvent(OwnedEvent::Disconnected {
+            id: client_id,
             reason: DisconnectReason::Local
-        })
+        }))
     );
     let client = p.client_res();
     assert!(client.is_disconnected());
@@ -245,11 +254,11 @@ fn client_disconnect_is_seen_on_both_sides_with_the_reason() {
         (
             p.server_seen()
                 .iter()
-                .filter(|e| matches!(e, ServerEvent::Disconnected { .. }))
+                .filter(|e| matches!(e.0, OwnedEvent::Disconnected { .. }))
                 .count(),
             p.client_seen()
                 .iter()
-                .filter(|e| matches!(e, ClientEvent::Disconnected { .. }))
+                .filter(|e| matches!(e.0, OwnedEvent::Disconnected { .. }))
                 .count(),
         )
     };
@@ -270,10 +279,12 @@ fn server_kick_reaches_the_client_as_remote() {
         p.client_res().disconnect_reason(),
         Some(DisconnectReason::Remote)
     );
-    assert!(p.server_seen().contains(&ServerEvent::Disconnected {
-        id,
-        reason: DisconnectReason::Local
-    }));
+    assert!(p
+        .server_seen()
+        .contains(&ServerEvent(OwnedEvent::Disconnected {
+            id,
+            reason: DisconnectReason::Local
+        })));
 }
 
 #[test]
@@ -290,27 +301,252 @@ fn removing_the_resources_ends_every_connection_once() {
     );
     assert_eq!(
         p.server_seen().last(),
-        Some(&ServerEvent::Disconnected {
+        Some(&ServerEvent(OwnedEvent::Disconnected {
             id,
             reason: DisconnectReason::Closed
-        })
+        }))
     );
 
     // Removing a live client reports a local disconnect.
     let mut p = Pair::new();
     p.connect();
+    let client_id = p.client_res().id();
     p.client.world_mut().remove_resource::<KcpClient>();
     p.step_until(20, |p| {
         p.server_seen()
             .iter()
-            .any(|e| matches!(e, ServerEvent::Disconnected { .. }))
+            .any(|e| matches!(e.0, OwnedEvent::Disconnected { .. }))
     });
     assert_eq!(
         p.client_seen().last(),
-        Some(&ClientEvent::Disconnected {
+        Some(&ClientEvent(OwnedEvent::Disconnected {
+            id: client_id,
             reason: DisconnectReason::Local
-        })
+        }))
     );
+}
+
+#[test]
+fn half_close_reaches_the_app_as_peer_send_closed_then_finished() {
+    let mut p = Pair::new();
+    let id = p.connect();
+    let client_id = p.client_res().id();
+    let mut server = p.server.world_mut().resource_mut::<KcpServer>();
+    server.send(id, b"last words", Channel::Reliable).unwrap();
+    server.shutdown_send(id).unwrap();
+    assert_eq!(server.state(id), Some(ConnectionState::SendClosed));
+    assert!(server.send(id, b"too late", Channel::Reliable).is_err());
+
+    // The client app sees the server's last message, then PeerSendClosed, in that order.
+    p.step_until(50, |p| {
+        p.client_seen()
+            .iter()
+            .any(|e| matches!(e.0, OwnedEvent::PeerSendClosed { .. }))
+    });
+    let tail: Vec<&OwnedEvent<bevy_kcpnet::Bytes>> =
+        p.client_seen().iter().skip(1).map(|e| &e.0).collect();
+    assert_eq!(
+        tail,
+        [
+            &OwnedEvent::Data {
+                id: client_id,
+                channel: Channel::Reliable,
+                data: bevy_kcpnet::Bytes::from_static(b"last words"),
+            },
+            &OwnedEvent::PeerSendClosed { id: client_id },
+        ]
+    );
+    assert_eq!(p.client_res().state(), ConnectionState::PeerSendClosed);
+    assert!(!p.client_res().is_disconnected());
+
+    // The client can still answer, then half-closes too: both sides end with Finished.
+    let mut client = p.client.world_mut().resource_mut::<KcpClient>();
+    client.send(b"reply", Channel::Reliable).unwrap();
+    client.shutdown_send().unwrap();
+    p.step_until(100, |p| {
+        p.client_res().is_disconnected()
+            && p.server_seen()
+                .iter()
+                .any(|e| matches!(e.0, OwnedEvent::Disconnected { .. }))
+    });
+    let server_tail: Vec<&OwnedEvent<bevy_kcpnet::Bytes>> =
+        p.server_seen().iter().skip(1).map(|e| &e.0).collect();
+    assert_eq!(
+        server_tail,
+        [
+            &OwnedEvent::Data {
+                id,
+                channel: Channel::Reliable,
+                data: bevy_kcpnet::Bytes::from_static(b"reply"),
+            },
+            &OwnedEvent::PeerSendClosed { id },
+            &OwnedEvent::Disconnected {
+                id,
+                reason: DisconnectReason::Finished,
+            },
+        ]
+    );
+    assert_eq!(
+        p.client_seen().last(),
+        Some(&ClientEvent(OwnedEvent::Disconnected {
+            id: client_id,
+            reason: DisconnectReason::Finished,
+        }))
+    );
+    assert_eq!(
+        p.client_res().disconnect_reason(),
+        Some(DisconnectReason::Finished)
+    );
+}
+
+#[test]
+fn close_reasons_reach_the_app_both_ways() {
+    // The server kicks with a code and a message.
+    let mut p = Pair::new();
+    let id = p.connect();
+    let client_id = p.client_res().id();
+    p.server
+        .world_mut()
+        .resource_mut::<KcpServer>()
+        .disconnect_with(id, 4001, "kicked: speed hack")
+        .unwrap();
+    p.step_until(50, |p| p.client_res().is_disconnected());
+    let kicked = DisconnectReason::App {
+        code: 4001,
+        message: CloseMessage::new("kicked: speed hack").unwrap(),
+    };
+    assert_eq!(
+        p.client_seen().last(),
+        Some(&ClientEvent(OwnedEvent::Disconnected {
+            id: client_id,
+            reason: kicked,
+        }))
+    );
+    assert_eq!(p.client_res().disconnect_reason(), Some(kicked));
+    assert_eq!(
+        p.server_seen().last(),
+        Some(&ServerEvent(OwnedEvent::Disconnected {
+            id,
+            reason: DisconnectReason::Local,
+        }))
+    );
+
+    // The client leaves gracefully with a reason, after its last message.
+    let mut p = Pair::new();
+    let id = p.connect();
+    let mut client = p.client.world_mut().resource_mut::<KcpClient>();
+    client.send(b"gg", Channel::Reliable).unwrap();
+    client.disconnect_graceful_with(7, "rage quit").unwrap();
+    p.step_until(100, |p| {
+        p.server_seen()
+            .iter()
+            .any(|e| matches!(e.0, OwnedEvent::Disconnected { .. }))
+    });
+    assert_eq!(p.server_data(), vec![(Channel::Reliable, b"gg".to_vec())]);
+    assert_eq!(
+        p.server_seen().last(),
+        Some(&ServerEvent(OwnedEvent::Disconnected {
+            id,
+            reason: DisconnectReason::App {
+                code: 7,
+                message: CloseMessage::new("rage quit").unwrap(),
+            },
+        }))
+    );
+
+    // A message too long for a close reason is a typed error, and nothing happens.
+    let mut p = Pair::new();
+    let id = p.connect();
+    let long = "x".repeat(CloseMessage::MAX_LEN + 1);
+    let mut server = p.server.world_mut().resource_mut::<KcpServer>();
+    assert!(matches!(
+        server.disconnect_with(id, 1, &long),
+        Err(bevy_kcpnet::kcpnet::Error::ReasonTooLong { .. })
+    ));
+    assert!(server.is_connected(id));
+    let mut client = p.client.world_mut().resource_mut::<KcpClient>();
+    assert!(client.disconnect_with(1, &long).is_err());
+    assert!(client.is_connected());
+}
+
+#[test]
+fn broadcast_reaches_every_connected_client() {
+    let mut p = Pair::new();
+    // Two more client apps on the same network: three clients in all.
+    let mut others: Vec<App> = (3..5)
+        .map(|i| {
+            let mut app = App::new();
+            app.add_plugins((MinimalPlugins, KcpClientPlugin))
+                .init_resource::<Seen<ClientEvent>>()
+                .add_systems(PreUpdate, record::<ClientEvent>.after(KcpSystems::Receive))
+                .insert_resource(p.kcp_client(&format!("10.0.0.{i}:5000")));
+            app
+        })
+        .collect();
+    let step = |p: &mut Pair, others: &mut [App]| {
+        for app in others.iter_mut() {
+            app.update();
+        }
+        p.step();
+    };
+    for _ in 0..200 {
+        if p.server.world().resource::<KcpServer>().connection_count() == 3 {
+            break;
+        }
+        step(&mut p, &mut others);
+    }
+    let mut server = p.server.world_mut().resource_mut::<KcpServer>();
+    assert_eq!(server.connection_count(), 3);
+    let ids: Vec<ConnectionId> = server.connections().collect();
+    assert_eq!(server.broadcast(b"to everyone", Channel::Reliable), 3);
+    assert_eq!(
+        server.send_each(&ids[..2], b"to two", Channel::Unreliable),
+        2
+    );
+    for _ in 0..20 {
+        step(&mut p, &mut others);
+    }
+    let data = |seen: &[ClientEvent]| -> Vec<Vec<u8>> {
+        seen.iter()
+            .filter_map(|e| match &e.0 {
+                OwnedEvent::Data { data, .. } => Some(data.to_vec()),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut got: Vec<Vec<Vec<u8>>> = vec![data(p.client_seen())];
+    for app in &others {
+        got.push(data(&app.world().resource::<Seen<ClientEvent>>().0));
+    }
+    // Every client got the broadcast once; exactly two got the targeted message.
+    assert!(got
+        .iter()
+        .all(|d| d.iter().filter(|m| m.as_slice() == b"to everyone").count() == 1));
+    assert_eq!(
+        got.iter()
+            .filter(|d| d.iter().any(|m| m.as_slice() == b"to two"))
+            .count(),
+        2
+    );
+    // Link quality is there for every connection.
+    let server = p.server.world().resource::<KcpServer>();
+    for &id in &ids {
+        let q = server.connection_quality(id).unwrap();
+        assert!(q.connected_ms > 0, "{q:?}");
+    }
+    assert!(p.client_res().connection_quality().connected_ms > 0);
+
+    // A client that left is no longer counted.
+    others[0]
+        .world_mut()
+        .resource_mut::<KcpClient>()
+        .disconnect();
+    for _ in 0..20 {
+        step(&mut p, &mut others);
+    }
+    let mut server = p.server.world_mut().resource_mut::<KcpServer>();
+    assert_eq!(server.broadcast(b"fewer", Channel::Reliable), 2);
+    assert_eq!(server.send_each(&ids, b"fewer", Channel::Reliable), 2);
 }
 
 #[derive(Resource, Default)]
@@ -434,18 +670,18 @@ fn a_new_client_resource_is_a_new_attempt() {
     let connected = p
         .client_seen()
         .iter()
-        .filter(|e| matches!(e, ClientEvent::Connected { .. }))
+        .filter(|e| matches!(e.0, OwnedEvent::Connected { .. }))
         .count();
     let disconnected = p
         .client_seen()
         .iter()
-        .filter(|e| matches!(e, ClientEvent::Disconnected { .. }))
+        .filter(|e| matches!(e.0, OwnedEvent::Disconnected { .. }))
         .count();
     assert_eq!((connected, disconnected), (2, 1));
     p.step_until(50, |p| {
         p.server_seen()
             .iter()
-            .filter(|e| matches!(e, ServerEvent::Connected { .. }))
+            .filter(|e| matches!(e.0, OwnedEvent::Connected { .. }))
             .count()
             == 2
     });
@@ -458,7 +694,7 @@ fn headless_server_under_schedule_runner_over_loopback_udp() {
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
     let server = std::thread::spawn(move || {
         let mut app = App::new();
-        let server = KcpServer::bind("127.0.0.1:0".parse().unwrap(), Config::default()).unwrap();
+        let server = KcpServer::bind("127.0.0.1:0", Config::default()).unwrap();
         addr_tx.send(server.local_addr().unwrap()).unwrap();
         let started = Instant::now();
         app.add_plugins((
@@ -472,13 +708,13 @@ fn headless_server_under_schedule_runner_over_loopback_udp() {
                   mut server: ResMut<KcpServer>,
                   mut exit: MessageWriter<AppExit>| {
                 for event in events.read() {
-                    match event {
-                        ServerEvent::Data { id, channel, data } => {
+                    match &event.0 {
+                        OwnedEvent::Data { id, channel, data } => {
                             let mut reply = b"echo:".to_vec();
                             reply.extend_from_slice(data);
                             server.send(*id, &reply, *channel).unwrap();
                         }
-                        ServerEvent::Disconnected { reason, .. } => {
+                        OwnedEvent::Disconnected { reason, .. } => {
                             assert_eq!(*reason, DisconnectReason::Remote);
                             exit.write(AppExit::Success);
                         }
@@ -498,13 +734,13 @@ fn headless_server_under_schedule_runner_over_loopback_udp() {
     app.add_plugins((MinimalPlugins, KcpClientPlugin))
         .init_resource::<Seen<ClientEvent>>()
         .add_systems(PreUpdate, record::<ClientEvent>.after(KcpSystems::Receive))
-        .insert_resource(KcpClient::connect("127.0.0.1", addr.port(), Config::default()).unwrap());
+        .insert_resource(KcpClient::connect(addr, Config::default()).unwrap());
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut sent = false;
     loop {
         app.update();
         let seen = &app.world().resource::<Seen<ClientEvent>>().0;
-        if seen.iter().any(|e| matches!(e, ClientEvent::Data { .. })) {
+        if seen.iter().any(|e| matches!(e.0, OwnedEvent::Data { .. })) {
             break;
         }
         let mut client = app.world_mut().resource_mut::<KcpClient>();
@@ -516,10 +752,12 @@ fn headless_server_under_schedule_runner_over_loopback_udp() {
         std::thread::sleep(Duration::from_millis(2));
     }
     let seen = &app.world().resource::<Seen<ClientEvent>>().0;
-    assert!(seen.contains(&ClientEvent::Data {
+    let id = app.world().resource::<KcpClient>().id();
+    assert!(seen.contains(&ClientEvent(OwnedEvent::Data {
+        id,
         channel: Channel::Reliable,
         data: bevy_kcpnet::Bytes::from_static(b"echo:ping"),
-    }));
+    })));
     app.world_mut().remove_resource::<KcpClient>();
     assert_eq!(server.join().unwrap(), AppExit::Success);
 }

@@ -641,7 +641,7 @@ fn main() -> ExitCode {
     match args.mode {
         Mode::Server => {
             let port = args.port.unwrap_or(7777);
-            let server = KcpServer::bind(([127, 0, 0, 1], port).into(), config).unwrap();
+            let server = KcpServer::bind(("127.0.0.1", port), config).unwrap();
             println!(
                 "server on {}: {} NPCs, {:.0}% loss, {} ms ± {} ms each way; waiting for {} clients",
                 server.local_addr().unwrap(),
@@ -655,15 +655,12 @@ fn main() -> ExitCode {
         }
         Mode::Client => {
             let port = args.port.unwrap_or(7777);
-            let client = KcpClient::connect(&args.host, port, config).unwrap();
+            let client = KcpClient::connect((args.host.as_str(), port), config).unwrap();
             exit_code(client_app(&args, client, args.index, true).run())
         }
         Mode::Both => {
-            let server = KcpServer::bind(
-                ([127, 0, 0, 1], args.port.unwrap_or(0)).into(),
-                config.clone(),
-            )
-            .unwrap();
+            let server =
+                KcpServer::bind(("127.0.0.1", args.port.unwrap_or(0)), config.clone()).unwrap();
             let addr = server.local_addr().unwrap();
             println!(
                 "server on {addr} + {} clients: {} NPCs, {:.0}% loss, {} ms ± {} ms each way, \
@@ -678,8 +675,7 @@ fn main() -> ExitCode {
             let mut server = server_app(&args, server);
             let mut clients: Vec<App> = (0..args.clients)
                 .map(|i| {
-                    let client =
-                        KcpClient::connect("127.0.0.1", addr.port(), config.clone()).unwrap();
+                    let client = KcpClient::connect(addr, config.clone()).unwrap();
                     client_app(&args, client, i as u32, false)
                 })
                 .collect();

@@ -10,8 +10,9 @@ use crate::glue::{self, SendFailure, StatsWindow};
 /// The client half of the backend. Adds [`KcpClientPlugin`] if the app does not have it yet.
 ///
 /// [`ClientState`] follows the [`KcpClient`] resource: `Connecting` during the handshake,
-/// `Connected` once it completed, `Disconnected` when the attempt ended or there is no
-/// resource. Insert a new `KcpClient` to reconnect; remove it to disconnect. [`ClientStats`]
+/// `Connected` once it completed — including while either side has half-closed the
+/// connection (`shutdown_send`) or a graceful disconnect flushes — and `Disconnected` once the
+/// attempt ended (its `Disconnected` event) or there is no resource. Insert a new `KcpClient` to reconnect; remove it to disconnect. [`ClientStats`]
 /// is updated every frame while connected.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct RepliconKcpClientPlugin;
@@ -55,15 +56,16 @@ fn receive_packets(
 ) {
     let server_channels = channels.server_channels().len();
     for event in events.read() {
-        match event {
-            ClientEvent::Data { data, .. } => match decode(data, server_channels) {
+        match &event.0 {
+            OwnedEvent::Data { data, .. } => match decode(data, server_channels) {
                 Ok((channel_id, message)) => messages.insert_received(channel_id, message),
                 Err(e) => warn!("dropping a message from the server: {e}"),
             },
-            ClientEvent::Connected { addr } => debug!("connected to {addr}"),
-            ClientEvent::Disconnected { reason } => debug!("disconnected: {reason:?}"),
-            ClientEvent::Error { code, message } => warn!("kcp: {code}: {message}"),
-            _ => {}
+            OwnedEvent::Connected { addr, .. } => debug!("connected to {addr}"),
+            OwnedEvent::PeerSendClosed { .. } => debug!("the server shut down its sending"),
+            OwnedEvent::Disconnected { reason, .. } => debug!("disconnected: {reason:?}"),
+            OwnedEvent::Error { code, message, .. } => warn!("kcp: {code}: {message}"),
+            other => debug!("kcp: {other:?}"),
         }
     }
 }
@@ -83,7 +85,8 @@ fn update_state(
         next.set(wanted);
         *window = StatsWindow::default();
     }
-    if let Some(client) = client.filter(|c| c.is_connected()) {
+    if let Some(client) = client.filter(|c| glue::client_state(c.state()) == ClientState::Connected)
+    {
         *stats = window.sample(time.elapsed_secs_f64(), client.connection_stats());
     }
 }
@@ -95,7 +98,7 @@ fn send_packets(
     mut frame: Local<Vec<u8>>,
 ) {
     let client_channels = channels.client_channels();
-    if !client.is_connected() {
+    if glue::client_state(client.state()) != ClientState::Connected {
         messages.drain_sent().for_each(drop);
         return;
     }

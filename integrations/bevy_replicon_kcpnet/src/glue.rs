@@ -40,8 +40,11 @@ pub(crate) enum SendFailure {
 
 pub(crate) fn classify_send_error(error: &kcpnet::Error) -> SendFailure {
     match error {
+        // `SendClosed`: this side half-closed the connection (`shutdown_send`); replicon's
+        // messages after that are dropped like those of a closing connection.
         kcpnet::Error::NotConnected
         | kcpnet::Error::ConnectionClosed
+        | kcpnet::Error::SendClosed
         | kcpnet::Error::UnknownConnection => SendFailure::Closed,
         // Backpressure on a reliable channel: dropping the message would make replication
         // diverge silently, so the peer is treated as unable to keep up.
@@ -56,14 +59,20 @@ pub(crate) fn network_id(id: ConnectionId) -> u64 {
     id.to_u64()
 }
 
-/// Replicon's view of a kcp2k client connection.
+/// Replicon's view of a kcp2k client connection: connected from the handshake until the
+/// connection has ended (its `Disconnected` event).
 pub(crate) fn client_state(state: ConnectionState) -> ClientState {
     match state {
         ConnectionState::Connecting => ClientState::Connecting,
-        // Still delivering while a graceful disconnect flushes.
-        ConnectionState::Connected | ConnectionState::Disconnecting => ClientState::Connected,
+        // Half-closed either way, or flushing a graceful disconnect: messages are still
+        // delivered in at least one direction until the connection ends.
+        ConnectionState::Connected
+        | ConnectionState::SendClosed
+        | ConnectionState::PeerSendClosed
+        | ConnectionState::Disconnecting => ClientState::Connected,
         ConnectionState::Disconnected => ClientState::Disconnected,
-        _ => ClientState::Disconnected,
+        // A state a later kcpnet adds: it is not the end (that is `Disconnected`).
+        _ => ClientState::Connected,
     }
 }
 

@@ -48,13 +48,13 @@
 //! }
 //!
 //! let mut server = app();
-//! let kcp_server = KcpServer::bind("127.0.0.1:0".parse().unwrap(), Config::default()).unwrap();
-//! let port = kcp_server.local_addr().unwrap().port();
+//! let kcp_server = KcpServer::bind("127.0.0.1:0", Config::default()).unwrap();
+//! let server_addr = kcp_server.local_addr().unwrap();
 //! server.insert_resource(kcp_server);
 //! server.world_mut().spawn((Replicated, Health(100)));
 //!
 //! let mut client = app();
-//! client.insert_resource(KcpClient::connect("127.0.0.1", port, Config::default()).unwrap());
+//! client.insert_resource(KcpClient::connect(server_addr, Config::default()).unwrap());
 //!
 //! let deadline = Instant::now() + Duration::from_secs(10);
 //! let replicated = loop {

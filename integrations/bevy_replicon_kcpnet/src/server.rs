@@ -5,7 +5,7 @@ use bevy::prelude::*;
 use bevy_kcpnet::prelude::*;
 use bevy_replicon::prelude::*;
 use bevy_replicon::shared::backend::connected_client::NetworkId;
-use kcpnet::{ConnectionId, DisconnectReason};
+use kcpnet::{ConnectionId, DisconnectReason, OwnedEvent};
 
 use crate::channels::{self, decode, encode};
 use crate::glue::{self, SendFailure, StatsWindow};
@@ -119,8 +119,8 @@ fn receive_packets(
 ) {
     let client_channels = channels.client_channels().len();
     for event in events.read() {
-        match event {
-            ServerEvent::Connected { id, addr } => {
+        match &event.0 {
+            OwnedEvent::Connected { id, addr } => {
                 let max_size = server
                     .as_ref()
                     .map_or(0, |s| glue::max_unreliable_message(s.config()));
@@ -137,7 +137,7 @@ fn receive_packets(
                 debug!("kcp client {id} from {addr} is `{client}`");
                 entities.live.insert(*id, client);
             }
-            ServerEvent::Data { id, data, .. } => {
+            OwnedEvent::Data { id, data, .. } => {
                 let Some(&client) = entities.live.get(id) else {
                     continue; // detached: its entity is gone
                 };
@@ -156,7 +156,7 @@ fn receive_packets(
                     }
                 }
             }
-            ServerEvent::Disconnected { id, reason } => {
+            OwnedEvent::Disconnected { id, reason } => {
                 let client = if let Some(client) = entities.live.remove(id) {
                     commands.entity(client).despawn();
                     client
@@ -172,10 +172,13 @@ fn receive_packets(
                     reason: *reason,
                 });
             }
-            ServerEvent::Error { id, code, message } => {
+            OwnedEvent::Error { id, code, message } => {
                 warn!("kcp client {id}: {code}: {message}");
             }
-            _ => {}
+            // The client half-closed: its entity stays (replicon's messages to it are still
+            // delivered) until the connection ends with `Disconnected`.
+            OwnedEvent::PeerSendClosed { id } => debug!("kcp client {id} shut down its sending"),
+            other => debug!("kcp: {other:?}"),
         }
     }
 }

@@ -11,7 +11,9 @@ use bevy::state::app::StatesPlugin;
 use bevy::time::TimeUpdateStrategy;
 use bevy_replicon::prelude::*;
 use bevy_replicon_kcpnet::kcpnet::io::{Conditions, LinkConditioner, ManualClock, MemoryNetwork};
-use bevy_replicon_kcpnet::kcpnet::{Channel as KcpChannel, Config, DisconnectReason};
+use bevy_replicon_kcpnet::kcpnet::{
+    Channel as KcpChannel, Config, ConnectionState, DisconnectReason,
+};
 use bevy_replicon_kcpnet::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -476,4 +478,130 @@ fn replicated_state_converges_under_loss() {
     assert!(server.conditioner_stats().unwrap().dropped > 50);
     let client = s.client.world().resource::<KcpClient>();
     assert!(client.connection_stats().retransmits > 0);
+}
+
+#[test]
+fn a_half_closed_client_stays_connected_until_it_disconnects() {
+    let mut s = Setup::connected(|app| {
+        app.add_server_message::<Test>(Channel::Ordered);
+    });
+    let client = s.connected_clients()[0];
+    let id = s.server.world().get::<KcpConnection>(client).unwrap().id();
+
+    // The client half-closes: it sends nothing more, but it still receives.
+    s.client
+        .world_mut()
+        .resource_mut::<KcpClient>()
+        .shutdown_send()
+        .unwrap();
+    s.steps(20);
+    assert_eq!(
+        s.client.world().resource::<KcpClient>().state(),
+        ConnectionState::SendClosed
+    );
+    assert_eq!(
+        s.server.world().resource::<KcpServer>().state(id),
+        Some(ConnectionState::PeerSendClosed)
+    );
+    assert_eq!(s.client_state(), ClientState::Connected);
+    assert_eq!(s.connected_clients(), [client]);
+    assert!(s.disconnects().is_empty());
+
+    // Replication and server messages still reach it (its own sends, replicon's acks, are
+    // dropped without closing anything).
+    let entity = s
+        .server
+        .world_mut()
+        .spawn((Replicated, Position(1.0, 2.0)))
+        .id();
+    s.server.world_mut().write_message(ToClients {
+        targets: SendTargets::All,
+        message: Test(9),
+    });
+    s.step_until(20, |s| s.remote_positions() == [Position(1.0, 2.0)]);
+    s.server.world_mut().get_mut::<Position>(entity).unwrap().0 = 3.0;
+    s.step_until(20, |s| s.remote_positions() == [Position(3.0, 2.0)]);
+    let received: Vec<Test> = s
+        .client
+        .world_mut()
+        .resource_mut::<Messages<Test>>()
+        .drain()
+        .collect();
+    assert_eq!(received, vec![Test(9)]);
+    assert_eq!(s.client_state(), ClientState::Connected);
+    assert_eq!(s.connected_clients(), [client]);
+
+    // The server half-closes too: the connection finishes on both sides.
+    s.server
+        .world_mut()
+        .resource_mut::<KcpServer>()
+        .shutdown_send(id)
+        .unwrap();
+    s.step_until(100, |s| {
+        s.client_state() == ClientState::Disconnected && !s.disconnects().is_empty()
+    });
+    assert!(s.connected_clients().is_empty());
+    assert_eq!(
+        s.disconnects(),
+        &[ClientDisconnected {
+            client,
+            id,
+            reason: DisconnectReason::Finished
+        }]
+    );
+    assert_eq!(
+        s.client.world().resource::<KcpClient>().disconnect_reason(),
+        Some(DisconnectReason::Finished)
+    );
+}
+
+#[test]
+fn a_client_whose_server_half_closed_still_sends_until_it_disconnects() {
+    let mut s = Setup::connected(|app| {
+        app.add_client_message::<Test>(Channel::Ordered);
+    });
+    let client = s.connected_clients()[0];
+    let id = s.server.world().get::<KcpConnection>(client).unwrap().id();
+    s.server
+        .world_mut()
+        .resource_mut::<KcpServer>()
+        .shutdown_send(id)
+        .unwrap();
+    s.steps(20);
+    assert_eq!(
+        s.client.world().resource::<KcpClient>().state(),
+        ConnectionState::PeerSendClosed
+    );
+    assert_eq!(s.client_state(), ClientState::Connected);
+    assert_eq!(s.connected_clients(), [client]);
+
+    s.client.world_mut().write_message(Test(5));
+    s.step_until(20, |s| {
+        !s.server
+            .world()
+            .resource::<Messages<FromClient<Test>>>()
+            .is_empty()
+    });
+    let got: Vec<_> = s
+        .server
+        .world_mut()
+        .resource_mut::<Messages<FromClient<Test>>>()
+        .drain()
+        .map(|m| (m.client_id, m.message))
+        .collect();
+    assert_eq!(got, vec![(ClientId::Client(client), Test(5))]);
+
+    // The client leaves with a reason: the server reports it.
+    s.client
+        .world_mut()
+        .resource_mut::<KcpClient>()
+        .disconnect_with(3, "done")
+        .unwrap();
+    s.step_until(20, |s| !s.disconnects().is_empty());
+    assert_eq!(s.client_state(), ClientState::Disconnected);
+    assert!(s.connected_clients().is_empty());
+    assert!(matches!(
+        s.disconnects()[0].reason,
+        DisconnectReason::App { code: 3, message } if &*message == "done"
+    ));
 }
