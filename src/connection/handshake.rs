@@ -23,7 +23,7 @@
 
 use std::net::SocketAddr;
 
-use super::extensions::{hello_block, parse_hello_block, Extensions, BLOCK_LEN};
+use super::extensions::{hello_block, parse_hello_block, Extensions, BLOCK_LEN, MAGIC};
 use crate::wire::datagram::{Channel, Datagram, ReliableHeader, DATAGRAM_HEADER_LEN};
 use crate::wire::segment::{segments, Command, SegmentHeader, SEGMENT_HEADER_LEN};
 
@@ -198,6 +198,31 @@ pub(crate) fn is_handshake_reply(payload: &[u8]) -> bool {
         }
     }
     any
+}
+
+/// Whether `payload` (the KCP part of a reliable datagram from our server, carrying its
+/// cookie, that KCP accepted) could only have been sent by a server connection that
+/// admitted us: it holds a segment the stateless reply never carries. That reply is an
+/// `ACK sn=0` and a `PUSH sn=0` with `una = 1`, and a server that stores nothing never sends
+/// anything else; an admitted connection has received our proof of address (sn ≥ 1), so it
+/// acknowledges sn ≥ 1, or sends `una ≥ 2`, or sends segments of its own beyond its Hello
+/// (a Pong, data, a window probe). A retransmission of its Hello before it saw our proof
+/// looks like the stateless reply and proves nothing.
+pub(crate) fn proves_admission(payload: &[u8]) -> bool {
+    segments(payload).any(|seg| match seg {
+        Ok((h, _)) => !(h.sn == 0 && h.una <= 1 && matches!(h.cmd, Command::Ack | Command::Push)),
+        Err(_) => false,
+    })
+}
+
+/// Whether a server's Hello payload (the bytes after its header byte) carries the kcpnet
+/// extension block: the server is kcpnet with `kcpnet_extensions` on, so it admits us only
+/// on our proof of address (stateless handshake). A bare Hello comes from a kcp2k server
+/// (which admitted us on our Hello) or from a kcpnet server with extensions off: the two
+/// cannot be told apart.
+pub(crate) fn announces_block(hello_payload: &[u8]) -> bool {
+    matches!(hello_payload, [m0, m1, m2, m3, version, _, _, _, _, ..]
+        if [*m0, *m1, *m2, *m3] == MAGIC && *version >= 1)
 }
 
 /// What the stateless reply needs from a client's Hello datagram.

@@ -210,6 +210,10 @@ pub(crate) struct Connection {
     established: bool,
     /// Server: our Hello is queued.
     hello_sent: bool,
+    /// Client: a kcpnet server's Hello arrived and our proof of address (a reliable Ping,
+    /// with the ACK of that Hello) is on its way; `Connected` waits for a datagram that only
+    /// an admitted connection sends (see [`handshake::proves_admission`]).
+    awaiting_admission: bool,
     kcp: Kcp,
     link: Link,
     limits: Limits,
@@ -270,6 +274,7 @@ impl Connection {
             state: ConnectionState::Connecting,
             established: false,
             hello_sent: false,
+            awaiting_admission: false,
             kcp,
             link: Link {
                 remote,
