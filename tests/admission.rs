@@ -17,10 +17,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kcpnet::io::{
-    Conditions, Direction, ManualClock, MemoryNetwork, MemorySocket,
-    Transport,
-};
+use kcpnet::io::{Conditions, Direction, ManualClock, MemoryNetwork, MemorySocket, Transport};
 use kcpnet::wire::datagram::Datagram;
 use kcpnet::wire::segment::{segments, Command};
 use kcpnet::{Channel, Client, Config, ConnectionState, Error, OwnedEvent};
@@ -320,7 +317,11 @@ fn a_lost_proof_of_address_is_retransmitted_and_admits_the_client() {
         ));
         sim.step();
     }
-    assert_eq!(sim.server.connection_count(), 1, "the retransmission admits");
+    assert_eq!(
+        sim.server.connection_count(),
+        1,
+        "the retransmission admits"
+    );
     for (t, dg) in &log.lock().unwrap().sent {
         if *t > dropped_at && segs(dg).iter().any(|s| s.0 == Command::Push && s.1 == 1) {
             retransmitted_at = Some(*t);

@@ -7,7 +7,9 @@
 //!
 //! Life of a connection:
 //! ```text
-//!   client: Connecting --server Hello--> Connected --disconnect / timeout / error--> Disconnected
+//!   client: Connecting --server Hello (proof of address sent)--> Connecting
+//!           --the server's answer to the proof (a bare Hello: at once)--> Connected
+//!           --disconnect / timeout / error--> Disconnected
 //!   server: (stateless Hello reply, nothing stored: see `handshake`)
 //!           a handshake reply carrying the endpoint's cookie --> Connecting --> Connected
 //!           at once --...--> Disconnected
@@ -70,8 +72,9 @@ const PING_WORK_MIN_MS: u32 = PING_INTERVAL_MS * 3 / 4;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ConnectionState {
-    /// Handshake in progress (a client waiting for the server's Hello; on a server only for
-    /// the moment the peer's admitting datagram is processed).
+    /// Handshake in progress (a client waiting for the server's Hello, then — against a
+    /// kcpnet server — for its answer to the client's proof of address; on a server only
+    /// for the moment the peer's admitting datagram is processed).
     Connecting,
     /// Handshake complete; both channels open.
     Connected,
