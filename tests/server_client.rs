@@ -1503,10 +1503,8 @@ fn idle_connection_memory_is_small() {
     let (mut sim, id) = connected_sim(Config::default(), 17);
     // The server's Pong to the client's proof of address is in flight when both ends have
     // reported `Connected` (one segment buffer): measure once it is acknowledged.
-    assert!(
-        sim.run_until(100, |s| s.server.connection_stats(id).unwrap().in_flight
-            == 0)
-    );
+    let acked = |s: &Sim| s.server.connection_stats(id).unwrap().in_flight == 0;
+    assert!(sim.run_until(100, acked));
     let fresh = sim.server.connection_memory(id).unwrap();
     sim.run_for(Duration::from_secs(5));
     let idle = sim.server.connection_memory(id).unwrap();
