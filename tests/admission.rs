@@ -469,3 +469,68 @@ fn a_kicked_clients_datagrams_do_not_readmit_it() {
     assert_eq!(sim.server.stats().connections_accepted, 1);
     assert!(sim.server.stats().dropped_unknown > before);
 }
+
+// ---------------------------------------------------------------- a full server
+
+/// A server at `max_connections` drops the proof of a further client (`dropped_limit`), and
+/// each of its retransmissions: that client never reports `Connected` (before, it did, and
+/// timed out 10 s later with the server knowing nothing of it); its sends are refused and the
+/// handshake timeout ends the attempt.
+#[test]
+fn a_client_the_full_server_cannot_admit_stays_connecting_until_the_handshake_timeout() {
+    let server_config = Config {
+        max_connections: 1,
+        ..Config::default()
+    };
+    let client_config = Config {
+        handshake_timeout_ms: 3_000,
+        ..Config::default()
+    };
+    let mut sim = Sim::new(server_config, 5);
+    sim.add_client(client_config.clone());
+    sim.connect_all(1_000);
+    let late = sim.add_client(client_config);
+    let start = now(&sim);
+    let mut ended_at = None;
+    for _ in 0..4_000 {
+        sim.step();
+        if sim.clients[late].state() == ConnectionState::Disconnected {
+            ended_at = Some(now(&sim));
+            break;
+        }
+        assert!(!sim.clients[late].is_connected());
+        assert!(matches!(
+            sim.clients[late].send(b"x", Channel::Unreliable),
+            Err(Error::NotConnected)
+        ));
+    }
+    let ended_at = ended_at.expect("the handshake timed out");
+    assert!(
+        (start + 3_000..=start + 3_100).contains(&ended_at),
+        "{start} → {ended_at}"
+    );
+    let events = &sim.client_events[late];
+    assert!(
+        matches!(
+            &events[..],
+            [
+                OwnedEvent::Error {
+                    code: kcpnet::ErrorCode::Timeout,
+                    ..
+                },
+                OwnedEvent::Disconnected {
+                    reason: kcpnet::DisconnectReason::Timeout,
+                    ..
+                }
+            ]
+        ),
+        "{events:?}"
+    );
+    let stats = sim.server.stats();
+    assert!(
+        stats.dropped_limit >= 3,
+        "the proof and its retransmissions: {stats:?}"
+    );
+    assert_eq!(stats.connections_accepted, 1);
+    assert_eq!(stats.dropped_unknown, 0);
+}
