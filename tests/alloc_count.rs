@@ -256,8 +256,8 @@ fn steady_state_echo_allocates_nothing_per_message() {
 }
 
 /// Large reliable messages, up to the largest (148 716 bytes, 128 fragments): one in flight
-/// at a time, echoed; after 1000 as a warm-up, the echoes of 20 more allocate nothing (the
-/// shared buffer pool and each connection's queues have reached the windows' size).
+/// at a time, echoed; after 300 as a warm-up, the echoes of 20 more allocate nothing (the shared
+/// buffer pool and each connection's queues have reached the windows' size).
 #[test]
 fn large_messages_allocate_nothing_in_steady_state() {
     for size in [60_000usize, 148_716] {
@@ -285,10 +285,7 @@ fn large_messages_allocate_nothing_in_steady_state() {
                 }
                 echoed
             };
-            // Long enough (about 4 s of virtual time) for the server's timer heap to reach
-            // its steady size: it keeps stale entries until they are due, up to the 2 s a
-            // server whose client pings waits before its own Ping.
-            assert_eq!(run(1000, &mut warm), 1000, "{size} bytes: warm-up echoes");
+            assert_eq!(run(300, &mut warm), 300, "{size} bytes: warm-up echoes");
             let mut tally = Tally::new();
             let echoed = run(20, &mut tally);
             println!(

@@ -340,14 +340,7 @@ fn scenarios(loss: f64) -> Vec<Scenario> {
         Scenario {
             name: "the server times out (the client's sends are lost)",
             server: short.clone(),
-            // The server hears last from the client before the client hears last from it
-            // (the client is `Connected` on the server's answer to its proof of address,
-            // and a server whose client pings sends no Ping of its own for 2 s): with equal
-            // timeouts the client's own would race the server's Close.
-            client: Config {
-                timeout_ms: 3_000,
-                ..Config::default()
-            },
+            client: short.clone(),
             conditions: lossy(loss),
             act: |s, _, step| {
                 if step == 0 {

@@ -443,11 +443,17 @@ impl Connection {
                 Control::Ping(ts) => {
                     if let (Some(ts), true) = (ts, self.is_open()) {
                         if self.pongs.allow(ctx.now) {
-                            if self.role == Role::Server {
+                            if self.role == Role::Server && ctx.now != self.connected_at {
                                 // The Pong keeps the client alive: our own Ping waits (see
                                 // `Connection::ping_due`), its other work rides on this
                                 // Ping (before the Pong is queued, so an idle send side
-                                // can be trimmed).
+                                // can be trimmed). Not the client's proof of address,
+                                // which arrives with the datagram that admitted it: it is
+                                // no keepalive (the client's start 0.5–1 s after its
+                                // `Connected`), so our first Ping keeps its time, as
+                                // before the proof existed, and with it the first
+                                // round-trip sample (an ACK of our Pong to the proof may
+                                // well never come: the client's `una` acknowledges it).
                                 self.last_pong = ctx.now;
                                 if time_diff(ctx.now, self.last_ping) >= PING_WORK_MIN_MS as i32 {
                                     self.ping_interval(ctx, false);
