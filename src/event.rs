@@ -206,7 +206,12 @@ impl fmt::Display for DisconnectReason {
 #[non_exhaustive]
 pub enum Event<'a> {
     /// The handshake completed. On a server this happens only after the client proved it
-    /// receives at its address (it echoed the server's cookie).
+    /// receives at its address (it echoed the server's cookie). On a client it means the
+    /// server has admitted it: against a kcpnet server it comes once the server answered
+    /// the client's proof of address (so it follows the server's `Connected`, and nothing
+    /// sent from now on is dropped as a stranger's); against a kcp2k server (a Hello
+    /// without kcpnet's extension block), on the server's Hello, as kcp2k's client. See
+    /// `docs/PROTOCOL.md`, "Handshake".
     Connected {
         /// The connection.
         id: ConnectionId,

@@ -1414,9 +1414,10 @@ fn pending_data_and_silence_are_visible() {
 // ====================================================================== handshake
 
 /// A client that sends unreliable messages the moment it sees `Connected` (before its
-/// `tick_outgoing`) reaches the server: its ACK of the server's Hello, which admits it
-/// there, goes out first. (Before, the echo client's first unreliable messages over UDP
-/// arrived ahead of the ACK and were dropped as a stranger's.)
+/// `tick_outgoing`) reaches the server: it reports `Connected` only once the server has
+/// admitted it (see tests/admission.rs). (Before, the echo client's first unreliable
+/// messages over UDP arrived ahead of its ACK of the server's Hello and were dropped as a
+/// stranger's.)
 #[test]
 fn unreliable_messages_sent_on_connected_are_not_lost() {
     let mut sim = Sim::new(Config::default(), 70);

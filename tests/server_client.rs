@@ -1504,6 +1504,10 @@ fn invalid_configs_are_refused_by_every_constructor() {
 #[test]
 fn idle_connection_memory_is_small() {
     let (mut sim, id) = connected_sim(Config::default(), 17);
+    // The server's Pong to the client's proof of address is in flight when both ends have
+    // reported `Connected` (one segment buffer): measure once it is acknowledged.
+    let acked = |s: &Sim| s.server.connection_stats(id).unwrap().in_flight == 0;
+    assert!(sim.run_until(100, acked));
     let fresh = sim.server.connection_memory(id).unwrap();
     sim.run_for(Duration::from_secs(5));
     let idle = sim.server.connection_memory(id).unwrap();

@@ -8,6 +8,10 @@
 //! * A datagram from an unknown endpoint whose cookie equals the cookie of this epoch or the
 //!   previous one ([`CookieKey::verify`]) proves that the sender receives at that endpoint:
 //!   only then is a connection created ([`super::Connection::new_server_verified`]).
+//! * The client's side: on our Hello it sends its proof of address, the ACK of that Hello and
+//!   a reliable Ping that KCP retransmits until acknowledged ([`is_handshake_reply`] admits
+//!   both). Against a kcpnet server ([`announces_block`]) it reports `Connected` only once
+//!   a datagram shows that the connection exists ([`proves_admission`]).
 //!
 //! A spoofer who does not receive at the address it claims never learns the cookie (31 bits
 //! of a keyed PRF of the address): it can make the server send one 54-byte reply per 30-byte
@@ -23,7 +27,7 @@
 
 use std::net::SocketAddr;
 
-use super::extensions::{hello_block, parse_hello_block, Extensions, BLOCK_LEN};
+use super::extensions::{hello_block, parse_hello_block, Extensions, BLOCK_LEN, MAGIC};
 use crate::wire::datagram::{Channel, Datagram, ReliableHeader, DATAGRAM_HEADER_LEN};
 use crate::wire::segment::{segments, Command, SegmentHeader, SEGMENT_HEADER_LEN};
 
@@ -186,9 +190,12 @@ fn siphash24(k0: u64, k1: u64, msg: &[u8]) -> u64 {
 
 /// Whether `payload` (the KCP part of a reliable datagram carrying a cookie that verifies)
 /// is what a client sends right after our stateless Hello reply: valid segments, conv 0,
-/// and `una <= 1` in each — the client has received our Hello (sn 0) and nothing else. A
-/// datagram of an older connection from the same endpoint (after a kick, say) has seen more
-/// of our segments, so it does not resurrect a connection while its cookie still verifies.
+/// and `una <= 1` in each — the client has received our Hello (sn 0) and nothing else.
+/// That is kcp2k's ACK of our Hello, and a kcpnet client's proof of address (the ACK and a
+/// reliable Ping, sn 1) and each retransmission of that Ping. A datagram of an older
+/// connection from the same endpoint (after a kick, say) has seen more of our segments
+/// (at least the Pong to its proof), so it does not resurrect a connection while its cookie
+/// still verifies.
 pub(crate) fn is_handshake_reply(payload: &[u8]) -> bool {
     let mut any = false;
     for seg in segments(payload) {
@@ -198,6 +205,31 @@ pub(crate) fn is_handshake_reply(payload: &[u8]) -> bool {
         }
     }
     any
+}
+
+/// Whether `payload` (the KCP part of a reliable datagram from our server, carrying its
+/// cookie, that KCP accepted) could only have been sent by a server connection that
+/// admitted us: it holds a segment the stateless reply never carries. That reply is an
+/// `ACK sn=0` and a `PUSH sn=0` with `una = 1`, and a server that stores nothing never sends
+/// anything else; an admitted connection has received our proof of address (sn ≥ 1), so it
+/// acknowledges sn ≥ 1, or sends `una ≥ 2`, or sends segments of its own beyond its Hello
+/// (a Pong, data, a window probe). A retransmission of its Hello before it saw our proof
+/// looks like the stateless reply and proves nothing.
+pub(crate) fn proves_admission(payload: &[u8]) -> bool {
+    segments(payload).any(|seg| match seg {
+        Ok((h, _)) => !(h.sn == 0 && h.una <= 1 && matches!(h.cmd, Command::Ack | Command::Push)),
+        Err(_) => false,
+    })
+}
+
+/// Whether a server's Hello payload (the bytes after its header byte) carries the kcpnet
+/// extension block: the server is kcpnet with `kcpnet_extensions` on, so it admits us only
+/// on our proof of address (stateless handshake). A bare Hello comes from a kcp2k server
+/// (which admitted us on our Hello) or from a kcpnet server with extensions off: the two
+/// cannot be told apart.
+pub(crate) fn announces_block(hello_payload: &[u8]) -> bool {
+    matches!(hello_payload, [m0, m1, m2, m3, version, _, _, _, _, ..]
+        if [*m0, *m1, *m2, *m3] == MAGIC && *version >= 1)
 }
 
 /// What the stateless reply needs from a client's Hello datagram.
@@ -380,6 +412,97 @@ mod tests {
         assert!(!is_handshake_reply(&two));
         assert!(!is_handshake_reply(&[]));
         assert!(!is_handshake_reply(&[1, 2, 3]));
+    }
+
+    fn datagram_payload(segs: &[(Command, u32, u32)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for &(cmd, sn, una) in segs {
+            let len = u32::from(cmd == Command::Push);
+            let h = SegmentHeader {
+                conv: 0,
+                cmd,
+                frg: 0,
+                wnd: 128,
+                ts: 1,
+                sn,
+                una,
+                len,
+            };
+            out.extend_from_slice(&h.to_bytes());
+            if len == 1 {
+                out.push(ReliableHeader::Ping.as_u8());
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_proof_of_address_and_its_retransmissions_admit() {
+        // The proof: ACK of our Hello, then the client's Ping (sn 1), both una 1.
+        let proof = datagram_payload(&[(Command::Ack, 0, 1), (Command::Push, 1, 1)]);
+        assert!(is_handshake_reply(&proof));
+        // Its retransmission, alone or with a later connecting Ping.
+        assert!(is_handshake_reply(&datagram_payload(&[(
+            Command::Push,
+            1,
+            1
+        )])));
+        assert!(is_handshake_reply(&datagram_payload(&[
+            (Command::Push, 1, 1),
+            (Command::Push, 2, 1)
+        ])));
+        // Once the client got our Pong (sn 1): an older connection's datagram.
+        assert!(!is_handshake_reply(&datagram_payload(&[(
+            Command::Push,
+            2,
+            2
+        )])));
+    }
+
+    #[test]
+    fn only_a_connection_proves_admission() {
+        // The stateless reply, and a retransmission of our Hello before the proof arrived.
+        let reply = datagram_payload(&[(Command::Ack, 0, 1), (Command::Push, 0, 1)]);
+        assert!(!proves_admission(&reply));
+        assert!(!proves_admission(&datagram_payload(&[(
+            Command::Push,
+            0,
+            1
+        )])));
+        assert!(!proves_admission(&[]));
+        // The ACK of the proof, the Pong, una past the proof, a window probe.
+        assert!(proves_admission(&datagram_payload(&[(Command::Ack, 1, 1)])));
+        assert!(proves_admission(&datagram_payload(&[
+            (Command::Ack, 1, 2),
+            (Command::Push, 1, 2)
+        ])));
+        assert!(proves_admission(&datagram_payload(&[(
+            Command::Push,
+            0,
+            2
+        )])));
+        assert!(proves_admission(&datagram_payload(&[(
+            Command::WindowAsk,
+            0,
+            1
+        )])));
+    }
+
+    #[test]
+    fn only_a_hello_with_the_block_announces_kcpnet() {
+        assert!(announces_block(&hello_block(Extensions::ALL)));
+        assert!(announces_block(&hello_block(Extensions::NONE)));
+        let mut later = hello_block(Extensions::HALF_CLOSE).to_vec();
+        later.extend_from_slice(&[9, 1, 0]); // a later version's options
+        assert!(announces_block(&later));
+        assert!(!announces_block(&[]));
+        assert!(!announces_block(&hello_block(Extensions::ALL)[..8]));
+        let mut v0 = hello_block(Extensions::ALL);
+        v0[4] = 0;
+        assert!(!announces_block(&v0));
+        let mut other = hello_block(Extensions::ALL);
+        other[0] = b'X';
+        assert!(!announces_block(&other));
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //!
 //! Life of a connection:
 //! ```text
-//!   client: Connecting --server Hello--> Connected --disconnect / timeout / error--> Disconnected
+//!   client: Connecting --server Hello (proof of address sent)--> Connecting
+//!           --the server's answer to the proof (a bare Hello: at once)--> Connected
+//!           --disconnect / timeout / error--> Disconnected
 //!   server: (stateless Hello reply, nothing stored: see `handshake`)
 //!           a handshake reply carrying the endpoint's cookie --> Connecting --> Connected
 //!           at once --...--> Disconnected
@@ -70,8 +72,9 @@ const PING_WORK_MIN_MS: u32 = PING_INTERVAL_MS * 3 / 4;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ConnectionState {
-    /// Handshake in progress (a client waiting for the server's Hello; on a server only for
-    /// the moment the peer's admitting datagram is processed).
+    /// Handshake in progress (a client waiting for the server's Hello, then — against a
+    /// kcpnet server — for its answer to the client's proof of address; on a server only
+    /// for the moment the peer's admitting datagram is processed).
     Connecting,
     /// Handshake complete; both channels open.
     Connected,
@@ -210,6 +213,10 @@ pub(crate) struct Connection {
     established: bool,
     /// Server: our Hello is queued.
     hello_sent: bool,
+    /// Client: a kcpnet server's Hello arrived and our proof of address (a reliable Ping,
+    /// with the ACK of that Hello) is on its way; `Connected` waits for a datagram that only
+    /// an admitted connection sends (see [`handshake::proves_admission`]).
+    awaiting_admission: bool,
     kcp: Kcp,
     link: Link,
     limits: Limits,
@@ -270,6 +277,7 @@ impl Connection {
             state: ConnectionState::Connecting,
             established: false,
             hello_sent: false,
+            awaiting_admission: false,
             kcp,
             link: Link {
                 remote,

@@ -24,8 +24,9 @@ use crate::wire::WireError;
 
 /// A reliable control message, read out of the event arena before its slot is given back.
 enum Control {
-    /// A Hello and the extensions its payload announces.
-    Hello(Extensions),
+    /// A Hello, the extensions its payload announces, and whether it carries the kcpnet
+    /// extension block at all.
+    Hello(Extensions, bool),
     /// A Ping and its 4-byte timestamp, if it has one.
     Ping(Option<u32>),
     /// A Pong and the timestamp it echoes, if it is 4 bytes.
@@ -97,6 +98,9 @@ impl Connection {
                     // cookie cannot lock the client out of its server.
                     self.link.cookie = dgram.cookie;
                 }
+                if self.awaiting_admission && handshake::proves_admission(dgram.payload) {
+                    self.on_admitted(ctx);
+                }
                 if handshaking {
                     // The handshake's segments carry the peer's whole receive window: kept
                     // for mismatch reports.
@@ -115,10 +119,20 @@ impl Connection {
                 if dgram.payload.first() == Some(&UNRELIABLE_QUALITY_REPORT)
                     && self.ext.contains(Extensions::QUALITY_REPORTS) =>
             {
+                if self.awaiting_admission {
+                    // Only a connection sends reports: the server admitted us.
+                    self.on_admitted(ctx);
+                }
                 self.on_quality_report(ctx, &dgram.payload[1..]);
             }
             Channel::Unreliable => match parse_unreliable(dgram.payload) {
                 Ok((UnreliableHeader::Data, payload)) => {
+                    if self.awaiting_admission {
+                        // Data with the server's cookie: the stateless handshake never
+                        // sends any, so a connection exists there (its reliable answer to
+                        // our proof may be late or lost). `Connected` comes first.
+                        self.on_admitted(ctx);
+                    }
                     // After the peer's SendShutdown, unreliable data it sent before (and
                     // that was reordered behind it) is dropped: nothing follows the event.
                     if self.receives_data() {
@@ -231,12 +245,13 @@ impl Connection {
             ConnectionState::Disconnected => {}
             ConnectionState::Connecting => {
                 if self.role == Role::Client
+                    && self.link.cookie != 0
                     && time_diff(now, self.last_ping) >= PING_INTERVAL_MS as i32
                 {
-                    // As kcp2k's client does. Once the client knows the cookie this also
-                    // completes the server's return-routability check when the server's
-                    // Hello retransmissions are lost and nothing else is left to send, and
-                    // either way it refills a half-open peer's send budget.
+                    // As kcp2k's client does, but only once the client knows the cookie:
+                    // before, a kcpnet server drops anything but a Hello from a stranger
+                    // (the Hello's retransmissions are what reaches it). After, it adds to
+                    // the proof of address KCP is already retransmitting.
                     self.last_ping = now;
                     let _ = self
                         .kcp
@@ -424,15 +439,21 @@ impl Connection {
             let control = self.control(first, &slot[1..]);
             ctx.events.unreserve(start);
             match control {
-                Control::Hello(offer) => self.on_hello(ctx, offer),
+                Control::Hello(offer, block) => self.on_hello(ctx, offer, block),
                 Control::Ping(ts) => {
                     if let (Some(ts), true) = (ts, self.is_open()) {
                         if self.pongs.allow(ctx.now) {
-                            if self.role == Role::Server {
+                            if self.role == Role::Server && ctx.now != self.connected_at {
                                 // The Pong keeps the client alive: our own Ping waits (see
                                 // `Connection::ping_due`), its other work rides on this
                                 // Ping (before the Pong is queued, so an idle send side
-                                // can be trimmed).
+                                // can be trimmed). Not the client's proof of address,
+                                // which arrives with the datagram that admitted it: it is
+                                // no keepalive (the client's start 0.5–1 s after its
+                                // `Connected`), so our first Ping keeps its time, as
+                                // before the proof existed, and with it the first
+                                // round-trip sample (an ACK of our Pong to the proof may
+                                // well never come: the client's `una` acknowledges it).
                                 self.last_pong = ctx.now;
                                 if time_diff(ctx.now, self.last_ping) >= PING_WORK_MIN_MS as i32 {
                                     self.ping_interval(ctx, false);
@@ -471,7 +492,10 @@ impl Connection {
                 Control::SendShutdown
             }
             _ => match ReliableHeader::try_from(first) {
-                Ok(ReliableHeader::Hello) => Control::Hello(parse_hello_block(payload)),
+                Ok(ReliableHeader::Hello) => Control::Hello(
+                    parse_hello_block(payload),
+                    handshake::announces_block(payload),
+                ),
                 Ok(ReliableHeader::Ping) => Control::Ping(parse_u32_payload(payload)),
                 Ok(ReliableHeader::Pong) => Control::Pong(parse_u32_payload(payload)),
                 // Handled by the caller.
@@ -497,8 +521,9 @@ impl Connection {
         }
     }
 
-    /// A Hello whose payload announced `announced` extensions.
-    fn on_hello(&mut self, ctx: &mut Ctx<'_>, announced: Extensions) {
+    /// A Hello whose payload announced `announced` extensions (`block`: it carried the
+    /// kcpnet extension block).
+    fn on_hello(&mut self, ctx: &mut Ctx<'_>, announced: Extensions, block: bool) {
         match (self.role, self.state) {
             (Role::Server, ConnectionState::Connecting) => {
                 if !self.hello_sent {
@@ -507,29 +532,57 @@ impl Connection {
                     let _ = self.kcp.send(&hello[..len]);
                 }
             }
-            (Role::Client, ConnectionState::Connecting) => {
+            (Role::Client, ConnectionState::Connecting) if !self.awaiting_admission => {
                 // The server's answer: what it accepted of our offer (a kcp2k server's bare
                 // Hello announces nothing).
                 self.ext = announced & self.offered;
-                self.state = ConnectionState::Connected;
-                self.established = true;
-                self.start_ping_clock(ctx.now);
-                info!(
-                    "connected to {} (kcpnet extensions {:#x})",
-                    self.link.remote,
-                    self.ext.bits()
-                );
-                ctx.events.push_connected(ctx.id, self.link.remote);
-                // Our ACK of the server's Hello is what admits us there (stateless
-                // handshake): send it now, before the application's first unreliable
-                // messages, which the server would drop as coming from a stranger.
+                // Our proof of address: a reliable Ping, flushed now together with our ACK
+                // of the server's Hello. A kcpnet server creates our connection only when
+                // a datagram carrying its cookie and `una <= 1` arrives (stateless
+                // handshake); as a reliable segment the Ping is retransmitted by KCP until
+                // the server acknowledges it, so a lost proof costs one RTO, not the wait
+                // for our first keepalive Ping. A kcp2k server answers it with a Pong.
+                self.last_ping = ctx.now;
+                let _ = self
+                    .kcp
+                    .send_with_header(&[ReliableHeader::Ping.as_u8()], &ctx.now.to_le_bytes());
                 let link = &mut self.link;
                 let tx = &mut *ctx.tx;
                 self.kcp
                     .flush_at(ctx.now, |buf| link.transmit_reliable(tx, buf));
+                if block && !self.offered.is_empty() {
+                    // A kcpnet server: until it shows that it admitted us, it would drop
+                    // our unreliable messages as coming from a stranger. `Connected` waits
+                    // for its answer to the proof (`handshake::proves_admission`).
+                    self.awaiting_admission = true;
+                    debug!(
+                        "{}: Hello received, waiting for the server to admit us",
+                        self.link.remote
+                    );
+                } else {
+                    // A bare Hello: a kcp2k server, which admitted us on our Hello, or a
+                    // kcpnet server with extensions off, which cannot be told from it (the
+                    // proof above is retransmitted until it arrives there).
+                    self.on_admitted(ctx);
+                }
             }
             _ => self.protocol_error(ctx, "unexpected second Hello".into()),
         }
+    }
+
+    /// Client: the server has admitted us (a bare Hello, or a datagram only an admitted
+    /// connection sends): `Connected`.
+    fn on_admitted(&mut self, ctx: &mut Ctx<'_>) {
+        self.awaiting_admission = false;
+        self.state = ConnectionState::Connected;
+        self.established = true;
+        self.start_ping_clock(ctx.now);
+        info!(
+            "connected to {} (kcpnet extensions {:#x})",
+            self.link.remote,
+            self.ext.bits()
+        );
+        ctx.events.push_connected(ctx.id, self.link.remote);
     }
 
     /// The peer broke the protocol: report `InvalidReceive` and disconnect. A server's
