@@ -295,6 +295,9 @@ fn handshake_and_reliable_data_both_ways_under_loss() {
                 "an unreliable message arrived twice"
             );
         }
+        // Connected means admitted: nothing the client sent was taken for a stranger's.
+        let stats = p.server.stats();
+        assert_eq!(stats.dropped_unknown, 0, "seed {seed}: {stats:?}");
     }
 }
 
