@@ -46,6 +46,15 @@ impl std::fmt::Debug for Client {
 }
 
 impl Client {
+    crate::driver::api::driver_api!(
+        Client,
+        ClientCtx,
+        client,
+        "client",
+        "Client::connect(\"127.0.0.1:7777\", Config::default())",
+        "disconnect()"
+    );
+
     /// Starts connecting to `addr` over a new UDP socket: anything [`ToSocketAddrs`] takes,
     /// such as `"127.0.0.1:7777"`, `("game.example.com", 7777)` or a [`SocketAddr`] (the
     /// first address it resolves to is used). A name that does not resolve gives
@@ -76,10 +85,7 @@ impl Client {
         remote: SocketAddr,
         config: Config,
     ) -> Result<Client, Error> {
-        let handle = conditioner.handle();
-        let mut client = Client::with_transport(Box::new(conditioner), clock, remote, config)?;
-        client.io.conditioner = Some(handle);
-        Ok(client)
+        Client::over(Io::conditioned(conditioner, clock), remote, config)
     }
 
     /// A client over any [`Transport`] and [`Clock`] (an in-memory network and a virtual
@@ -90,8 +96,11 @@ impl Client {
         remote: SocketAddr,
         config: Config,
     ) -> Result<Client, Error> {
+        Client::over(Io::new(transport, clock), remote, config)
+    }
+
+    fn over(io: Io, remote: SocketAddr, config: Config) -> Result<Client, Error> {
         let mut endpoint = Endpoint::client(config)?;
-        let io = Io::new(transport, clock);
         let id = endpoint.connect(io.clock.now(), remote)?;
         Ok(Client {
             io,
@@ -101,20 +110,9 @@ impl Client {
         })
     }
 
-    /// The configuration in use.
-    pub fn config(&self) -> &Config {
-        self.endpoint.config()
-    }
-
     /// The id used in this client's events.
     pub fn id(&self) -> ConnectionId {
         self.id
-    }
-
-    /// The local socket address (for a client made by [`Client::connect`], the source
-    /// address the OS chose for the server, not the wildcard).
-    pub fn local_addr(&self) -> Result<SocketAddr, Error> {
-        Ok(self.io.transport.local_addr()?)
     }
 
     /// The server's address.
@@ -162,11 +160,6 @@ impl Client {
             .unwrap_or(Extensions::NONE)
     }
 
-    /// Endpoint counters (datagrams, bytes, drops).
-    pub fn stats(&self) -> EndpointStats {
-        self.endpoint.stats()
-    }
-
     /// KCP segments queued or in flight: a measure of send backlog.
     pub fn send_backlog(&self) -> usize {
         self.endpoint.send_backlog(self.id).unwrap_or(0)
@@ -184,34 +177,6 @@ impl Client {
         self.endpoint.conn(self.id).map_or(0, |c| c.memory_bytes())
     }
 
-    /// Sets link conditions on this client's transport (see [`Client::connect`]). Fails with
-    /// [`Error::InvalidArgument`] if the client has no conditioner (one made by
-    /// [`Client::with_transport`]).
-    pub fn set_conditions(
-        &mut self,
-        direction: Direction,
-        conditions: Conditions,
-    ) -> Result<(), Error> {
-        self.io.set_conditions(direction, conditions)
-    }
-
-    /// Sets link conditions for one peer address on this client's transport.
-    pub fn set_peer_conditions(
-        &mut self,
-        peer: SocketAddr,
-        direction: Direction,
-        conditions: Conditions,
-    ) -> Result<(), Error> {
-        self.io.set_peer_conditions(peer, direction, conditions)
-    }
-
-    /// The handle of this client's link conditioner, for everything beyond
-    /// `set_conditions`: per-peer conditions, statistics, reseeding (clone it to keep it).
-    /// `None` for a client made by [`Client::with_transport`].
-    pub fn conditioner(&self) -> Option<&ConditionerHandle> {
-        self.io.conditioner.as_ref()
-    }
-
     // ------------------------------------------------------------------ ticks
 
     /// Reads every pending datagram, runs the connection's timers and takes its complete
@@ -219,46 +184,6 @@ impl Client {
     /// [`Client::poll_event`].
     pub fn tick_incoming(&mut self) {
         self.io.tick_incoming(&mut self.endpoint, Some(self.remote));
-    }
-
-    /// Flushes KCP (handshake, messages, ACKs, retransmissions, pings).
-    pub fn tick_outgoing(&mut self) {
-        self.io.tick_outgoing(&mut self.endpoint);
-    }
-
-    /// Blocks until a datagram may have arrived, the connection's next timer is due, or
-    /// `max` passed, whichever is first (see [`crate::Server::wait`]). Returns at once when
-    /// events are waiting; after the connection ended it waits only for `max`.
-    pub fn wait(&mut self, max: Duration) -> Result<(), Error> {
-        self.io.wait(&self.endpoint, max)
-    }
-
-    /// How long until the client needs a tick; `Some(ZERO)` if work is due now, `None`
-    /// once the connection has ended and nothing else is scheduled. Never in the past.
-    pub fn poll_delay(&self) -> Option<Duration> {
-        self.io.poll_delay(&self.endpoint)
-    }
-
-    /// [`Client::tick_incoming`], then hands every event to `handler` with a [`ClientCtx`]
-    /// through which it can send, disconnect and query at once.
-    pub fn tick_incoming_with<F>(&mut self, handler: F)
-    where
-        F: FnMut(&mut ClientCtx<'_>, Event<'_>),
-    {
-        self.tick_incoming();
-        Io::dispatch(ClientCtx { client: self }, handler);
-    }
-
-    /// The queued events, each handed out with a [`ClientCtx`] so the application can reply
-    /// while it holds the event (see [`EventDrain`]).
-    pub fn drain_events(&mut self) -> EventDrain<ClientCtx<'_>> {
-        EventDrain::new(ClientCtx { client: self })
-    }
-
-    /// The next event, if any. Message data borrows the client until the next call; to
-    /// reply while holding an event use [`Client::drain_events`].
-    pub fn poll_event(&mut self) -> Option<Event<'_>> {
-        self.endpoint.poll_event()
     }
 
     // ---------------------------------------------------------- app requests
@@ -318,30 +243,6 @@ impl Client {
         self.io.request(&mut self.endpoint, false, |e, now, out| {
             e.shutdown_send(now, id, out)
         })
-    }
-
-    /// Keeps the network running until every connection has ended and the transport
-    /// holds nothing back (a link conditioner's delayed datagrams, a batch not yet
-    /// flushed), or `max` passed; returns whether it finished. Events raised meanwhile
-    /// (the `Disconnected`s) stay queued for [`Client::poll_event`].
-    ///
-    /// This is the clean way to stop: close first ([`Client::disconnect`] sends its close
-    /// datagrams within the call; [`Client::disconnect_graceful`] still needs the server's
-    /// acknowledgements), then linger, so that nothing the server is owed is lost with the
-    /// process:
-    ///
-    /// ```no_run
-    /// # use std::time::Duration;
-    /// # use kcpnet::{Config, Client};
-    /// # let mut client = Client::connect("127.0.0.1:7777", Config::default())?;
-    /// client.disconnect_graceful();
-    /// if !client.linger(Duration::from_secs(3)) {
-    ///     eprintln!("some peers did not acknowledge in time");
-    /// }
-    /// # Ok::<(), kcpnet::Error>(())
-    /// ```
-    pub fn linger(&mut self, max: Duration) -> bool {
-        self.io.linger(&mut self.endpoint, max)
     }
 }
 

@@ -47,6 +47,15 @@ impl std::fmt::Debug for Server {
 }
 
 impl Server {
+    crate::driver::api::driver_api!(
+        Server,
+        ServerCtx,
+        server,
+        "server",
+        "Server::bind(\"[::]:7777\", Config::default())",
+        "shutdown()"
+    );
+
     /// Binds a UDP server socket at `addr`: anything [`ToSocketAddrs`] takes, such as
     /// `"[::]:7777"`, `"0.0.0.0:7777"`, `("::", 7777)` or a [`SocketAddr`] (the first
     /// address it resolves to is used).
@@ -70,10 +79,7 @@ impl Server {
         clock: Box<dyn Clock>,
         config: Config,
     ) -> Result<Server, Error> {
-        let handle = conditioner.handle();
-        let mut server = Server::with_transport(Box::new(conditioner), clock, config)?;
-        server.io.conditioner = Some(handle);
-        Ok(server)
+        Server::over(Io::conditioned(conditioner, clock), config)
     }
 
     /// A server over any [`Transport`] and [`Clock`]: an in-memory network and a virtual
@@ -83,8 +89,12 @@ impl Server {
         clock: Box<dyn Clock>,
         config: Config,
     ) -> Result<Server, Error> {
+        Server::over(Io::new(transport, clock), config)
+    }
+
+    fn over(io: Io, config: Config) -> Result<Server, Error> {
         Ok(Server {
-            io: Io::new(transport, clock),
+            io,
             endpoint: Endpoint::server(config)?,
         })
     }
@@ -96,45 +106,6 @@ impl Server {
         self.endpoint.seed_cookies_for_testing(seed);
     }
 
-    /// The configuration in use.
-    pub fn config(&self) -> &Config {
-        self.endpoint.config()
-    }
-
-    /// The address the socket is bound to.
-    pub fn local_addr(&self) -> Result<SocketAddr, Error> {
-        Ok(self.io.transport.local_addr()?)
-    }
-
-    /// Sets link conditions (loss, latency, ...) for all peers, in one direction or both.
-    /// Fails with [`Error::InvalidArgument`] if the server has no conditioner (one made by
-    /// [`Server::with_transport`] rather than [`Server::bind`] or
-    /// [`Server::with_conditioned_transport`]).
-    pub fn set_conditions(
-        &mut self,
-        direction: Direction,
-        conditions: Conditions,
-    ) -> Result<(), Error> {
-        self.io.set_conditions(direction, conditions)
-    }
-
-    /// The handle of this server's link conditioner, for everything beyond
-    /// `set_conditions`: per-peer conditions, statistics, reseeding (clone it to keep it).
-    /// `None` for a server made by [`Server::with_transport`].
-    pub fn conditioner(&self) -> Option<&ConditionerHandle> {
-        self.io.conditioner.as_ref()
-    }
-
-    /// Sets link conditions for one peer address, overriding the global ones.
-    pub fn set_peer_conditions(
-        &mut self,
-        peer: SocketAddr,
-        direction: Direction,
-        conditions: Conditions,
-    ) -> Result<(), Error> {
-        self.io.set_peer_conditions(peer, direction, conditions)
-    }
-
     // ------------------------------------------------------------------ ticks
 
     /// Reads every pending datagram (up to `max_datagrams_per_tick`), runs the timers of the
@@ -142,70 +113,6 @@ impl Server {
     /// then ready in [`Server::drain_events`] / [`Server::poll_event`].
     pub fn tick_incoming(&mut self) {
         self.io.tick_incoming(&mut self.endpoint, None);
-    }
-
-    /// Flushes the connections that have something to send (new messages, ACKs, due
-    /// retransmissions, pings) and completes graceful disconnects.
-    pub fn tick_outgoing(&mut self) {
-        self.io.tick_outgoing(&mut self.endpoint);
-    }
-
-    /// Blocks until a datagram may have arrived, the next timer of a connection (or of the
-    /// link conditioner) is due, or `max` passed — whichever comes first — so a headless
-    /// server sleeps in the OS poller instead of spinning or sleeping a fixed time. Returns
-    /// at once when events are waiting or work is already due. Over the in-memory network
-    /// (virtual time) it returns at once.
-    ///
-    /// ```no_run
-    /// # use std::time::Duration;
-    /// # use kcpnet::{Config, Server};
-    /// let mut server = Server::bind("[::]:7777", Config::default())?;
-    /// loop {
-    ///     server.tick_incoming();
-    ///     // ... handle events, send ...
-    ///     server.tick_outgoing();
-    ///     server.wait(Duration::from_millis(16))?; // at most one 60 Hz frame
-    /// }
-    /// # Ok::<(), kcpnet::Error>(())
-    /// ```
-    pub fn wait(&mut self, max: Duration) -> Result<(), Error> {
-        self.io.wait(&self.endpoint, max)
-    }
-
-    /// How long until the server needs a tick: its earliest connection timer or delayed
-    /// datagram, `Some(ZERO)` if work is already due (events waiting, sends to flush), and
-    /// `None` if nothing is scheduled at all. Never a time in the past. Datagram arrival is
-    /// not predicted: [`Server::wait`] also wakes for that.
-    pub fn poll_delay(&self) -> Option<Duration> {
-        self.io.poll_delay(&self.endpoint)
-    }
-
-    /// [`Server::tick_incoming`], then hands every event to `handler` together with a
-    /// [`ServerCtx`] through which it can send, disconnect and query at once (as kcp2k's
-    /// `OnData`). Message bytes are borrowed; nothing is allocated per message.
-    pub fn tick_incoming_with<F>(&mut self, handler: F)
-    where
-        F: FnMut(&mut ServerCtx<'_>, Event<'_>),
-    {
-        self.tick_incoming();
-        Io::dispatch(ServerCtx { server: self }, handler);
-    }
-
-    /// The queued events, each handed out with a [`ServerCtx`] so the application can reply
-    /// while it holds the event, without copying the message (see [`EventDrain`]).
-    pub fn drain_events(&mut self) -> EventDrain<ServerCtx<'_>> {
-        EventDrain::new(ServerCtx { server: self })
-    }
-
-    /// The next event, if any. Message data borrows the server until the next call; to
-    /// reply while holding an event use [`Server::drain_events`].
-    pub fn poll_event(&mut self) -> Option<Event<'_>> {
-        self.endpoint.poll_event()
-    }
-
-    /// Events waiting in the queue.
-    pub fn pending_events(&self) -> usize {
-        self.endpoint.pending_events()
     }
 
     // ---------------------------------------------------------- app requests
@@ -336,29 +243,6 @@ impl Server {
         });
     }
 
-    /// Keeps the network running until every connection has ended and the transport
-    /// holds nothing back (a link conditioner's delayed datagrams, a batch not yet
-    /// flushed), or `max` passed; returns whether it finished. Events raised meanwhile
-    /// (the `Disconnected`s) stay queued for [`Server::poll_event`].
-    ///
-    /// This is the clean way to stop: close first ([`Server::shutdown`] sends the close
-    /// datagrams within the call; a graceful close needs the peer's acknowledgements), then
-    /// linger so that nothing the peers are owed is lost with the process:
-    ///
-    /// ```no_run
-    /// # use std::time::Duration;
-    /// # use kcpnet::{Config, Server};
-    /// # let mut server = Server::bind("[::]:7777", Config::default())?;
-    /// server.shutdown();
-    /// if !server.linger(Duration::from_secs(3)) {
-    ///     eprintln!("some peers did not acknowledge in time");
-    /// }
-    /// # Ok::<(), kcpnet::Error>(())
-    /// ```
-    pub fn linger(&mut self, max: Duration) -> bool {
-        self.io.linger(&mut self.endpoint, max)
-    }
-
     // --------------------------------------------------------------- queries
 
     /// Connections in the table: every one completed the handshake (nothing is stored for
@@ -376,12 +260,6 @@ impl Server {
     /// while sending or kicking (see [`Server::send_each`]).
     pub fn connections_into(&self, ids: &mut Vec<ConnectionId>) {
         self.endpoint.connections_into(ids);
-    }
-
-    /// The sans-IO endpoint under this server: the connection table, admission and
-    /// events, for queries the server does not forward.
-    pub fn endpoint(&self) -> &Endpoint {
-        &self.endpoint
     }
 
     /// The peer's address (IPv4-mapped IPv6 addresses are reported as IPv4).
@@ -463,11 +341,6 @@ impl Server {
     /// [`Server::connection_memory`] never exceeds it.
     pub fn connection_memory_bound(&self) -> usize {
         self.endpoint.connection_memory_bound()
-    }
-
-    /// Endpoint-wide counters.
-    pub fn stats(&self) -> EndpointStats {
-        self.endpoint.stats()
     }
 }
 

@@ -18,9 +18,11 @@ use crate::endpoint::{Endpoint, Transmit};
 use crate::error::Error;
 use crate::event::Event;
 use crate::io::{
-    Clock, ConditionerHandle, Conditions, Direction, PollReport, SocketOptions, Transport,
+    Clock, ConditionerHandle, Conditions, Direction, LinkConditioner, PollReport, SocketOptions,
+    Transport,
 };
 
+pub(crate) mod api;
 pub(crate) mod drain;
 
 pub(crate) use drain::Drainable;
@@ -97,6 +99,17 @@ impl Io {
             clock,
             recv_buf: vec![0; RECV_BUFFER_LEN],
         }
+    }
+
+    /// An `Io` over a link conditioner whose handle it keeps (`set_conditions`).
+    pub(crate) fn conditioned<T: Transport + 'static>(
+        conditioner: LinkConditioner<T>,
+        clock: Box<dyn Clock>,
+    ) -> Io {
+        let handle = conditioner.handle();
+        let mut io = Io::new(Box::new(conditioner), clock);
+        io.conditioner = Some(handle);
+        io
     }
 
     /// Releases what the transport holds back (delayed or batched datagrams), accounts for
