@@ -235,6 +235,34 @@ impl Server {
         })
     }
 
+    /// Starts a graceful drain, as a fleet manager's SIGTERM asks: the server admits nobody
+    /// from now on (a kcpnet client that tries ends with `Disconnected { reason: App { code,
+    /// message } }`; a kcp2k client gets no answer), and every connection is closed
+    /// gracefully with this reason, its queued reliable messages delivered first. Then
+    /// [`Server::linger`] runs the network until every connection has ended:
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use kcpnet::{Config, Server};
+    /// # let mut server = Server::bind("[::]:7777", Config::default())?;
+    /// server.begin_drain(1001, "server draining")?;
+    /// let clean = server.linger(Duration::from_secs(10));
+    /// # Ok::<(), kcpnet::Error>(())
+    /// ```
+    ///
+    /// Fails with [`Error::ReasonTooLong`] (nothing changes) for a message the close
+    /// datagram cannot carry: see [`Server::disconnect_with`].
+    pub fn begin_drain(&mut self, code: u32, message: &str) -> Result<(), Error> {
+        self.io.request(&mut self.endpoint, false, |e, now, out| {
+            e.begin_drain(now, code, message, out)
+        })
+    }
+
+    /// Whether [`Server::begin_drain`] was called.
+    pub fn is_draining(&self) -> bool {
+        self.endpoint.is_draining()
+    }
+
     /// Closes every connection (hard disconnect, Disconnect datagrams sent), reporting
     /// `Disconnected` for each connected one.
     pub fn shutdown(&mut self) {

@@ -139,6 +139,9 @@ pub struct EndpointStats {
     pub dropped_after_close: u64,
     /// Valid Hellos from unknown endpoints answered with the stateless reply (nothing stored).
     pub hello_replies: u64,
+    /// Handshakes a draining server refused (`Server::begin_drain`): Hellos it did not answer
+    /// and proofs of address it answered with the drain's reason instead of a connection.
+    pub refused_draining: u64,
     /// Peers that proved their address while `max_connections` was reached (dropped).
     pub dropped_limit: u64,
     /// Datagrams dropped by a connection (bad cookie, malformed, KCP-invalid).

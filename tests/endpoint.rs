@@ -558,3 +558,98 @@ fn requests_on_unknown_ids_fail_with_typed_errors() {
         .send(now, p.cid, b"", Channel::Reliable, &mut p.out)
         .is_err());
 }
+
+/// A draining server closes its connections gracefully with the drain's reason (queued
+/// messages first), tells a kcpnet client that tries to join why, answers a client without
+/// close reasons nothing, and stores nothing for either.
+#[test]
+fn a_draining_server_delivers_then_closes_and_admits_nobody() {
+    let mut p = Pair::new(9, 0.05, 10);
+    p.connect();
+    for i in 0..40 {
+        p.server_send(&message(b's', i), Channel::Reliable).unwrap();
+    }
+    let now = p.now();
+    assert!(matches!(
+        p.server.begin_drain(now, 7, &"x".repeat(200), &mut p.out),
+        Err(Error::ReasonTooLong { .. })
+    ));
+    assert!(!p.server.is_draining());
+    p.server
+        .begin_drain(now, 1001, "server draining", &mut p.out)
+        .unwrap();
+    p.take(false);
+    assert!(p.server.is_draining());
+    let drained = DisconnectReason::App {
+        code: 1001,
+        message: kcpnet::CloseMessage::new("server draining").unwrap(),
+    };
+    assert_eq!(
+        close_reasons(&mut p, 30_000),
+        (DisconnectReason::Local, drained)
+    );
+    let got = Pair::data(&p.client_events, Channel::Reliable);
+    assert_eq!(got, (0..40).map(|i| message(b's', i)).collect::<Vec<_>>());
+    assert_eq!(p.server.connection_count(), 0);
+
+    // A kcpnet client that tries now is told why and never connects.
+    let mut late = Endpoint::client(Config::default()).unwrap();
+    let late_addr: SocketAddr = "10.0.0.3:6000".parse().unwrap();
+    let id = late.connect(p.now(), p.server_addr).unwrap();
+    let mut events = Vec::new();
+    for _ in 0..2_000 {
+        let now = p.now();
+        late.handle_timeout(now, &mut p.out);
+        late.flush(now, &mut p.out);
+        let mut to_server = Vec::new();
+        while let Some((_, d)) = p.out.pop() {
+            to_server.push(d.to_vec());
+        }
+        for d in to_server {
+            p.server.handle_datagram(now, late_addr, &d, &mut p.out);
+            let mut replies = Vec::new();
+            while let Some((_, r)) = p.out.pop() {
+                replies.push(r.to_vec());
+            }
+            for r in replies {
+                late.handle_datagram(now, p.server_addr, &r, &mut p.out);
+            }
+        }
+        while let Some(e) = late.poll_event() {
+            events.push(e.to_owned_event());
+        }
+        if !events.is_empty() {
+            break;
+        }
+        p.now_ms += 1;
+    }
+    assert_eq!(
+        events,
+        vec![OwnedEvent::Disconnected {
+            id,
+            reason: drained
+        }]
+    );
+    assert_eq!(p.server.connection_count(), 0);
+    assert!(p.server.stats().refused_draining >= 1);
+
+    // A client without close reasons (as kcp2k) gets no Hello reply at all.
+    let mut plain = Endpoint::client(Config {
+        kcpnet_extensions: false,
+        ..Config::default()
+    })
+    .unwrap();
+    plain.connect(p.now(), p.server_addr).unwrap();
+    plain.flush(p.now(), &mut p.out);
+    let (_, hello) = p.out.pop().unwrap();
+    let hello = hello.to_vec();
+    let refused = p.server.stats().refused_draining;
+    p.server.handle_datagram(
+        p.now(),
+        "10.0.0.4:7000".parse().unwrap(),
+        &hello,
+        &mut p.out,
+    );
+    assert!(p.out.is_empty(), "a draining server answered a kcp2k Hello");
+    assert_eq!(p.server.stats().refused_draining, refused + 1);
+}

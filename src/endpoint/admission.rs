@@ -11,6 +11,7 @@ use log::{debug, trace};
 
 use super::table::Table;
 use super::{Shared, Transmit};
+use crate::connection::extensions::{close_head, CloseCause};
 use crate::connection::handshake::{
     is_handshake_reply, parse_client_hello, write_hello_reply, HELLO_REPLY_LEN,
 };
@@ -116,11 +117,24 @@ pub(super) fn on_stranger(
     }
     if d.channel == Channel::Reliable && is_handshake_reply(d.payload) {
         if let Some(accepted) = shared.key.verify_ext(&from, d.cookie, shared.now.ms) {
-            admit(table, shared, out, data, from, d.cookie, accepted);
+            if shared.draining.is_some() {
+                refuse(shared, out, from, d.cookie, accepted);
+            } else {
+                admit(table, shared, out, data, from, d.cookie, accepted);
+            }
             return;
         }
     }
     match parse_client_hello(data) {
+        Some(hello)
+            if shared.draining.is_some() && !hello.offered.contains(Extensions::CLOSE_REASONS) =>
+        {
+            // A draining server admits nobody, and a peer without close reasons could not be
+            // told why: no reply, so it does not believe it connected (a kcp2k client reports
+            // `Connected` on the Hello reply).
+            trace!("draining: no Hello reply to {from}");
+            shared.stats.refused_draining += 1;
+        }
         Some(hello) => {
             // The accepted extensions follow from this Hello alone and are bound into the
             // cookie, so admission recovers them without state.
@@ -149,6 +163,33 @@ pub(super) fn on_stranger(
             shared.stats.dropped_unknown += 1;
         }
     }
+}
+
+/// A draining endpoint's answer to a peer that proved its address: one Close datagram with
+/// the drain's reason (the peer learns why it was not admitted), computed from the datagram
+/// alone like the Hello reply — nothing is stored. A peer that did not negotiate close
+/// reasons gets nothing.
+fn refuse(
+    shared: &mut Shared,
+    out: &mut dyn Transmit,
+    from: SocketAddr,
+    cookie: u32,
+    accepted: Extensions,
+) {
+    shared.stats.refused_draining += 1;
+    let Some((code, message)) = shared.draining else {
+        return;
+    };
+    if !accepted.contains(Extensions::CLOSE_REASONS) {
+        return;
+    }
+    debug!("draining: refusing {from} ({code}: {message})");
+    let head = close_head(cookie, CloseCause::App, code, message.len());
+    let mut reply =
+        [0u8; crate::connection::extensions::CLOSE_OVERHEAD + crate::event::MAX_CLOSE_MESSAGE];
+    reply[..head.len()].copy_from_slice(&head);
+    reply[head.len()..head.len() + message.len()].copy_from_slice(message.as_bytes());
+    shared.send_datagram(out, &reply[..head.len() + message.len()], from);
 }
 
 /// Creates the connection of a peer that proved it receives at `from` (its datagram

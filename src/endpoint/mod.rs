@@ -77,7 +77,7 @@ use crate::config::Config;
 use crate::connection::handshake::CookieKey;
 use crate::connection::{Connection, ConnectionState, Ctx, Extensions, Tx};
 use crate::error::{Error, ErrorCode};
-use crate::event::{ConnectionId, DisconnectReason, Event, EventQueue};
+use crate::event::{CloseMessage, ConnectionId, DisconnectReason, Event, EventQueue};
 use crate::stats::{ConnectionQuality, ConnectionStats, EndpointStats};
 use crate::wire::datagram::Channel;
 
@@ -233,6 +233,8 @@ pub(crate) struct Shared {
     /// The secret behind the stateless handshake's cookies.
     pub key: CookieKey,
     pub recently_closed: RecentlyClosed,
+    /// Set by `begin_drain`: admit nobody; the reason new peers are told.
+    pub draining: Option<(u32, CloseMessage)>,
 }
 
 impl Shared {
@@ -349,6 +351,7 @@ impl Endpoint {
                 now: Now::default(),
                 key: CookieKey::new(OsRng.gen(), OsRng.gen()),
                 recently_closed: RecentlyClosed::default(),
+                draining: None,
             },
             table: Table::new(),
             listening,
@@ -675,6 +678,58 @@ impl Endpoint {
         out: &mut dyn Transmit,
     ) -> Result<(), Error> {
         self.request(now, id, out, true, |c, ctx| c.shutdown_send(ctx))
+    }
+
+    /// Starts draining: from now on the endpoint admits nobody — a kcpnet peer that tries
+    /// ends its handshake with `Disconnected { reason: App { code, message } }`, a peer
+    /// without close reasons (kcp2k) gets no answer — and every connection closes
+    /// gracefully with this reason (queued reliable data is delivered first). Fails with
+    /// [`Error::ReasonTooLong`], changing nothing, if `message` is longer than
+    /// [`CloseMessage::MAX_LEN`] or than the mtu allows (`mtu - 12`). Calling it again
+    /// changes the reason new peers are told; connections already closing keep theirs.
+    pub fn begin_drain(
+        &mut self,
+        now: Duration,
+        code: u32,
+        message: &str,
+        out: &mut dyn Transmit,
+    ) -> Result<(), Error> {
+        let max = CloseMessage::MAX_LEN.min(
+            self.shared
+                .config
+                .mtu
+                .saturating_sub(crate::connection::extensions::CLOSE_OVERHEAD),
+        );
+        let reason = CloseMessage::new(message)
+            .filter(|m| m.len() <= max)
+            .ok_or(Error::ReasonTooLong {
+                size: message.len(),
+                max,
+            })?;
+        let first = self.shared.draining.is_none();
+        self.shared.draining = Some((code, reason));
+        if first {
+            let ids: Vec<ConnectionId> = self
+                .table
+                .live_indices()
+                .filter_map(|i| self.table.id_of(i))
+                .collect();
+            for id in ids {
+                // A connection already closing keeps its own way out.
+                if self.state(id) == Some(ConnectionState::Connected)
+                    || self.state(id) == Some(ConnectionState::PeerSendClosed)
+                    || self.state(id) == Some(ConnectionState::SendClosed)
+                {
+                    let _ = self.disconnect_graceful_with(now, id, code, message, out);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether [`Endpoint::begin_drain`] was called.
+    pub fn is_draining(&self) -> bool {
+        self.shared.draining.is_some()
     }
 
     /// Closes every connection at once (Disconnect datagrams to `out`), reporting
