@@ -66,7 +66,6 @@
 //! assert_eq!(got.as_deref(), Some(&b"hello"[..]));
 //! ```
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -82,77 +81,14 @@ use crate::stats::{ConnectionQuality, ConnectionStats, EndpointStats};
 use crate::wire::datagram::Channel;
 
 mod admission;
+mod output;
 mod table;
+
+use output::CountingTx;
+pub use output::{Outbox, Transmit};
 
 use admission::RecentlyClosed;
 use table::{Table, SLOT_OVERHEAD};
-
-/// Where an endpoint's datagrams go: a socket (the drivers' adapter over a
-/// [`crate::io::Transport`]), an [`Outbox`], or any closure `FnMut(&[u8], SocketAddr) -> bool`.
-pub trait Transmit {
-    /// Sends one datagram to `to`, at once. Returns `false` if it was dropped (a full
-    /// socket buffer, an error): the endpoint counts it in
-    /// [`EndpointStats::send_errors`] and KCP retransmits reliable data.
-    fn transmit(&mut self, data: &[u8], to: SocketAddr) -> bool;
-}
-
-impl<F: FnMut(&[u8], SocketAddr) -> bool> Transmit for F {
-    fn transmit(&mut self, data: &[u8], to: SocketAddr) -> bool {
-        self(data, to)
-    }
-}
-
-/// A [`Transmit`] sink that keeps the datagrams, in order, for a pull-style loop (take them
-/// with [`Outbox::pop`]) or a test that inspects them. One byte buffer holds them all; it is
-/// reused once emptied, so a steady loop allocates nothing.
-#[derive(Debug, Default, Clone)]
-pub struct Outbox {
-    bytes: Vec<u8>,
-    datagrams: VecDeque<(SocketAddr, usize, usize)>,
-}
-
-impl Outbox {
-    /// An empty outbox.
-    pub fn new() -> Outbox {
-        Outbox::default()
-    }
-
-    /// Datagrams waiting.
-    pub fn len(&self) -> usize {
-        self.datagrams.len()
-    }
-
-    /// True when no datagram waits.
-    pub fn is_empty(&self) -> bool {
-        self.datagrams.is_empty()
-    }
-
-    /// The oldest datagram and its destination. Its bytes stay valid until the next call
-    /// that changes the outbox.
-    pub fn pop(&mut self) -> Option<(SocketAddr, &[u8])> {
-        // The buffer is reused from its start by the next `transmit` after the last pop.
-        let (to, start, len) = self.datagrams.pop_front()?;
-        Some((to, &self.bytes[start..start + len]))
-    }
-
-    /// Drops every waiting datagram.
-    pub fn clear(&mut self) {
-        self.bytes.clear();
-        self.datagrams.clear();
-    }
-}
-
-impl Transmit for Outbox {
-    fn transmit(&mut self, data: &[u8], to: SocketAddr) -> bool {
-        if self.datagrams.is_empty() {
-            self.bytes.clear();
-        }
-        let start = self.bytes.len();
-        self.bytes.extend_from_slice(data);
-        self.datagrams.push_back((to, start, data.len()));
-        true
-    }
-}
 
 /// The endpoint's clock reading in the forms the layers need: a `Duration`, milliseconds as
 /// `u64` for scheduling, and the wrapping `u32` KCP clock.
@@ -178,35 +114,6 @@ impl Now {
     /// Converts an absolute KCP time at or after `self` to scheduler milliseconds.
     pub(crate) fn to_ms(self, kcp_time: u32) -> u64 {
         self.ms + crate::kcp::time_diff(kcp_time, self.kcp()).max(0) as u64
-    }
-}
-
-/// Datagram output of a connection: to the caller's sink, counted.
-struct CountingTx<'a> {
-    out: &'a mut dyn Transmit,
-    stats: &'a mut EndpointStats,
-    /// Where `head ++ body` is assembled when both are present.
-    scratch: &'a mut Vec<u8>,
-}
-
-impl Tx for CountingTx<'_> {
-    fn send(&mut self, head: &[u8], body: &[u8], to: SocketAddr) -> bool {
-        let data: &[u8] = if body.is_empty() {
-            head
-        } else {
-            self.scratch.clear();
-            self.scratch.extend_from_slice(head);
-            self.scratch.extend_from_slice(body);
-            self.scratch
-        };
-        if self.out.transmit(data, to) {
-            self.stats.datagrams_sent += 1;
-            self.stats.bytes_sent += data.len() as u64;
-            true
-        } else {
-            self.stats.send_errors += 1;
-            false
-        }
     }
 }
 
