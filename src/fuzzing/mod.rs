@@ -2,9 +2,9 @@
 //! (`tests/fuzz_corpus.rs`); compiled only with the `fuzzing` feature, which adds no
 //! dependency. Not part of the public API: nothing here is stable.
 //!
-//! * [`connection_session`] drives a client-side and a server-side kcp2k connection (the
-//!   crate-private state machine, without the drivers) from raw fuzzer bytes, and checks the
-//!   invariants the drivers rely on.
+//! * [`connection_session`] drives a client and a listening [`crate::endpoint::Endpoint`]
+//!   (the code the drivers run: admission, the connection table, timers) from raw fuzzer
+//!   bytes, and checks the invariants the application relies on.
 //! * [`memory_bound`], [`Input`], [`message`] / [`parse_message`] and [`StreamCheck`] are
 //!   shared with the harnesses under `fuzz/harness/`.
 //!

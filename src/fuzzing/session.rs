@@ -700,8 +700,8 @@ fn mutate(d: &mut Vec<u8>, pos: usize, value: u8, kind: u8) {
     }
 }
 
-/// One fuzz case of the kcp2k connection state machine: a client-side and a server-side
-/// connection (the server's stateless handshake included) exchange datagrams through two
+/// One fuzz case of the endpoint and its connections: a client and a listening endpoint
+/// (the server's stateless handshake and admission included) exchange datagrams through two
 /// paths that `input` controls (delivery, loss, duplication, reordering, replay, mutation,
 /// injection of raw and crafted datagrams), with time, timers, application sends on both
 /// channels and hard or graceful disconnects from `input` too.
