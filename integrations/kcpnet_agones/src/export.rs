@@ -38,8 +38,13 @@ use metrics::{counter, gauge};
 use metrics_exporter_prometheus::PrometheusHandle;
 
 /// The quantiles published for RTT and loss.
-pub const QUANTILES: [(f64, &str); 5] =
-    [(0.0, "0"), (0.5, "0.5"), (0.9, "0.9"), (0.99, "0.99"), (1.0, "1")];
+pub const QUANTILES: [(f64, &str); 5] = [
+    (0.0, "0"),
+    (0.5, "0.5"),
+    (0.9, "0.9"),
+    (0.99, "0.99"),
+    (1.0, "1"),
+];
 
 /// A summary of what [`ServerMetrics::record`] published.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -113,7 +118,8 @@ impl ServerMetrics {
         for &id in &self.ids {
             if let Some(q) = server.connection_quality(id) {
                 self.rtts.push(q.kcp_rtt_ms);
-                self.losses.push(if q.loss.is_finite() { q.loss } else { 0.0 });
+                self.losses
+                    .push(if q.loss.is_finite() { q.loss } else { 0.0 });
                 queued += q.pending_reliable_bytes;
                 queued_max = queued_max.max(q.pending_reliable_bytes);
             }

@@ -345,11 +345,8 @@ fn sdk_thread(
         }
     };
     runtime.block_on(async move {
-        let sdk = tokio::time::timeout(
-            config.connect_timeout,
-            agones::Sdk::new(config.port, None),
-        )
-        .await;
+        let sdk =
+            tokio::time::timeout(config.connect_timeout, agones::Sdk::new(config.port, None)).await;
         let mut sdk = match sdk {
             Ok(Ok(sdk)) => sdk,
             Ok(Err(e)) => {
@@ -366,8 +363,16 @@ fn sdk_thread(
         };
         let info = match sdk.get_gameserver().await {
             Ok(gs) => GameServerInfo {
-                name: gs.object_meta.as_ref().map(|m| m.name.clone()).unwrap_or_default(),
-                state: gs.status.as_ref().map(|s| s.state.clone()).unwrap_or_default(),
+                name: gs
+                    .object_meta
+                    .as_ref()
+                    .map(|m| m.name.clone())
+                    .unwrap_or_default(),
+                state: gs
+                    .status
+                    .as_ref()
+                    .map(|s| s.state.clone())
+                    .unwrap_or_default(),
                 health_period_seconds: gs
                     .spec
                     .as_ref()

@@ -31,9 +31,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use kcpnet_agones::kcpnet::{Channel, Config, Event, Server};
 use kcpnet_agones::metrics_exporter_prometheus::PrometheusBuilder;
-use kcpnet_agones::{
-    AgonesConfig, AgonesHandle, DrainSignal, Fleet, FleetConfig, MetricsServer,
-};
+use kcpnet_agones::{AgonesConfig, AgonesHandle, DrainSignal, Fleet, FleetConfig, MetricsServer};
 
 /// logfmt to stderr: `ts=… level=… target=… <message>`; the message is itself key=value
 /// pairs for this binary's lines.
@@ -56,12 +54,12 @@ impl log::Log for Logfmt {
         let msg = record.args().to_string();
         let target = record.target();
         // This crate's own lines are already key=value; others are quoted.
-        let body = if target.starts_with("kcpnet_agones") || target.starts_with("kcpnet_agones_server")
-        {
-            msg
-        } else {
-            format!("msg=\"{}\"", msg.replace('"', "'"))
-        };
+        let body =
+            if target.starts_with("kcpnet_agones") || target.starts_with("kcpnet_agones_server") {
+                msg
+            } else {
+                format!("msg=\"{}\"", msg.replace('"', "'"))
+            };
         let line = format!(
             "ts={}.{:03} level={} target={} {}\n",
             ts.as_secs(),
@@ -102,7 +100,9 @@ struct Settings {
 fn settings() -> Result<Settings, String> {
     let port = match env("KCPNET_PORT").or_else(|| env("PORT")) {
         None => 7777,
-        Some(p) => p.parse().map_err(|_| format!("port {p:?} is not a UDP port"))?,
+        Some(p) => p
+            .parse()
+            .map_err(|_| format!("port {p:?} is not a UDP port"))?,
     };
     let metrics_addr = match env("KCPNET_METRICS_ADDR").as_deref() {
         Some("off") => None,
