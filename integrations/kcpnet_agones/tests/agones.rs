@@ -121,7 +121,11 @@ fn ready_health_players_and_a_shutdown_request_that_drains_real_clients() {
         until(Duration::from_secs(5), || {
             players.iter_mut().for_each(Player::tick);
             assert!(frame(&mut server, &mut fleet).is_none());
-            fleet.players() == 2 && dummy.label(LABEL_PLAYERS).as_deref() == Some("2")
+            fleet.players() == 2
+                && dummy.label(LABEL_PLAYERS).as_deref() == Some("2")
+                && dummy
+                    .annotation(kcpnet_agones::fleet::ANNOTATION_FIGURES)
+                    .is_some_and(|f| f.starts_with("players=2 "))
         }),
         "the disconnect was reported (label {:?})",
         dummy.label(LABEL_PLAYERS)
