@@ -195,20 +195,16 @@ impl Fleet {
     /// list too), `Disconnected` removes it. Other events are ignored.
     pub fn observe(&mut self, event: &Event<'_>) {
         match event {
-            Event::Connected { id, addr } => {
-                if self.players.insert(*id) {
-                    log::info!("event=player_connected id={id} addr={addr}");
-                    if let Some(agones) = &self.agones {
-                        agones.player_connected(&id.to_string());
-                    }
+            Event::Connected { id, addr } if self.players.insert(*id) => {
+                log::info!("event=player_connected id={id} addr={addr}");
+                if let Some(agones) = &self.agones {
+                    agones.player_connected(&id.to_string());
                 }
             }
-            Event::Disconnected { id, reason } => {
-                if self.players.remove(id) {
-                    log::info!("event=player_disconnected id={id} reason=\"{reason}\"");
-                    if let Some(agones) = &self.agones {
-                        agones.player_disconnected(&id.to_string());
-                    }
+            Event::Disconnected { id, reason } if self.players.remove(id) => {
+                log::info!("event=player_disconnected id={id} reason=\"{reason}\"");
+                if let Some(agones) = &self.agones {
+                    agones.player_disconnected(&id.to_string());
                 }
             }
             _ => {}

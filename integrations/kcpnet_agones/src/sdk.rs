@@ -429,7 +429,7 @@ fn sdk_thread(
         let mut failures: BTreeMap<&'static str, u64> = BTreeMap::new();
         let mut report = |call: &'static str, error: String| {
             let n = failures.entry(call).or_insert(0);
-            if *n % 100 == 0 {
+            if n.is_multiple_of(100) {
                 let _ = events.send(AgonesEvent::CallFailed { call, error });
             }
             *n += 1;

@@ -140,7 +140,7 @@ fn settings() -> Result<Settings, String> {
         host: env("KCPNET_HOST").unwrap_or_else(|| "0.0.0.0".to_owned()),
         port,
         metrics_addr,
-        agones: agones.map(|a| a),
+        agones,
         health_interval,
         fleet,
         tick: Duration::from_secs(1) / hz,

@@ -177,11 +177,9 @@ impl Player {
                         self.other += 1;
                     }
                 }
-                Event::Disconnected { reason, .. } => {
-                    if self.reason.is_none() {
-                        self.reason = Some(reason);
-                        self.ended_at = Some(Instant::now());
-                    }
+                Event::Disconnected { reason, .. } if self.reason.is_none() => {
+                    self.reason = Some(reason);
+                    self.ended_at = Some(Instant::now());
                 }
                 _ => {}
             }
