@@ -37,3 +37,8 @@ pub use kcpnet;
 pub use metrics;
 /// The Prometheus exporter [`MetricsServer`] serves.
 pub use metrics_exporter_prometheus;
+
+/// The README's examples, compiled as doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
