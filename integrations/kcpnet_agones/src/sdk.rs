@@ -19,6 +19,9 @@ use tokio::sync::mpsc as tokio_mpsc;
 /// (`spec.health.periodSeconds`, 5 s).
 pub const DEFAULT_HEALTH_PERIOD: Duration = Duration::from_secs(5);
 
+/// How long dropping an [`AgonesHandle`] waits for the SDK thread to finish its commands.
+const DROP_WAIT: Duration = Duration::from_secs(2);
+
 /// How the handle connects to the SDK server (the Agones sidecar) and paces its calls.
 #[derive(Debug, Clone)]
 pub struct AgonesConfig {
@@ -141,6 +144,7 @@ pub struct AgonesHandle {
     health: HealthPacer,
     info: GameServerInfo,
     thread: Option<JoinHandle<()>>,
+    finished: std_mpsc::Receiver<()>,
 }
 
 impl fmt::Debug for AgonesHandle {
@@ -215,10 +219,14 @@ impl AgonesHandle {
         let (command_tx, command_rx) = tokio_mpsc::unbounded_channel();
         let (event_tx, event_rx) = std_mpsc::channel();
         let (connected_tx, connected_rx) = std_mpsc::channel();
+        let (finished_tx, finished_rx) = std_mpsc::channel();
         let thread_config = config.clone();
         let thread = std::thread::Builder::new()
             .name("kcpnet-agones-sdk".to_owned())
-            .spawn(move || sdk_thread(thread_config, command_rx, event_tx, connected_tx))
+            .spawn(move || {
+                sdk_thread(thread_config, command_rx, event_tx, connected_tx);
+                let _ = finished_tx.send(());
+            })
             .map_err(|e| AgonesError::Connect(e.to_string()))?;
         let wait = config.connect_timeout + Duration::from_secs(1);
         let info = match connected_rx.recv_timeout(wait) {
@@ -236,6 +244,7 @@ impl AgonesHandle {
             health: HealthPacer::new(health_interval),
             info,
             thread: Some(thread),
+            finished: finished_rx,
         })
     }
 
@@ -319,11 +328,14 @@ impl AgonesHandle {
 impl Drop for AgonesHandle {
     fn drop(&mut self) {
         // Closing the command channel ends the SDK thread's loop; pending commands are
-        // carried out first.
+        // carried out first. An SDK server that does not answer must not hang the process:
+        // after 2 s the thread is left to end with it.
         let (closed, _) = tokio_mpsc::unbounded_channel();
         drop(std::mem::replace(&mut self.commands, closed));
         if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+            if self.finished.recv_timeout(DROP_WAIT).is_ok() {
+                let _ = thread.join();
+            }
         }
     }
 }
@@ -388,40 +400,48 @@ fn sdk_thread(
         // Watch the GameServer: state changes, and a shutdown nobody here asked for.
         let mut watch_sdk = sdk.clone();
         let watch_events = events.clone();
+        // The watch is opened again (after 1 s) whenever it fails or ends, e.g. when the
+        // sidecar restarts; it ends with the runtime.
         let watcher = tokio::spawn(async move {
-            let mut stream = match watch_sdk.watch_gameserver().await {
-                Ok(stream) => stream,
-                Err(e) => {
-                    let _ = watch_events.send(AgonesEvent::CallFailed {
-                        call: "watch_gameserver",
-                        error: e.to_string(),
-                    });
-                    return;
-                }
-            };
             let mut last_state: Option<String> = None;
             let mut shutdown_reported = false;
-            while let Ok(Some(gs)) = stream.message().await {
-                let state = gs.status.map(|s| s.state).unwrap_or_default();
-                if last_state.as_deref() == Some(state.as_str()) {
-                    continue;
+            loop {
+                match watch_sdk.watch_gameserver().await {
+                    Ok(mut stream) => {
+                        while let Ok(Some(gs)) = stream.message().await {
+                            let state = gs.status.map(|s| s.state).unwrap_or_default();
+                            if last_state.as_deref() == Some(state.as_str()) {
+                                continue;
+                            }
+                            last_state = Some(state.clone());
+                            if state == "Shutdown" && !shutdown_reported {
+                                shutdown_reported = true;
+                                let _ = watch_events.send(AgonesEvent::ShutdownRequested);
+                            }
+                            if watch_events
+                                .send(AgonesEvent::StateChanged { state })
+                                .is_err()
+                            {
+                                return; // the handle is gone
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        let event = AgonesEvent::CallFailed {
+                            call: "watch_gameserver",
+                            error: e.to_string(),
+                        };
+                        if watch_events.send(event).is_err() {
+                            return;
+                        }
+                    }
                 }
-                last_state = Some(state.clone());
-                if state == "Shutdown" && !shutdown_reported {
-                    shutdown_reported = true;
-                    let _ = watch_events.send(AgonesEvent::ShutdownRequested);
-                }
-                if watch_events
-                    .send(AgonesEvent::StateChanged { state })
-                    .is_err()
-                {
-                    break;
-                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
         });
         let _ = connected.send(Ok(info));
 
-        let health = sdk.health_check();
+        let mut health = sdk.health_check();
         let mut beta = sdk.beta().clone();
         let list = config.player_list.clone();
         // Report each kind of failure once per 100 calls at most, so a missing service does
@@ -444,7 +464,13 @@ fn sdk_thread(
                 Command::Health => {
                     // The SDK's health stream has room for 10 pings; a full stream means
                     // the sidecar is not reading them, and a dropped ping changes nothing.
-                    let _ = health.try_send(());
+                    // A closed one (the stream's RPC ended) is opened again for the next
+                    // ping.
+                    if let Err(tokio_mpsc::error::TrySendError::Closed(())) = health.try_send(()) {
+                        report("health", "the health stream closed; reopened".to_owned());
+                        health = sdk.health_check();
+                        let _ = health.try_send(());
+                    }
                 }
                 Command::Label(k, v) => {
                     if let Err(e) = sdk.set_label(k, v).await {
