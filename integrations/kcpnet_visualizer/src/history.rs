@@ -249,7 +249,8 @@ impl ConnectionHistory {
     }
 }
 
-/// What the connection table is sorted by (descending: the worst first).
+/// What the connection table is sorted by (RTT and loss descending: the worst first; live
+/// connections always before closed ones).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SortBy {
     /// Connection id, ascending.
@@ -529,7 +530,7 @@ impl NetworkHistory {
         true
     }
 
-    /// The connection table: each connection's newest sample, sorted.
+    /// The connection table: each connection's newest sample, sorted, live connections first.
     pub fn rows(&self, sort: SortBy) -> Vec<ConnectionRow> {
         let mut rows: Vec<ConnectionRow> = self
             .connections
@@ -547,6 +548,8 @@ impl NetworkHistory {
             SortBy::Rtt => rows.sort_by(|a, b| b.latest.kcp_rtt_ms.total_cmp(&a.latest.kcp_rtt_ms)),
             SortBy::Loss => rows.sort_by(|a, b| b.latest.loss_out.total_cmp(&a.latest.loss_out)),
         }
+        // Live connections first (a stable sort keeps the order within each group).
+        rows.sort_by_key(|r| r.closed);
         rows
     }
 }

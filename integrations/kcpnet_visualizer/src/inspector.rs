@@ -118,7 +118,7 @@ impl Inspector {
                 }
             }
             let shown = self.shown_connection(history);
-            egui::ComboBox::from_id_salt("kcpnet_visualizer_selector")
+            egui::ComboBox::new("kcpnet_visualizer_selector", "plotted")
                 .selected_text(shown.map_or_else(|| "none".to_string(), |k| k.to_string()))
                 .show_ui(ui, |ui| {
                     for (k, h) in history.connections() {
@@ -151,7 +151,7 @@ impl Inspector {
                         for r in &rows {
                             let s = &r.latest;
                             let name = if r.closed {
-                                format!("{} ✕", r.id)
+                                format!("{} closed", r.id)
                             } else {
                                 r.id.to_string()
                             };

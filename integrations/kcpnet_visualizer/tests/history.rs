@@ -175,14 +175,20 @@ fn a_closed_connection_seen_again_is_live() {
 
 #[test]
 fn rows_sort_by_rtt_and_loss_worst_first() {
-    let mut h = NetworkHistory::new(config(8, 8, 0));
+    let mut h = NetworkHistory::new(config(8, 8, 1));
     h.record_quality(1.0, ConnectionKey(1), &quality(50, 0.01));
     h.record_quality(1.0, ConnectionKey(2), &quality(200, 0.00));
     h.record_quality(1.0, ConnectionKey(3), &quality(10, 0.30));
-    let ids = |sort| -> Vec<u64> { h.rows(sort).iter().map(|r| r.id.0).collect() };
-    assert_eq!(ids(SortBy::Rtt), vec![2, 1, 3]);
-    assert_eq!(ids(SortBy::Loss), vec![3, 1, 2]);
-    assert_eq!(ids(SortBy::Id), vec![1, 2, 3]);
+    let ids = |h: &NetworkHistory, sort| -> Vec<u64> {
+        h.rows(sort).iter().map(|r| r.id.0).collect()
+    };
+    assert_eq!(ids(&h, SortBy::Rtt), vec![2, 1, 3]);
+    assert_eq!(ids(&h, SortBy::Loss), vec![3, 1, 2]);
+    assert_eq!(ids(&h, SortBy::Id), vec![1, 2, 3]);
+    // A closed connection goes after the live ones, whatever its figures.
+    h.retain_present(2.0, &[ConnectionKey(1), ConnectionKey(3)], 0);
+    assert_eq!(ids(&h, SortBy::Rtt), vec![1, 3, 2]);
+    assert_eq!(ids(&h, SortBy::Id), vec![1, 3, 2]);
 }
 
 #[test]
