@@ -110,6 +110,7 @@ use bevy::prelude::*;
 use kcpnet::io::Conditions;
 
 pub mod client;
+pub mod diagnostics;
 mod glue;
 pub mod server;
 
@@ -121,6 +122,7 @@ pub use client::{
 /// The kcpnet core, re-exported so that its types (`Config`, `Channel`, `ConnectionId`,
 /// `io::Conditions`, …) need no separate dependency.
 pub use kcpnet;
+pub use diagnostics::KcpDiagnosticsPlugin;
 pub use server::{server_has_clients, server_running, KcpServer, KcpServerPlugin, ServerEvent};
 
 /// Everything a bevy app usually needs from this crate, and kcpnet's [`OwnedEvent`]
@@ -137,6 +139,7 @@ pub mod prelude {
     pub use crate::server::{
         server_has_clients, server_running, KcpServer, KcpServerPlugin, ServerEvent,
     };
+    pub use crate::diagnostics::KcpDiagnosticsPlugin;
     pub use crate::{KcpLinkConditions, KcpSystems};
 }
 
