@@ -1097,7 +1097,10 @@ fn run(o: &Options) -> Result<bool, String> {
     );
     say!(
         "link        each one-way path: loss {}%, latency {} ms, jitter 0..={} ms; seed {}",
-        o.loss_pct, o.latency_ms, o.jitter_ms, o.seed
+        o.loss_pct,
+        o.latency_ms,
+        o.jitter_ms,
+        o.seed
     );
     match slowest_connect {
         Some(d) => say!(
@@ -1156,9 +1159,7 @@ fn run(o: &Options) -> Result<bool, String> {
         fmt_opt(percentile(&srtts, 0.99)),
     );
     if jit == 0 {
-        say!(
-            "            expected {lat2} ms (2 x latency) plus a few ms of 1 ms frame rounding"
-        );
+        say!("            expected {lat2} ms (2 x latency) plus a few ms of 1 ms frame rounding");
     } else {
         say!(
             "            expected {lat2}..{} ms (2 x latency + jitter each way, mean {} ms)",

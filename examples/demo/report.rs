@@ -168,7 +168,10 @@ fn chart(title: &str, unit: &str, series: &[Series<'_>]) -> String {
         let mut runs: Vec<Vec<(f64, f64)>> = vec![Vec::new()];
         for &(x, y) in &s.points {
             match y {
-                Some(y) => runs.last_mut().map(|r| r.push((sx(x), sy(y)))).unwrap_or(()),
+                Some(y) => runs
+                    .last_mut()
+                    .map(|r| r.push((sx(x), sy(y))))
+                    .unwrap_or(()),
                 None => runs.push(Vec::new()),
             }
         }

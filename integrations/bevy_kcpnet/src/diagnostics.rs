@@ -13,7 +13,8 @@ use bevy::prelude::*;
 use crate::{KcpClient, KcpServer, KcpSystems};
 
 /// Connections on the server.
-pub const SERVER_CONNECTIONS: DiagnosticPath = DiagnosticPath::const_new("kcpnet/server/connections");
+pub const SERVER_CONNECTIONS: DiagnosticPath =
+    DiagnosticPath::const_new("kcpnet/server/connections");
 /// The mean of KCP's smoothed RTT over the server's connections that have one, in ms.
 pub const SERVER_RTT: DiagnosticPath = DiagnosticPath::const_new("kcpnet/server/rtt_ms");
 /// The highest KCP RTT among the server's connections, in ms.

@@ -119,10 +119,10 @@ pub use client::{
     client_connected, client_connecting, client_disconnected, client_just_connected,
     client_just_disconnected, ClientEvent, KcpClient, KcpClientPlugin,
 };
+pub use diagnostics::KcpDiagnosticsPlugin;
 /// The kcpnet core, re-exported so that its types (`Config`, `Channel`, `ConnectionId`,
 /// `io::Conditions`, …) need no separate dependency.
 pub use kcpnet;
-pub use diagnostics::KcpDiagnosticsPlugin;
 pub use server::{server_has_clients, server_running, KcpServer, KcpServerPlugin, ServerEvent};
 
 /// Everything a bevy app usually needs from this crate, and kcpnet's [`OwnedEvent`]
@@ -136,10 +136,10 @@ pub mod prelude {
         client_connected, client_connecting, client_disconnected, client_just_connected,
         client_just_disconnected, ClientEvent, KcpClient, KcpClientPlugin,
     };
+    pub use crate::diagnostics::KcpDiagnosticsPlugin;
     pub use crate::server::{
         server_has_clients, server_running, KcpServer, KcpServerPlugin, ServerEvent,
     };
-    pub use crate::diagnostics::KcpDiagnosticsPlugin;
     pub use crate::{KcpLinkConditions, KcpSystems};
 }
 

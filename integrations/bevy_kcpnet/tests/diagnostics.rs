@@ -78,7 +78,10 @@ fn diagnostics_read_real_values_from_a_connected_client() {
     assert_eq!(value(&client, &CLIENT_CONNECTED), Some(1.0));
     assert_eq!(value(&server, &SERVER_CONNECTIONS), Some(1.0));
     let rtt = value(&client, &CLIENT_RTT).expect("client RTT measured");
-    assert!((35.0..=80.0).contains(&rtt), "client KCP RTT {rtt} ms, link 2 x 20 ms");
+    assert!(
+        (35.0..=80.0).contains(&rtt),
+        "client KCP RTT {rtt} ms, link 2 x 20 ms"
+    );
     let srtt = value(&server, &SERVER_RTT).expect("server RTT measured");
     assert!((35.0..=80.0).contains(&srtt), "server KCP RTT {srtt} ms");
     assert!(value(&server, &SERVER_RTT_MAX).unwrap() >= srtt);
@@ -86,7 +89,10 @@ fn diagnostics_read_real_values_from_a_connected_client() {
     assert!(out > 90_000.0, "client sends ~100 kB/s, measured {out}");
     let inb = value(&server, &SERVER_BYTES_IN).unwrap();
     assert!(inb > 90_000.0, "server receives ~100 kB/s, measured {inb}");
-    assert!(value(&server, &SERVER_BYTES_OUT).unwrap() > 0.0, "ACKs flow back");
+    assert!(
+        value(&server, &SERVER_BYTES_OUT).unwrap() > 0.0,
+        "ACKs flow back"
+    );
     assert_eq!(value(&client, &CLIENT_LOSS), Some(0.0), "a lossless link");
     assert_eq!(value(&server, &SERVER_LOSS), Some(0.0));
 
@@ -106,5 +112,8 @@ fn diagnostics_read_real_values_from_a_connected_client() {
         clock.advance(FRAME);
         max_loss = max_loss.max(value(&client, &CLIENT_LOSS).unwrap_or(0.0));
     }
-    assert!(max_loss > 5.0, "20% loss each way, the client's estimate peaked at {max_loss}%");
+    assert!(
+        max_loss > 5.0,
+        "20% loss each way, the client's estimate peaked at {max_loss}%"
+    );
 }

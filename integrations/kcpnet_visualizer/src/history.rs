@@ -388,7 +388,12 @@ impl NetworkHistory {
 
     /// Records one connection's quality at `t` seconds (no retransmission rate). Returns
     /// `false` when the connection is not tracked (the live bound is reached).
-    pub fn record_quality(&mut self, t: f64, id: ConnectionKey, quality: &ConnectionQuality) -> bool {
+    pub fn record_quality(
+        &mut self,
+        t: f64,
+        id: ConnectionKey,
+        quality: &ConnectionQuality,
+    ) -> bool {
         let sample = ConnectionSample::from_quality(t, quality);
         self.record_sample(id, sample, None)
     }

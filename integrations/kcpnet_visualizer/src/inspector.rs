@@ -73,7 +73,10 @@ impl Inspector {
                 }
             }
             ui.separator();
-            let live = history.connections().filter(|(_, h)| !h.is_closed()).count();
+            let live = history
+                .connections()
+                .filter(|(_, h)| !h.is_closed())
+                .count();
             let closed = history.connections().count() - live;
             let mut text = format!("{live} live, {closed} closed");
             if history.untracked() > 0 {
@@ -112,7 +115,11 @@ impl Inspector {
         ui.horizontal(|ui| {
             ui.label(RichText::new("connections").strong());
             ui.label("sort by");
-            for (sort, name) in [(SortBy::Rtt, "RTT"), (SortBy::Loss, "loss"), (SortBy::Id, "id")] {
+            for (sort, name) in [
+                (SortBy::Rtt, "RTT"),
+                (SortBy::Loss, "loss"),
+                (SortBy::Id, "id"),
+            ] {
                 if ui.selectable_label(self.sort == sort, name).clicked() {
                     self.sort = sort;
                 }
@@ -199,7 +206,11 @@ impl Inspector {
                 "loss",
                 "loss %",
                 vec![
-                    ("out (KCP)", OUT, series(&|s| Some(s.loss_out as f64 * 100.0))),
+                    (
+                        "out (KCP)",
+                        OUT,
+                        series(&|s| Some(s.loss_out as f64 * 100.0)),
+                    ),
                     (
                         "out (unreliable)",
                         THIRD,
@@ -219,8 +230,16 @@ impl Inspector {
                 "bytes",
                 "kB/s",
                 vec![
-                    ("in", IN, series(&|s| Some(s.bytes_in_per_sec as f64 / 1000.0))),
-                    ("out", OUT, series(&|s| Some(s.bytes_out_per_sec as f64 / 1000.0))),
+                    (
+                        "in",
+                        IN,
+                        series(&|s| Some(s.bytes_in_per_sec as f64 / 1000.0)),
+                    ),
+                    (
+                        "out",
+                        OUT,
+                        series(&|s| Some(s.bytes_out_per_sec as f64 / 1000.0)),
+                    ),
                 ],
             );
             self.plot(

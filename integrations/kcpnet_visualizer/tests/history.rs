@@ -66,7 +66,10 @@ fn window_returns_exactly_the_span() {
     assert_eq!(w, vec![0.0, 0.5, 1.0]);
     // A window after the newest sample is empty; one ending at it holds the newest.
     assert_eq!(ring.window(100.0, 10.0).count(), 0);
-    assert_eq!(ring.window(50.0, 0.0).map(|s| s.t).collect::<Vec<_>>(), vec![50.0]);
+    assert_eq!(
+        ring.window(50.0, 0.0).map(|s| s.t).collect::<Vec<_>>(),
+        vec![50.0]
+    );
 }
 
 #[test]
@@ -74,7 +77,10 @@ fn endpoint_rates_come_from_counter_differences() {
     let mut h = NetworkHistory::new(config(10, 4, 4));
     let mut s = EndpointStats::default();
     h.record_endpoint(1.0, &s);
-    assert!(h.endpoint().is_empty(), "one counter reading gives no rate yet");
+    assert!(
+        h.endpoint().is_empty(),
+        "one counter reading gives no rate yet"
+    );
     s.bytes_received = 3000;
     s.bytes_sent = 500;
     s.datagrams_received = 30;
@@ -100,15 +106,31 @@ fn retransmission_rate_from_stats() {
         ..ConnectionStats::default()
     };
     assert!(h.record_stats(2.0, k, &st));
-    assert_eq!(h.connection(k).unwrap().samples.latest().unwrap().retransmits_per_sec, None);
+    assert_eq!(
+        h.connection(k)
+            .unwrap()
+            .samples
+            .latest()
+            .unwrap()
+            .retransmits_per_sec,
+        None
+    );
     st.retransmits = 10;
     st.fast_retransmits = 5;
     assert!(h.record_stats(2.5, k, &st));
     let latest = *h.connection(k).unwrap().samples.latest().unwrap();
     assert_eq!(latest.retransmits_per_sec, Some(20.0)); // (15 - 5) / 0.5 s
-    // A quality alone has no retransmission figure.
+                                                        // A quality alone has no retransmission figure.
     assert!(h.record_quality(3.0, k, &quality(10, 0.0)));
-    assert_eq!(h.connection(k).unwrap().samples.latest().unwrap().retransmits_per_sec, None);
+    assert_eq!(
+        h.connection(k)
+            .unwrap()
+            .samples
+            .latest()
+            .unwrap()
+            .retransmits_per_sec,
+        None
+    );
 }
 
 #[test]
@@ -151,12 +173,12 @@ fn churn_keeps_memory_bounded_and_drops_the_oldest_closed() {
     // Live connections beyond the bound were refused, not silently dropped.
     assert!(h.untracked() > 0);
     // The closed histories kept are the most recently closed ones.
-    let closed_at: Vec<f64> = h
-        .connections()
-        .filter_map(|(_, c)| c.closed_at)
-        .collect();
+    let closed_at: Vec<f64> = h.connections().filter_map(|(_, c)| c.closed_at).collect();
     assert_eq!(closed_at.len(), max_closed);
-    assert!(closed_at.iter().all(|&t| t >= 124.0 - 3.0 * 0.75), "{closed_at:?}");
+    assert!(
+        closed_at.iter().all(|&t| t >= 124.0 - 3.0 * 0.75),
+        "{closed_at:?}"
+    );
 }
 
 #[test]
@@ -179,9 +201,8 @@ fn rows_sort_by_rtt_and_loss_worst_first() {
     h.record_quality(1.0, ConnectionKey(1), &quality(50, 0.01));
     h.record_quality(1.0, ConnectionKey(2), &quality(200, 0.00));
     h.record_quality(1.0, ConnectionKey(3), &quality(10, 0.30));
-    let ids = |h: &NetworkHistory, sort| -> Vec<u64> {
-        h.rows(sort).iter().map(|r| r.id.0).collect()
-    };
+    let ids =
+        |h: &NetworkHistory, sort| -> Vec<u64> { h.rows(sort).iter().map(|r| r.id.0).collect() };
     assert_eq!(ids(&h, SortBy::Rtt), vec![2, 1, 3]);
     assert_eq!(ids(&h, SortBy::Loss), vec![3, 1, 2]);
     assert_eq!(ids(&h, SortBy::Id), vec![1, 2, 3]);
@@ -286,5 +307,8 @@ fn samples_a_real_server_and_client() {
     }
     assert_eq!(server.connection_count(), 0);
     server_h.sample_server(t, &server);
-    assert!(server_h.connection(ConnectionKey::from(id)).unwrap().is_closed());
+    assert!(server_h
+        .connection(ConnectionKey::from(id))
+        .unwrap()
+        .is_closed());
 }

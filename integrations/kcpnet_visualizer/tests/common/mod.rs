@@ -10,7 +10,11 @@ pub fn known_history() -> NetworkHistory {
         interval: std::time::Duration::ZERO,
         ..HistoryConfig::default()
     });
-    let keys = [ConnectionKey(0), ConnectionKey(1), ConnectionKey((1 << 32) | 2)];
+    let keys = [
+        ConnectionKey(0),
+        ConnectionKey(1),
+        ConnectionKey((1 << 32) | 2),
+    ];
     let mut endpoint = EndpointStats::default();
     let mut retransmits = [0u64; 3];
     for step in 0..=120u32 {
