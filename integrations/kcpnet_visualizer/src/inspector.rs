@@ -295,13 +295,16 @@ impl Inspector {
     }
 }
 
+/// Picks one value out of a connection sample (`None`: no point there).
+type Pick<'p> = &'p dyn Fn(&ConnectionSample) -> Option<f64>;
+
 /// A function building one plot series of a connection: `(t - now, value)` for the samples
 /// inside the span that have the value.
 fn series_of<'a>(
     h: &'a ConnectionHistory,
     now: f64,
     span: f64,
-) -> impl Fn(&dyn Fn(&ConnectionSample) -> Option<f64>) -> Vec<[f64; 2]> + 'a {
+) -> impl Fn(Pick<'_>) -> Vec<[f64; 2]> + 'a {
     move |f| {
         h.samples
             .window(now, span)
