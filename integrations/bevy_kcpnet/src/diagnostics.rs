@@ -2,7 +2,7 @@
 //!
 //! Add [`KcpDiagnosticsPlugin`] next to [`KcpServerPlugin`](crate::KcpServerPlugin) and/or
 //! [`KcpClientPlugin`](crate::KcpClientPlugin): once per frame, after
-//! [`KcpSystems::Receive`](crate::KcpSystems::Receive), it measures the [`KcpServer`] and
+//! [`KcpSystems::Receive`], it measures the [`KcpServer`] and
 //! [`KcpClient`] resources that exist, so the values show in any diagnostics overlay or in
 //! bevy's `LogDiagnosticsPlugin`. `bevy_diagnostic` is part of every bevy build (it is not
 //! behind a feature), so this adds no renderer and no dependency to a headless server.

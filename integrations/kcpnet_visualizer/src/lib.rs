@@ -1,6 +1,6 @@
 //! # kcpnet_visualizer
 //!
-//! An egui inspector for [kcpnet](kcpnet) connections, like `renet_visualizer`: it keeps a
+//! An egui inspector for [kcpnet] connections, like `renet_visualizer`: it keeps a
 //! bounded history of samples per connection and for the whole endpoint, fed once per frame
 //! (or per interval) from [`kcpnet::ConnectionStats`] / [`kcpnet::ConnectionQuality`] and
 //! [`kcpnet::EndpointStats`], and draws KCP and ping RTT, loss in and out, bytes/s and
