@@ -5,6 +5,7 @@
 //! cargo run --release --example demo -- --duration 3      # short run (CI)
 //! cargo run --release --example demo -- --bots 200 --loss 20 --latency 50
 //! cargo run --release --example demo -- --help
+//! cargo run --release --example demo -- --report report.html  # the run as charts
 //! ```
 //!
 //! One process starts a [`Server`] on `127.0.0.1` (port 0, real loopback UDP) and `--bots`
@@ -43,10 +44,18 @@
 //!
 //! **Sockets.** Bots ask for 256 KiB socket buffers (each moves only ~5 KB/s) to keep
 //! memory modest with hundreds of sockets; the server keeps kcp2k's default 7 MiB.
+//! **Report.** `--report FILE.html` also writes the run's time series (RTT p50/p99, loss,
+//! throughput, messages, connections) and the summary as one self-contained HTML file with
+//! inline SVG charts: no script and no external asset, so any browser opens it offline.
+//!
 //! Set `RUST_LOG=debug` to see the library's logs on stderr (default: warnings only).
+
+#[path = "demo/report.rs"]
+mod report;
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -85,6 +94,7 @@ struct Options {
     rate_hz: u32,
     seed: u64,
     quiet: bool,
+    report: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -98,6 +108,7 @@ impl Default for Options {
             rate_hz: 30,
             seed: 1,
             quiet: false,
+            report: None,
         }
     }
 }
@@ -138,6 +149,9 @@ OPTIONS:
                        (u64) [default: {seed}]; over real sockets the loss pattern still
                        varies with timing between runs
     --quiet            print only the final summary and verdict
+    --report FILE      also write the run as charts (RTT, loss, throughput, messages,
+                       connections) and the summary to FILE, one self-contained HTML
+                       file with inline SVG (no script, opens offline in any browser)
     -h, --help         print this help
 
 SOCKETS:
@@ -208,6 +222,7 @@ fn parse_args() -> Result<Command, String> {
             Long("rate") => o.rate_hz = value(&mut parser, "--rate")?,
             Long("seed") => o.seed = value(&mut parser, "--seed")?,
             Long("quiet") | Short('q') => o.quiet = true,
+            Long("report") => o.report = Some(parser.value().map_err(|e| e.to_string())?.into()),
             Long("help") | Short('h') => return Ok(Command::Help),
             _ => return Err(arg.unexpected().to_string()),
         }
@@ -726,6 +741,7 @@ fn run(o: &Options) -> Result<bool, String> {
     let mut msg = Vec::with_capacity(4096);
     let mut prev = Sample::default();
     let mut rows = 0usize;
+    let mut report_rows: Vec<report::Row> = Vec::new();
     let mut next_report = start + Duration::from_secs(1);
     let mut next_frame = start;
     // Loop health, per report window and overall.
@@ -831,19 +847,20 @@ fn run(o: &Options) -> Result<bool, String> {
             };
             let dt = (s.at - prev.at).as_secs_f64().max(1e-3);
             let per_s = |a: u64, b: u64| a.saturating_sub(b) as f64 / dt;
-            if !o.quiet {
+            if !o.quiet || o.report.is_some() {
                 let mut rtts: Vec<u32> = bots.iter().filter_map(|b| b.client.rtt()).collect();
                 rtts.sort_unstable();
                 let sent = s.unrel_sent - prev.unrel_sent;
                 // Only for windows inside the sending phase that follow one where bots
                 // already sent: at the edges, messages in flight distort the ratio.
-                let loss_s = if sent >= 50 && prev.unrel_sent > 0 && s.at <= send_phase + FRAME * 50
-                {
-                    let got = s.unrel.saturating_sub(prev.unrel) as f64;
-                    format!("{:.1}", (100.0 * (1.0 - got / sent as f64)).max(0.0))
-                } else {
-                    "-".to_string()
-                };
+                let loss_pct = (sent >= 50
+                    && prev.unrel_sent > 0
+                    && s.at <= send_phase + FRAME * 50)
+                    .then(|| {
+                        let got = s.unrel.saturating_sub(prev.unrel) as f64;
+                        (100.0 * (1.0 - got / sent as f64)).max(0.0)
+                    });
+                let loss_s = loss_pct.map_or_else(|| "-".to_string(), |l| format!("{l:.1}"));
                 // The phase of the middle of the window the row covers.
                 let mid = (prev.at + s.at) / 2;
                 let mut note = String::new();
@@ -864,11 +881,27 @@ fn run(o: &Options) -> Result<bool, String> {
                         if note.is_empty() { "" } else { " " }
                     );
                 }
-                if rows.is_multiple_of(HEADER_EVERY) {
+                let (krtt, kloss, pending) = quality(&server, &bots);
+                if o.report.is_some() {
+                    let ms = |v: Option<u32>| v.map(f64::from);
+                    report_rows.push(report::Row {
+                        t: s.at.as_secs_f64(),
+                        connections: server.connection_count(),
+                        rtt_p50: ms(percentile(&rtts, 0.50)),
+                        rtt_p99: ms(percentile(&rtts, 0.99)),
+                        kcp_rtt_p50: ms(krtt),
+                        kcp_loss_pct: kloss,
+                        unreliable_loss_pct: loss_pct,
+                        in_kbps: per_s(s.bytes_in, prev.bytes_in) / 1000.0,
+                        out_kbps: per_s(s.bytes_out, prev.bytes_out) / 1000.0,
+                        reliable_per_sec: per_s(s.rel, prev.rel),
+                        unreliable_per_sec: per_s(s.unrel, prev.unrel),
+                    });
+                }
+                if !o.quiet && rows.is_multiple_of(HEADER_EVERY) {
                     println!("{}", header());
                 }
                 rows += 1;
-                let (krtt, kloss, pending) = quality(&server, &bots);
                 let row = format!(
                     "{:>5.1} {:>5} {:>6.0} {:>7.0} {:>8.1} {:>8.1} {:>5} {:>5} {:>6} {:>8.0} {:>6} {:>5} {:>6.1} {:>5.0} {:>5.1}  {}",
                     s.at.as_secs_f64(),
@@ -888,7 +921,9 @@ fn run(o: &Options) -> Result<bool, String> {
                     win_max.as_secs_f64() * 1000.0,
                     note
                 );
-                println!("{}", row.trim_end());
+                if !o.quiet {
+                    println!("{}", row.trim_end());
+                }
             }
             prev = s;
             all_busy += win_busy;
@@ -1037,68 +1072,85 @@ fn run(o: &Options) -> Result<bool, String> {
     let send_s = send_phase.as_secs_f64();
     let (lat2, jit) = (2 * o.latency_ms, o.jitter_ms);
 
-    println!();
-    println!("=== summary ===");
-    println!(
+    // The summary is printed and kept for the report.
+    let mut summary = String::new();
+    macro_rules! say {
+        () => {{
+            println!();
+            summary.push('\n');
+        }};
+        ($($arg:tt)*) => {{
+            let line = format!($($arg)*);
+            println!("{line}");
+            summary.push_str(&line);
+            summary.push('\n');
+        }};
+    }
+    say!();
+    say!("=== summary ===");
+    say!(
         "run         {n} bots at {} Hz for {} s ({} s sending + {} s drain{grace_note})",
         o.rate_hz,
         secs(duration),
         secs(send_phase),
         secs(drain),
     );
-    println!(
+    say!(
         "link        each one-way path: loss {}%, latency {} ms, jitter 0..={} ms; seed {}",
-        o.loss_pct, o.latency_ms, o.jitter_ms, o.seed
+        o.loss_pct,
+        o.latency_ms,
+        o.jitter_ms,
+        o.seed
     );
     match slowest_connect {
-        Some(d) => println!(
+        Some(d) => say!(
             "connect     {connected}/{n} bots connected, the slowest after {} ms",
             d.as_millis()
         ),
-        None => println!("connect     no bot connected"),
+        None => say!("connect     no bot connected"),
     }
-    println!(
+    say!(
         "reliable    sent {rel_sent} msgs ({:.2} MB, {:.0}/s), server received {} ({:.2} MB)",
         rel_bytes as f64 / 1e6,
         rel_sent as f64 / send_s,
         srv_before_shutdown.rel_received,
         srv_before_shutdown.rel_bytes as f64 / 1e6,
     );
-    println!(
+    say!(
         "            echoed back complete, in order, byte-identical: {rel_echoed}/{rel_sent} ({:.2}%)",
         pct(rel_echoed, rel_sent)
     );
-    println!(
+    say!(
         "            echo round trip p50 {} ms, p99 {} ms, p99.9 {} ms, max {} ms",
         fmt_opt(percentile(&echo_ms, 0.5)),
         fmt_opt(percentile(&echo_ms, 0.99)),
         fmt_opt(percentile(&echo_ms, 0.999)),
         fmt_opt(echo_ms.last().copied()),
     );
-    println!(
+    say!(
         "unreliable  sent {unrel_sent} ({:.0}/s), server received {}: one-way loss {one_way_loss}",
         unrel_sent as f64 / send_s,
         srv_before_shutdown.unrel_received,
     );
-    println!(
+    say!(
         "            echoes received {unrel_echoed}: return loss {echo_loss}, round trip {round_trip_loss}"
     );
-    println!(
+    say!(
         "            configured {}% per path = {expected_rt:.2}% round trip; corrupted echoes {unrel_corrupt}",
         o.loss_pct
     );
-    println!(
+    say!(
         "server      in {:.2} MB ({} datagrams), out {:.2} MB ({} datagrams)",
         server_stats.bytes_received as f64 / 1e6,
         server_stats.datagrams_received,
         server_stats.bytes_sent as f64 / 1e6,
         server_stats.datagrams_sent,
     );
-    println!(
+    say!(
         "            KCP retransmissions {rexmit_total} (both ends); echo send errors {}; error events {}",
         srv.send_errors, srv.errors
     );
-    println!(
+    say!(
         "rtt         Ping/Pong p50 {} ms, p99 {} ms, max {} ms; KCP srtt p50 {} ms, p99 {} ms",
         fmt_opt(percentile(&rtts, 0.5)),
         fmt_opt(percentile(&rtts, 0.99)),
@@ -1107,43 +1159,41 @@ fn run(o: &Options) -> Result<bool, String> {
         fmt_opt(percentile(&srtts, 0.99)),
     );
     if jit == 0 {
-        println!(
-            "            expected {lat2} ms (2 x latency) plus a few ms of 1 ms frame rounding"
-        );
+        say!("            expected {lat2} ms (2 x latency) plus a few ms of 1 ms frame rounding");
     } else {
-        println!(
+        say!(
             "            expected {lat2}..{} ms (2 x latency + jitter each way, mean {} ms)",
             lat2 + 2 * jit,
             lat2 + jit
         );
     }
-    println!(
+    say!(
         "loop        {frames} frames of {} ms in {:.1} s: busy {:.0}%, worst frame {:.1} ms, {all_late} bot ticks skipped",
         FRAME.as_millis(),
         run_time.as_secs_f64(),
         100.0 * all_busy.as_secs_f64() / run_time.as_secs_f64(),
         all_max.as_secs_f64() * 1000.0
     );
-    println!(
+    say!(
         "shutdown    {graceful}/{n} bots disconnected gracefully in {} ms",
         shutdown_time.as_millis(),
     );
-    println!(
+    say!(
         "            server: {server_connections} connections before, {server_saw_disconnects} Disconnected events, {server_left} left for shutdown()"
     );
     if failed.is_empty() {
-        println!("failed      none");
+        say!("failed      none");
     } else {
-        println!("failed      {} bot(s):", failed.len());
+        say!("failed      {} bot(s):", failed.len());
         for s in failed.iter().take(10) {
-            println!(
+            say!(
                 "            bot {:>4}: {}",
                 s.index,
                 s.failure.as_deref().unwrap_or("")
             );
         }
         if failed.len() > 10 {
-            println!("            ... and {} more", failed.len() - 10);
+            say!("            ... and {} more", failed.len() - 10);
         }
     }
 
@@ -1169,11 +1219,32 @@ fn run(o: &Options) -> Result<bool, String> {
     if rel_sent == 0 {
         reasons.push("no reliable message was sent".into());
     }
-    if reasons.is_empty() {
-        println!("VERDICT: PASS — every reliable message delivered in order");
-        Ok(true)
+    let pass = reasons.is_empty();
+    let verdict = if pass {
+        "VERDICT: PASS — every reliable message delivered in order".to_string()
     } else {
-        println!("VERDICT: FAIL — {}", reasons.join("; "));
-        Ok(false)
+        format!("VERDICT: FAIL — {}", reasons.join("; "))
+    };
+    if let Some(path) = &o.report {
+        summary.push_str(&verdict);
+        let report = report::Report {
+            title: format!(
+                "{n} bots at {} Hz for {} s; each one-way path: loss {}%, latency {} ms, jitter 0..={} ms; seed {}",
+                o.rate_hz,
+                secs(duration),
+                o.loss_pct,
+                o.latency_ms,
+                o.jitter_ms,
+                o.seed
+            ),
+            rows: report_rows,
+            summary,
+            pass,
+        };
+        std::fs::write(path, report::render(&report))
+            .map_err(|e| format!("cannot write the report {}: {e}", path.display()))?;
+        println!("report      written to {}", path.display());
     }
+    println!("{verdict}");
+    Ok(pass)
 }

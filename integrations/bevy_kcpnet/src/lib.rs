@@ -110,6 +110,7 @@ use bevy::prelude::*;
 use kcpnet::io::Conditions;
 
 pub mod client;
+pub mod diagnostics;
 mod glue;
 pub mod server;
 
@@ -118,6 +119,7 @@ pub use client::{
     client_connected, client_connecting, client_disconnected, client_just_connected,
     client_just_disconnected, ClientEvent, KcpClient, KcpClientPlugin,
 };
+pub use diagnostics::KcpDiagnosticsPlugin;
 /// The kcpnet core, re-exported so that its types (`Config`, `Channel`, `ConnectionId`,
 /// `io::Conditions`, …) need no separate dependency.
 pub use kcpnet;
@@ -134,6 +136,7 @@ pub mod prelude {
         client_connected, client_connecting, client_disconnected, client_just_connected,
         client_just_disconnected, ClientEvent, KcpClient, KcpClientPlugin,
     };
+    pub use crate::diagnostics::KcpDiagnosticsPlugin;
     pub use crate::server::{
         server_has_clients, server_running, KcpServer, KcpServerPlugin, ServerEvent,
     };
