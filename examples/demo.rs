@@ -44,6 +44,7 @@
 //!
 //! **Sockets.** Bots ask for 256 KiB socket buffers (each moves only ~5 KB/s) to keep
 //! memory modest with hundreds of sockets; the server keeps kcp2k's default 7 MiB.
+//!
 //! **Report.** `--report FILE.html` also writes the run's time series (RTT p50/p99, loss,
 //! throughput, messages, connections) and the summary as one self-contained HTML file with
 //! inline SVG charts: no script and no external asset, so any browser opens it offline.
