@@ -99,6 +99,42 @@ impl Client {
         Client::over(Io::new(transport, clock), remote, config)
     }
 
+    /// Connects to the first server a [`ConnectToken`](crate::secure::ConnectToken) names,
+    /// with a secure session: every datagram after the server's Hello is sealed with the
+    /// token's keys, and the server admits the client only if the token is valid for it.
+    /// The `secure` feature; see [`crate::secure`] and `docs/SECURITY.md`.
+    ///
+    /// A server that does not accept the token does not answer: the attempt ends with
+    /// `Error { Timeout }` after `handshake_timeout_ms`. One without secure sessions (a
+    /// kcp2k server) answers a bare Hello: the attempt ends at once with a protocol error,
+    /// never in plaintext.
+    #[cfg(feature = "secure")]
+    pub fn connect_with_token(
+        token: &crate::secure::ConnectToken,
+        config: Config,
+    ) -> Result<Client, Error> {
+        let remote = *token
+            .server_addresses()
+            .first()
+            .ok_or_else(|| Error::InvalidArgument("the token names no server".into()))?;
+        let mut client = Client::connect(remote, config)?;
+        client.use_token(token)?;
+        Ok(client)
+    }
+
+    /// Makes this client's connection attempt (not yet started: call it before the first
+    /// tick) a secure session with `token`, to the same server address. For clients made
+    /// with [`Client::with_transport`] (an in-memory network in tests).
+    #[cfg(feature = "secure")]
+    pub fn use_token(&mut self, token: &crate::secure::ConnectToken) -> Result<(), Error> {
+        let now = self.io.clock.now();
+        self.endpoint.forget(self.id);
+        self.id = self
+            .endpoint
+            .connect_with_token_to(now, token, self.remote)?;
+        Ok(())
+    }
+
     fn over(io: Io, remote: SocketAddr, config: Config) -> Result<Client, Error> {
         let mut endpoint = Endpoint::client(config)?;
         let id = endpoint.connect(io.clock.now(), remote)?;

@@ -5,6 +5,8 @@
 //! `receive_window_size`**: the largest reliable message is derived from them, and a peer
 //! with a smaller receive window cannot reassemble the other's largest messages.
 
+#[cfg(feature = "secure")]
+use crate::secure::SecureConfig;
 use crate::error::Error;
 use crate::wire::datagram::DATAGRAM_HEADER_LEN;
 use crate::wire::segment::SEGMENT_HEADER_LEN;
@@ -106,7 +108,20 @@ pub struct Config {
     /// this off to make a kcpnet end speak exactly what kcp2k does (a bare Hello, a bare
     /// reply). Default true. See `docs/PROTOCOL.md`, "Extensions".
     pub kcpnet_extensions: bool,
+    /// Secure sessions (the `secure` feature): `None` (the default) is the kcp2k-compatible
+    /// server of before, which admits every client unauthenticated; a [`SecureConfig`]
+    /// admits connect-token clients with sealed datagrams, and, in
+    /// [`SecurityMode::Mixed`](crate::secure::SecurityMode::Mixed), kcp2k clients too.
+    /// A client ignores it: it is secure when made with `Client::connect_with_token`. Needs
+    /// `kcpnet_extensions` and an `mtu` of at least [`SECURE_MIN_MTU`]. See
+    /// `docs/SECURITY.md`.
+    #[cfg(feature = "secure")]
+    pub security: Option<SecureConfig>,
 }
+
+/// The smallest `mtu` of a secure session: the token client's Hello (597 bytes) and its
+/// sealed proof of address with the token (637 bytes) must each fit one datagram.
+pub const SECURE_MIN_MTU: usize = 640;
 
 impl Default for Config {
     fn default() -> Self {
@@ -136,6 +151,8 @@ impl Default for Config {
             dscp: None,
             reuse_port: false,
             kcpnet_extensions: true,
+            #[cfg(feature = "secure")]
+            security: None,
         }
     }
 }
@@ -249,7 +266,38 @@ impl Config {
                 self.reliable_max_message_size() + 1
             ));
         }
+        if self.secure_enabled() {
+            if !self.kcpnet_extensions {
+                return bad("security needs kcpnet_extensions (secure sessions are one)".into());
+            }
+            if self.mtu < SECURE_MIN_MTU {
+                return bad(format!(
+                    "mtu {} is below {SECURE_MIN_MTU}, the smallest for secure sessions",
+                    self.mtu
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// Whether `security` is set (always false without the `secure` feature).
+    pub(crate) fn secure_enabled(&self) -> bool {
+        #[cfg(feature = "secure")]
+        return self.security.is_some();
+        #[cfg(not(feature = "secure"))]
+        false
+    }
+
+    /// Whether a listening endpoint admits clients without a token (no `security`, or
+    /// [`SecurityMode::Mixed`](crate::secure::SecurityMode::Mixed)).
+    pub(crate) fn admits_unauthenticated(&self) -> bool {
+        #[cfg(feature = "secure")]
+        return self
+            .security
+            .as_ref()
+            .is_none_or(|s| s.mode == crate::secure::SecurityMode::Mixed);
+        #[cfg(not(feature = "secure"))]
+        true
     }
 
     /// The MTU KCP works with: `mtu` minus the 5-byte kcp2k header.

@@ -252,6 +252,16 @@ pub enum Event<'a> {
         /// The connection.
         id: ConnectionId,
     },
+    /// A secure session's client now reaches the server from another address (a NAT
+    /// rebinding, Wi-Fi to mobile): an authenticated datagram came from `addr` and the
+    /// client answered the server's challenge there, so the connection moved to it with
+    /// nothing lost (`docs/SECURITY.md`, "Address migration"). Server side only.
+    AddressChanged {
+        /// The connection.
+        id: ConnectionId,
+        /// The client's new address.
+        addr: SocketAddr,
+    },
 }
 
 impl Event<'_> {
@@ -262,7 +272,8 @@ impl Event<'_> {
             | Event::Data { id, .. }
             | Event::Disconnected { id, .. }
             | Event::Error { id, .. }
-            | Event::PeerSendClosed { id } => *id,
+            | Event::PeerSendClosed { id }
+            | Event::AddressChanged { id, .. } => *id,
         }
     }
 }
@@ -324,6 +335,13 @@ pub enum OwnedEvent<B = Vec<u8>> {
         /// The connection.
         id: ConnectionId,
     },
+    /// See [`Event::AddressChanged`].
+    AddressChanged {
+        /// The connection.
+        id: ConnectionId,
+        /// The client's new address.
+        addr: SocketAddr,
+    },
 }
 
 impl<B> OwnedEvent<B> {
@@ -334,7 +352,8 @@ impl<B> OwnedEvent<B> {
             | OwnedEvent::Data { id, .. }
             | OwnedEvent::Disconnected { id, .. }
             | OwnedEvent::Error { id, .. }
-            | OwnedEvent::PeerSendClosed { id } => *id,
+            | OwnedEvent::PeerSendClosed { id }
+            | OwnedEvent::AddressChanged { id, .. } => *id,
         }
     }
 
@@ -350,6 +369,7 @@ impl<B> OwnedEvent<B> {
             OwnedEvent::Disconnected { id, reason } => OwnedEvent::Disconnected { id, reason },
             OwnedEvent::Error { id, code, message } => OwnedEvent::Error { id, code, message },
             OwnedEvent::PeerSendClosed { id } => OwnedEvent::PeerSendClosed { id },
+            OwnedEvent::AddressChanged { id, addr } => OwnedEvent::AddressChanged { id, addr },
         }
     }
 }
@@ -378,6 +398,7 @@ impl<B: From<Vec<u8>>> From<&Event<'_>> for OwnedEvent<B> {
                 message: message.to_string(),
             },
             Event::PeerSendClosed { id } => OwnedEvent::PeerSendClosed { id },
+            Event::AddressChanged { id, addr } => OwnedEvent::AddressChanged { id, addr },
         }
     }
 }
@@ -395,6 +416,7 @@ enum Kind {
     /// Boxed: a reason with a message is 140 bytes, and records are many.
     Disconnected(Box<DisconnectReason>),
     PeerSendClosed,
+    AddressChanged(SocketAddr),
     Error(ErrorCode, Cow<'static, str>),
     /// A data record cancelled because the application closed its connection.
     Cancelled,
@@ -451,6 +473,10 @@ impl EventQueue {
 
     pub(crate) fn push_disconnected(&mut self, id: ConnectionId, reason: DisconnectReason) {
         self.push(id, Kind::Disconnected(Box::new(reason)));
+    }
+
+    pub(crate) fn push_address_changed(&mut self, id: ConnectionId, addr: SocketAddr) {
+        self.push(id, Kind::AddressChanged(addr));
     }
 
     pub(crate) fn push_peer_send_closed(&mut self, id: ConnectionId) {
@@ -621,6 +647,7 @@ impl EventQueue {
                     reason: *reason,
                 },
                 Kind::PeerSendClosed => Event::PeerSendClosed { id },
+                Kind::AddressChanged(addr) => Event::AddressChanged { id, addr },
                 Kind::Error(code, message) => {
                     // Park the message in the arena so the event can borrow it. `consumed`
                     // stays: data of later records may lie before the parked text, and

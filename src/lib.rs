@@ -268,6 +268,7 @@ pub mod event;
 pub mod fuzzing;
 pub mod io;
 pub mod kcp;
+pub mod secure;
 mod server;
 pub mod stats;
 pub mod wire;

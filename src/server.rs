@@ -93,10 +93,36 @@ impl Server {
     }
 
     fn over(io: Io, config: Config) -> Result<Server, Error> {
-        Ok(Server {
-            io,
-            endpoint: Endpoint::server(config)?,
-        })
+        #[cfg(feature = "secure")]
+        let config = {
+            let mut config = config;
+            // Tokens name the server's public address: the bound one counts, unless it is
+            // the unspecified address (then `public_addresses` must name it).
+            if let (Some(sec), Ok(local)) =
+                (config.security.as_mut(), io.transport.local_addr())
+            {
+                if !local.ip().is_unspecified() && !sec.public_addresses.contains(&local) {
+                    sec.public_addresses.push(local);
+                }
+            }
+            config
+        };
+        let mut endpoint = Endpoint::server(config)?;
+        endpoint.set_unix_time(io.clock.now(), unix_time_secs());
+        Ok(Server { io, endpoint })
+    }
+
+    /// What the connect token of a secure session told of its client (client id and user
+    /// data); `None` for a connection without a token (a kcp2k client in
+    /// [`SecurityMode::Mixed`](crate::secure::SecurityMode::Mixed)) or an id this server no
+    /// longer holds. See [`crate::secure`].
+    pub fn secure_session(&self, id: ConnectionId) -> Option<crate::secure::SecureSession<'_>> {
+        self.endpoint.secure_session(id)
+    }
+
+    /// Whether the connection is a secure session (every datagram sealed).
+    pub fn is_secure(&self, id: ConnectionId) -> bool {
+        self.endpoint.is_secure(id)
     }
 
     /// Makes cookies deterministic, for reproducible tests and replays only: cookies then no
@@ -381,3 +407,10 @@ pub struct ServerCtx<'a> {
 }
 
 crate::driver::drain::endpoint_context!(ServerCtx, Server, server);
+
+/// The system's Unix time in seconds (0 before 1970).
+pub(crate) fn unix_time_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

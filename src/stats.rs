@@ -150,6 +150,27 @@ pub struct EndpointStats {
     pub send_errors: u64,
     /// Connections that completed the handshake.
     pub connections_accepted: u64,
+    /// Secure sessions: connect tokens refused because they did not open (forged,
+    /// tampered, another key), were not of this protocol id, or were malformed (or a Hello
+    /// offered the secure extension without a token). No reply is sent.
+    pub tokens_invalid: u64,
+    /// Secure sessions: connect tokens refused because they had expired.
+    pub tokens_expired: u64,
+    /// Secure sessions: connect tokens refused because they name other servers.
+    pub tokens_wrong_server: u64,
+    /// Secure sessions: connect tokens refused because a client used them from another
+    /// address (a stolen or replayed token).
+    pub tokens_in_use: u64,
+    /// Secure sessions (`SecurityMode::Required`): Hellos without a token, not answered.
+    pub refused_unauthenticated: u64,
+    /// Secure sessions: sealed datagrams whose tag did not verify (forged or altered).
+    pub sealed_forged: u64,
+    /// Secure sessions: sealed datagrams replayed (a packet number seen before or too old).
+    pub sealed_replayed: u64,
+    /// Secure sessions: unsealed datagrams on a secure connection, dropped unread.
+    pub unsealed_dropped: u64,
+    /// Secure sessions: clients that moved to a new address (validated).
+    pub migrations: u64,
     /// Connections currently in the table.
     pub connections: usize,
     /// Heap bytes of the buffers every connection shares, which no per-connection figure

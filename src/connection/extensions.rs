@@ -73,8 +73,15 @@ impl Extensions {
     /// Bit 2: quality reports (each side tells the other, once per ping, how many
     /// unreliable messages it sent and what fraction of the other's it lost).
     pub const QUALITY_REPORTS: Extensions = Extensions(1 << 2);
-    /// Every extension this version implements.
+    /// Bit 3: a secure session (connect token, sealed datagrams, address migration; see
+    /// `docs/SECURITY.md`). Offered only by a client that has a token, in a Hello that
+    /// carries it; never part of [`Extensions::ALL`].
+    pub const SECURE: Extensions = Extensions(1 << 3);
+    /// Every extension a client without a token offers: close reasons, half-close and
+    /// quality reports.
     pub const ALL: Extensions = Extensions(0b111);
+    /// Every bit this version knows, [`Extensions::SECURE`] included.
+    pub(crate) const KNOWN: Extensions = Extensions(0b1111);
 
     /// The bit set as on the wire.
     pub const fn bits(self) -> u32 {
@@ -83,7 +90,7 @@ impl Extensions {
 
     /// The extensions of `bits` this version knows; unknown bits are dropped.
     pub const fn from_bits_truncate(bits: u32) -> Extensions {
-        Extensions(bits & Extensions::ALL.0)
+        Extensions(bits & Extensions::KNOWN.0)
     }
 
     /// Whether every extension of `other` is in `self`.
@@ -111,6 +118,16 @@ impl BitAnd for Extensions {
     }
 }
 
+/// Unreliable header (secure sessions): the server asks the client to answer from the
+/// address a datagram came from. Payload: 8 random bytes.
+pub(crate) const UNRELIABLE_PATH_CHALLENGE: u8 = 0x12;
+/// Unreliable header (secure sessions): the client's answer, echoing the challenge's 8 bytes.
+pub(crate) const UNRELIABLE_PATH_RESPONSE: u8 = 0x13;
+/// Bytes of a path challenge's or response's payload.
+pub(crate) const PATH_TOKEN_LEN: usize = 8;
+/// Option type of a connect token blob in a Hello's extension block.
+pub(crate) const OPTION_TOKEN: u8 = 1;
+
 /// The version-1 extension block announcing `ext`.
 pub(crate) fn hello_block(ext: Extensions) -> [u8; BLOCK_LEN] {
     let b = ext.bits().to_le_bytes();
@@ -131,6 +148,22 @@ pub(crate) fn parse_hello_block(payload: &[u8]) -> Extensions {
         }
         _ => Extensions::NONE,
     }
+}
+
+/// The options after a Hello payload's version-1 block: `type u8, length u16 LE, value`
+/// each. Returns the value of the first option of type `kind`, `None` if there is none or
+/// the list is cut short.
+pub(crate) fn hello_option(payload: &[u8], kind: u8) -> Option<&[u8]> {
+    let mut rest = payload.get(BLOCK_LEN..)?;
+    while rest.len() >= 3 {
+        let len = usize::from(u16::from_le_bytes([rest[1], rest[2]]));
+        let value = rest.get(3..3 + len)?;
+        if rest[0] == kind {
+            return Some(value);
+        }
+        rest = &rest[3 + len..];
+    }
+    None
 }
 
 /// Why a connection closed, as carried by a Close datagram.

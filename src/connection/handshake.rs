@@ -27,7 +27,9 @@
 
 use std::net::SocketAddr;
 
-use super::extensions::{hello_block, parse_hello_block, Extensions, BLOCK_LEN, MAGIC};
+use super::extensions::{
+    hello_block, parse_hello_block, Extensions, BLOCK_LEN, MAGIC, OPTION_TOKEN,
+};
 use crate::wire::datagram::{Channel, Datagram, ReliableHeader, DATAGRAM_HEADER_LEN};
 use crate::wire::segment::{segments, Command, SegmentHeader, SEGMENT_HEADER_LEN};
 
@@ -45,7 +47,7 @@ pub(crate) const HELLO_REPLY_LEN: usize = BARE_REPLY_LEN + BLOCK_LEN;
 /// The bit of the cookie's hash that is always set: it keeps `hash XOR accepted` non-zero
 /// (0 means "no cookie yet" on the wire), so extension bits stay below it.
 const COOKIE_HIGH_BIT: u32 = 0x8000_0000;
-const _: () = assert!(Extensions::ALL.bits() < COOKIE_HIGH_BIT);
+const _: () = assert!(Extensions::KNOWN.bits() < COOKIE_HIGH_BIT);
 
 /// The server's secret for deriving cookies.
 #[derive(Clone)]
@@ -117,7 +119,7 @@ impl CookieKey {
         let epoch = now_ms / COOKIE_EPOCH_MS;
         let check = |epoch: u64| {
             let x = cookie ^ self.base(addr, epoch);
-            (x & !Extensions::ALL.bits() == 0).then(|| Extensions::from_bits_truncate(x))
+            (x & !Extensions::KNOWN.bits() == 0).then(|| Extensions::from_bits_truncate(x))
         };
         check(epoch).or_else(|| if epoch > 0 { check(epoch - 1) } else { None })
     }
@@ -234,16 +236,18 @@ pub(crate) fn announces_block(hello_payload: &[u8]) -> bool {
 
 /// What the stateless reply needs from a client's Hello datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ClientHello {
+pub(crate) struct ClientHello<'a> {
     /// The `ts` of its Hello segment (our ACK echoes it).
     pub ts: u32,
     /// The extensions its Hello payload offers ([`Extensions::NONE`] for a bare Hello).
     pub offered: Extensions,
+    /// The connect token blob of its extension block's options, if any.
+    pub token: Option<&'a [u8]>,
 }
 
 /// Reads a Hello datagram (see [`crate::wire::datagram::is_hello_datagram`]): `None` if it
 /// is not one.
-pub(crate) fn parse_client_hello(hello: &[u8]) -> Option<ClientHello> {
+pub(crate) fn parse_client_hello(hello: &[u8]) -> Option<ClientHello<'_>> {
     let d = Datagram::parse(hello).ok()?;
     if d.channel != Channel::Reliable {
         return None;
@@ -260,6 +264,7 @@ pub(crate) fn parse_client_hello(hello: &[u8]) -> Option<ClientHello> {
             found = Some(ClientHello {
                 ts: h.ts,
                 offered: parse_hello_block(&payload[1..]),
+                token: super::extensions::hello_option(&payload[1..], OPTION_TOKEN),
             });
         }
     }

@@ -42,9 +42,11 @@ pub(crate) mod extensions;
 pub(crate) mod handshake;
 mod quality;
 mod receive;
+mod secure;
 
 pub use extensions::Extensions;
 use quality::{PongLimiter, Reports, Window};
+pub(crate) use secure::{SecureDrops, SecureLink};
 
 /// kcp2k sends its unreliable Disconnect this many times (no acknowledgement exists); a
 /// kcpnet Close is sent as many times.
@@ -103,6 +105,18 @@ pub(crate) enum Role {
 pub(crate) trait Tx {
     /// Sends `head ++ body` to `to`. Returns false if it was not sent.
     fn send(&mut self, head: &[u8], body: &[u8], to: SocketAddr) -> bool;
+
+    /// Seals the plain datagram `head ++ body` with `session` (and `token` after the
+    /// cookie, if given) and sends it to `to`. Returns the bytes sent, `None` if it was not
+    /// sent.
+    fn send_sealed(
+        &mut self,
+        head: &[u8],
+        body: &[u8],
+        to: SocketAddr,
+        session: &mut crate::secure::Session,
+        token: Option<&[u8]>,
+    ) -> Option<usize>;
 }
 
 /// What a connection needs from its driver for one call.
@@ -111,6 +125,10 @@ pub(crate) struct Ctx<'a> {
     pub id: ConnectionId,
     pub events: &'a mut EventQueue,
     pub tx: &'a mut dyn Tx,
+    /// Where a sealed datagram is opened (shared by every connection).
+    pub open_buf: &'a mut Vec<u8>,
+    /// Drops on the secure datagram path, for the endpoint's counters.
+    pub secure_drops: &'a mut SecureDrops,
 }
 
 /// The per-connection constants derived from [`Config`].
@@ -155,12 +173,25 @@ struct Link {
     cookie: u32,
     /// Server half-open: sends limited to `AMPLIFICATION_FACTOR ×` received bytes.
     budgeted: bool,
+    /// The largest datagram (a client attaches its token only where it fits).
+    mtu: u32,
     stats: Counters,
+    /// A secure session's keys and state (`None`: plain kcp2k on the wire).
+    secure: Option<Box<SecureLink>>,
 }
 
 impl Link {
     fn transmit(&mut self, tx: &mut dyn Tx, head: &[u8], body: &[u8]) {
-        let len = (head.len() + body.len()) as u64;
+        let to = self.remote;
+        self.transmit_to(tx, head, body, to);
+    }
+
+    /// Sends `head ++ body` to `to` (the remote address but for a path challenge), sealed
+    /// if the session is secure.
+    fn transmit_to(&mut self, tx: &mut dyn Tx, head: &[u8], body: &[u8], to: SocketAddr) {
+        let plain = head.len() + body.len();
+        let sealed = self.secure.as_deref().is_some_and(|s| s.active);
+        let len = (plain + if sealed { crate::secure::SEAL_OVERHEAD } else { 0 }) as u64;
         if self.budgeted
             && self.stats.bytes_sent + len > AMPLIFICATION_FACTOR * self.stats.bytes_received
         {
@@ -171,11 +202,22 @@ impl Link {
             self.stats.sends_dropped += 1;
             return;
         }
-        if tx.send(head, body, self.remote) {
-            self.stats.bytes_sent += len;
-            self.stats.datagrams_sent += 1;
-        } else {
-            self.stats.sends_dropped += 1;
+        let sent = match self.secure.as_deref_mut().filter(|s| s.active) {
+            Some(SecureLink { session, token, .. }) => {
+                let mtu = self.mtu as usize;
+                let token = token
+                    .as_deref()
+                    .filter(|t| plain + crate::secure::SEAL_OVERHEAD + t.len() <= mtu);
+                tx.send_sealed(head, body, to, session, token)
+            }
+            None => tx.send(head, body, to).then_some(plain),
+        };
+        match sent {
+            Some(n) => {
+                self.stats.bytes_sent += n as u64;
+                self.stats.datagrams_sent += 1;
+            }
+            None => self.stats.sends_dropped += 1,
         }
     }
 
@@ -283,7 +325,9 @@ impl Connection {
                 remote,
                 cookie,
                 budgeted: role == Role::Server,
+                mtu: sat32(config.mtu),
                 stats: Counters::default(),
+                secure: None,
             },
             limits: Limits {
                 mtu: sat32(config.mtu),
@@ -377,6 +421,7 @@ impl Connection {
             now,
             &mut Vec::new(),
             &mut Vec::new(),
+            None,
         )
     }
 
@@ -393,8 +438,12 @@ impl Connection {
         now: u32,
         buffers: &mut Vec<Vec<u8>>,
         output: &mut Vec<u8>,
+        secure: Option<SecureLink>,
     ) -> Self {
         let mut c = Connection::new(Role::Server, remote, cookie, config, now);
+        if let Some(link) = secure {
+            c.install_secure(link);
+        }
         c.lend_buffers(buffers);
         c.swap_output_buffer(output);
         c.ext = accepted;

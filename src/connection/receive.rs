@@ -7,7 +7,7 @@ use log::{debug, info, trace, warn};
 
 use super::extensions::{
     parse_hello_block, Extensions, RELIABLE_SEND_SHUTDOWN, UNRELIABLE_CLOSE,
-    UNRELIABLE_QUALITY_REPORT,
+    UNRELIABLE_PATH_CHALLENGE, UNRELIABLE_PATH_RESPONSE, UNRELIABLE_QUALITY_REPORT,
 };
 use super::{
     handshake, Connection, ConnectionState, Ctx, Role, IDLE_POOL_BUFFERS, PING_WORK_MIN_MS,
@@ -17,6 +17,7 @@ use crate::config::PING_INTERVAL_MS;
 use crate::error::ErrorCode;
 use crate::event::DisconnectReason;
 use crate::kcp::{time_diff, KcpError};
+use crate::secure::is_sealed;
 use crate::wire::datagram::{
     parse_u32_payload, parse_unreliable, Channel, Datagram, ReliableHeader, UnreliableHeader,
 };
@@ -55,15 +56,42 @@ impl Connection {
         if self.state == ConnectionState::Disconnected {
             return;
         }
+        let sealed = match self.link.secure.as_deref() {
+            Some(s) => s.active || bytes.first().is_some_and(|&b| is_sealed(b)),
+            None => false,
+        };
+        if !sealed {
+            self.handle_plain(ctx, bytes, bytes.len());
+            return;
+        }
+        // A secure session: only what opens under the peer's key reaches the kcp2k framing.
+        let mut buf = std::mem::take(ctx.open_buf);
+        if self.open_sealed(ctx, bytes, &mut buf).is_some() {
+            if self.awaiting_admission {
+                // Only an admitted connection holds the session keys: the server admitted
+                // us (and proved it holds the key the token was sealed with).
+                self.secure_admitted();
+                self.on_admitted(ctx);
+            }
+            self.handle_plain(ctx, &buf, bytes.len());
+        }
+        *ctx.open_buf = buf;
+    }
+
+    /// Handles one plain kcp2k datagram (`bytes`; `wire_len` bytes arrived, sealed or not).
+    pub(super) fn handle_plain(&mut self, ctx: &mut Ctx<'_>, bytes: &[u8], wire_len: usize) {
+        if self.state == ConnectionState::Disconnected {
+            return;
+        }
         self.roll_window(ctx.now);
-        if bytes.len() > (self.limits.mtu as usize) {
-            self.note_received(ctx, bytes.len());
+        if wire_len > (self.limits.mtu as usize) {
+            self.note_received(ctx, wire_len);
             let msg = format!(
                 "received a datagram of {} bytes, larger than our mtu of {} bytes: the peer's \
                  mtu is at least {}; both ends must use the same mtu",
-                bytes.len(),
+                wire_len,
                 self.limits.mtu as usize,
-                bytes.len()
+                wire_len
             );
             self.protocol_error(ctx, msg);
             return;
@@ -111,7 +139,7 @@ impl Connection {
                 if dgram.payload.first() == Some(&UNRELIABLE_CLOSE)
                     && self.speaks(Extensions::CLOSE_REASONS) =>
             {
-                self.note_received(ctx, bytes.len());
+                self.note_received(ctx, wire_len);
                 self.on_close_datagram(ctx, &dgram.payload[1..]);
                 return;
             }
@@ -124,6 +152,22 @@ impl Connection {
                     self.on_admitted(ctx);
                 }
                 self.on_quality_report(ctx, &dgram.payload[1..]);
+            }
+            Channel::Unreliable
+                if dgram.payload.first() == Some(&UNRELIABLE_PATH_CHALLENGE)
+                    && self.ext.contains(Extensions::SECURE) =>
+            {
+                self.note_received(ctx, wire_len);
+                self.answer_path_challenge(ctx, &dgram.payload[1..]);
+                return;
+            }
+            Channel::Unreliable
+                if dgram.payload.first() == Some(&UNRELIABLE_PATH_RESPONSE)
+                    && self.ext.contains(Extensions::SECURE) =>
+            {
+                // An answer that came by the connection's own address: nothing to move.
+                self.note_received(ctx, wire_len);
+                return;
             }
             Channel::Unreliable => match parse_unreliable(dgram.payload) {
                 Ok((UnreliableHeader::Data, payload)) => {
@@ -149,7 +193,7 @@ impl Connection {
                     }
                 }
                 Ok((UnreliableHeader::Disconnect, _)) => {
-                    self.note_received(ctx, bytes.len());
+                    self.note_received(ctx, wire_len);
                     info!("{}: peer disconnected", self.link.remote);
                     // Reliable messages that arrived before the Disconnect (possibly in the
                     // same batch of datagrams) are delivered before `Disconnected`.
@@ -163,16 +207,16 @@ impl Connection {
                     return;
                 }
                 Err(e) => {
-                    self.note_received(ctx, bytes.len());
+                    self.note_received(ctx, wire_len);
                     self.protocol_error(ctx, format!("invalid unreliable datagram: {e}"));
                     return;
                 }
             },
         }
-        self.note_received(ctx, bytes.len());
+        self.note_received(ctx, wire_len);
     }
 
-    fn note_received(&mut self, ctx: &Ctx<'_>, len: usize) {
+    pub(super) fn note_received(&mut self, ctx: &Ctx<'_>, len: usize) {
         self.last_receive = ctx.now;
         self.link.stats.datagrams_received += 1;
         self.link.stats.bytes_received += len as u64;
@@ -536,6 +580,9 @@ impl Connection {
                 // The server's answer: what it accepted of our offer (a kcp2k server's bare
                 // Hello announces nothing).
                 self.ext = announced & self.offered;
+                if !self.activate_secure(ctx, self.ext) {
+                    return;
+                }
                 // Our proof of address: a reliable Ping, flushed now together with our ACK
                 // of the server's Hello. A kcpnet server creates our connection only when
                 // a datagram carrying its cookie and `una <= 1` arrives (stateless

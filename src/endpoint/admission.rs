@@ -97,6 +97,11 @@ pub(super) fn on_stranger(
     data: &[u8],
     from: SocketAddr,
 ) {
+    #[cfg(feature = "secure")]
+    if data.first().is_some_and(|&b| crate::secure::is_sealed(b)) {
+        super::secure::on_sealed_stranger(table, shared, out, listening, data, from);
+        return;
+    }
     let Ok(d) = Datagram::parse(data) else {
         trace!("dropping {} bytes from unknown {from}", data.len());
         shared.stats.dropped_unknown += 1;
@@ -117,6 +122,12 @@ pub(super) fn on_stranger(
     }
     if d.channel == Channel::Reliable && is_handshake_reply(d.payload) {
         if let Some(accepted) = shared.key.verify_ext(&from, d.cookie, shared.now.ms) {
+            if accepted.contains(Extensions::SECURE) || !shared.config.admits_unauthenticated() {
+                // A secure handshake's proof comes sealed, with its token.
+                trace!("dropping an unsealed proof of address from {from}");
+                shared.stats.dropped_unknown += 1;
+                return;
+            }
             if shared.draining.is_some() {
                 refuse(shared, out, from, d.cookie, accepted);
             } else {
@@ -138,11 +149,24 @@ pub(super) fn on_stranger(
         Some(hello) => {
             // The accepted extensions follow from this Hello alone and are bound into the
             // cookie, so admission recovers them without state.
-            let accepted = if shared.config.kcpnet_extensions {
+            let mut accepted = if shared.config.kcpnet_extensions {
                 hello.offered & Extensions::ALL
             } else {
                 Extensions::NONE
             };
+            if hello.offered.contains(Extensions::SECURE) && shared.config.secure_enabled() {
+                // A token client: its token must open before anything is sent back.
+                #[cfg(feature = "secure")]
+                if !super::secure::hello_token_opens(shared, hello.token) {
+                    trace!("no Hello reply to {from}: its connect token was refused");
+                    return;
+                }
+                accepted = accepted | Extensions::SECURE;
+            } else if !shared.config.admits_unauthenticated() {
+                trace!("no Hello reply to {from}: this server admits token clients only");
+                shared.stats.refused_unauthenticated += 1;
+                return;
+            }
             let cookie = shared.key.current_with(&from, shared.now.ms, accepted);
             let wnd = shared.config.receive_window_size.min(u16::MAX as u32) as u16;
             let mut reply = [0u8; HELLO_REPLY_LEN];
@@ -211,7 +235,7 @@ fn admit(
     let now = shared.now.kcp();
     let (config, buffers, output) = shared.parts_for_new_connection();
     let conn =
-        Connection::new_server_verified_with(from, cookie, accepted, config, now, buffers, output);
+        Connection::new_server_verified_with(from, cookie, accepted, config, now, buffers, output, None);
     let idx = table.insert(conn);
     debug!("{from} proved its address (slot {idx})");
     table.with_conn(shared, out, idx, |c, ctx| c.handle_datagram(ctx, data));

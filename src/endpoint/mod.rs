@@ -74,7 +74,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::config::Config;
 use crate::connection::handshake::CookieKey;
-use crate::connection::{Connection, ConnectionState, Ctx, Extensions, Tx};
+use crate::connection::{Connection, ConnectionState, Ctx, Extensions, SecureDrops, Tx};
 use crate::error::{Error, ErrorCode};
 use crate::event::{CloseMessage, ConnectionId, DisconnectReason, Event, EventQueue};
 use crate::stats::{ConnectionQuality, ConnectionStats, EndpointStats};
@@ -82,6 +82,8 @@ use crate::wire::datagram::Channel;
 
 mod admission;
 mod output;
+#[cfg(feature = "secure")]
+mod secure;
 mod table;
 
 use output::CountingTx;
@@ -142,6 +144,16 @@ pub(crate) struct Shared {
     pub recently_closed: RecentlyClosed,
     /// Set by `begin_drain`: admit nobody; the reason new peers are told.
     pub draining: Option<(u32, CloseMessage)>,
+    /// Where connections open sealed datagrams.
+    open_buf: Vec<u8>,
+    /// Drops on the secure datagram path (added into `EndpointStats` when read).
+    pub secure_drops: SecureDrops,
+    /// Unix time in seconds at `now == 0` (connect tokens' times are Unix times).
+    pub unix_origin_secs: u64,
+    /// Connect tokens that admitted a client: the token id, the address it was used from
+    /// and its expiry (a token is refused from another address until it expires).
+    #[cfg(feature = "secure")]
+    pub tokens_used: secure::TokensUsed,
 }
 
 impl Shared {
@@ -167,6 +179,8 @@ impl Shared {
             id,
             events: &mut self.events,
             tx: &mut tx,
+            open_buf: &mut self.open_buf,
+            secure_drops: &mut self.secure_drops,
         };
         let r = f(conn, &mut ctx);
         conn.swap_output_buffer(&mut self.output);
@@ -245,6 +259,19 @@ impl Endpoint {
 
     fn new(config: Config, listening: bool) -> Result<Endpoint, Error> {
         config.validate()?;
+        #[cfg(feature = "secure")]
+        if listening
+            && config
+                .security
+                .as_ref()
+                .is_some_and(|s| s.public_addresses.is_empty())
+        {
+            return Err(Error::InvalidConfig(
+                "security.public_addresses is empty: name the addresses clients reach this \
+                 server at (connect tokens name them)"
+                    .into(),
+            ));
+        }
         Ok(Endpoint {
             shared: Shared {
                 config,
@@ -259,6 +286,13 @@ impl Endpoint {
                 key: CookieKey::new(OsRng.gen(), OsRng.gen()),
                 recently_closed: RecentlyClosed::default(),
                 draining: None,
+                open_buf: Vec::new(),
+                secure_drops: SecureDrops::default(),
+                unix_origin_secs: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
+                #[cfg(feature = "secure")]
+                tokens_used: secure::TokensUsed::default(),
             },
             table: Table::new(),
             listening,
@@ -747,11 +781,111 @@ impl Endpoint {
 
     /// Endpoint-wide counters.
     pub fn stats(&self) -> EndpointStats {
+        #[cfg(feature = "secure")]
+        let tokens = self.shared.tokens_used.heap_bytes();
+        #[cfg(not(feature = "secure"))]
+        let tokens = 0;
+        let drops = self.shared.secure_drops;
         EndpointStats {
             connections: self.table.live(),
             shared_buffer_bytes: self.shared.shared_buffer_bytes()
-                + self.shared.recently_closed.heap_bytes(),
+                + self.shared.recently_closed.heap_bytes()
+                + tokens,
+            sealed_forged: self.shared.stats.sealed_forged + drops.forged,
+            sealed_replayed: self.shared.stats.sealed_replayed + drops.replayed,
+            unsealed_dropped: self.shared.stats.unsealed_dropped + drops.unsealed,
             ..self.shared.stats
         }
+    }
+
+    /// Tells the endpoint the Unix time (seconds) at `now`, for the expiry of connect
+    /// tokens. By default it takes the system's time at its creation as the Unix time of
+    /// `now == 0`; the drivers set it from their clock. Only a sans-IO loop whose `now` does
+    /// not start near 0 needs it.
+    pub fn set_unix_time(&mut self, now: Duration, unix_secs: u64) {
+        self.shared.unix_origin_secs = unix_secs.saturating_sub(now.as_secs());
+    }
+
+    /// Drops a connection that has not sent anything yet, without events (a client
+    /// replacing its attempt by a secure one before its first tick).
+    #[cfg(feature = "secure")]
+    pub(crate) fn forget(&mut self, id: ConnectionId) {
+        if let Ok(idx) = self.table.index_of(id) {
+            self.table.discard(idx);
+        }
+    }
+
+    /// Connects to the first server a connect token names, with a secure session (the
+    /// `secure` feature; see [`crate::secure`]): the Hello carries the token, and every
+    /// datagram after the server's Hello is sealed with the token's keys. Fails with
+    /// [`Error::InvalidArgument`] if the config's `mtu` is below
+    /// [`crate::config::SECURE_MIN_MTU`] or `kcpnet_extensions` is off.
+    #[cfg(feature = "secure")]
+    pub fn connect_with_token(
+        &mut self,
+        now: Duration,
+        token: &crate::secure::ConnectToken,
+    ) -> Result<ConnectionId, Error> {
+        let remote = *token
+            .server_addresses()
+            .first()
+            .ok_or_else(|| Error::InvalidArgument("the token names no server".into()))?;
+        self.connect_with_token_to(now, token, remote)
+    }
+
+    /// [`Endpoint::connect_with_token`] to `remote`, one of the token's servers as this
+    /// client reaches it (or another address of the same server, behind a NAT for example:
+    /// the server checks the token against its own public addresses).
+    #[cfg(feature = "secure")]
+    pub fn connect_with_token_to(
+        &mut self,
+        now: Duration,
+        token: &crate::secure::ConnectToken,
+        remote: SocketAddr,
+    ) -> Result<ConnectionId, Error> {
+        self.shared.advance(now);
+        let config = &self.shared.config;
+        if config.mtu < crate::config::SECURE_MIN_MTU || !config.kcpnet_extensions {
+            return Err(Error::InvalidArgument(format!(
+                "a secure session needs kcpnet_extensions and an mtu of at least {} (mtu is {})",
+                crate::config::SECURE_MIN_MTU,
+                config.mtu
+            )));
+        }
+        if self.table.by_addr.contains_key(&crate::io::AddrKey(remote)) {
+            return Err(Error::InvalidArgument(format!(
+                "already connected to {remote}"
+            )));
+        }
+        let (c2s, s2c) = token.session_keys();
+        let session = crate::secure::Session::new(&c2s, &s2c);
+        let conn = Connection::new_client_secure(
+            remote,
+            config,
+            self.shared.now.kcp(),
+            session,
+            &token.blob(),
+        );
+        let idx = self.table.insert(conn);
+        self.table.mark_dirty(idx);
+        Ok(self.table.id_of(idx).expect("just inserted"))
+    }
+
+    /// What the connect token of a secure session told of its client: `None` for a
+    /// connection without a token (a kcp2k client in [`SecurityMode::Mixed`]
+    /// (crate::secure::SecurityMode::Mixed), any connection of a server without
+    /// `security`), or an id this endpoint no longer holds.
+    pub fn secure_session(&self, id: ConnectionId) -> Option<crate::secure::SecureSession<'_>> {
+        self.conn(id)
+            .and_then(Connection::secure_session)
+            .map(|(client_id, user_data)| crate::secure::SecureSession {
+                client_id,
+                user_data,
+            })
+    }
+
+    /// Whether the connection is a secure session (sealed datagrams).
+    pub fn is_secure(&self, id: ConnectionId) -> bool {
+        self.conn(id).is_some_and(Connection::is_secure)
     }
 }

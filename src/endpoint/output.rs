@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 
 use crate::connection::Tx;
+use crate::secure::Session;
 use crate::stats::EndpointStats;
 
 /// Where an endpoint's datagrams go: a socket (the drivers' adapter over a
@@ -99,6 +100,28 @@ impl Tx for CountingTx<'_> {
         } else {
             self.stats.send_errors += 1;
             false
+        }
+    }
+
+    fn send_sealed(
+        &mut self,
+        head: &[u8],
+        body: &[u8],
+        to: SocketAddr,
+        session: &mut Session,
+        token: Option<&[u8]>,
+    ) -> Option<usize> {
+        if !session.seal(head, body, token, self.scratch) {
+            return None;
+        }
+        let n = self.scratch.len();
+        if self.out.transmit(self.scratch, to) {
+            self.stats.datagrams_sent += 1;
+            self.stats.bytes_sent += n as u64;
+            Some(n)
+        } else {
+            self.stats.send_errors += 1;
+            None
         }
     }
 }

@@ -44,6 +44,10 @@ pub(super) const SLOT_OVERHEAD: usize = std::mem::size_of::<Slot>();
 pub(super) struct Table {
     pub slots: slab::Slab<Slot>,
     pub by_addr: HashMap<AddrKey, usize>,
+    /// Secure connections by cookie, to find a session whose client's address changed
+    /// (the first connection of a cookie only: two secure clients with the same cookie, a
+    /// 2⁻³¹ chance per pair, leave the second without migration).
+    pub by_cookie: HashMap<u32, usize>,
     next_generation: u32,
     /// Timer entries, [`timer_entry`]s: due time, slot, generation in one `u128` (cheap to
     /// compare and move). Entries whose slot was rescheduled or reused are skipped.
@@ -119,8 +123,37 @@ impl Table {
             retired: false,
         });
         self.by_addr.insert(AddrKey(remote), idx);
+        if self.slots[idx].conn.token_id().is_some() {
+            let cookie = self.slots[idx].conn.cookie();
+            self.by_cookie.entry(cookie).or_insert(idx);
+        }
         self.live += 1;
         idx
+    }
+
+    /// Removes the connection in slot `idx` at once, without a trace (it never ran).
+    #[cfg(feature = "secure")]
+    pub fn discard(&mut self, idx: usize) {
+        if let Some(slot) = self.slots.try_remove(idx) {
+            let remote = slot.conn.remote();
+            if self.by_addr.get(&AddrKey(remote)) == Some(&idx) {
+                self.by_addr.remove(&AddrKey(remote));
+            }
+            if !slot.retired {
+                self.live -= 1;
+            }
+        }
+    }
+
+    /// The connection in slot `idx` moved from `old` to its current remote address.
+    pub fn rekey(&mut self, idx: usize, old: std::net::SocketAddr) {
+        let Some(slot) = self.slots.get(idx) else {
+            return;
+        };
+        if self.by_addr.get(&AddrKey(old)) == Some(&idx) {
+            self.by_addr.remove(&AddrKey(old));
+        }
+        self.by_addr.insert(AddrKey(slot.conn.remote()), idx);
     }
 
     /// The id of the connection in slot `idx`.
@@ -185,10 +218,9 @@ impl Table {
             return false;
         }
         let remote = slot.conn.remote();
+        let cookie = slot.conn.cookie();
         let now_ms = shared.now.ms;
-        shared
-            .recently_closed
-            .insert(remote, slot.conn.cookie(), now_ms);
+        shared.recently_closed.insert(remote, cookie, now_ms);
         if retain {
             slot.retired = true;
         } else {
@@ -197,6 +229,9 @@ impl Table {
         self.live -= 1;
         if self.by_addr.get(&AddrKey(remote)) == Some(&idx) {
             self.by_addr.remove(&AddrKey(remote));
+        }
+        if self.by_cookie.get(&cookie) == Some(&idx) {
+            self.by_cookie.remove(&cookie);
         }
         // Stale timer entries and dirty-list entries are skipped by generation and
         // `retired` checks.

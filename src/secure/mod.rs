@@ -1,0 +1,99 @@
+//! Secure sessions (the `secure` feature, on by default): connect tokens, authenticated
+//! encryption of every datagram after the handshake, and address migration. A
+//! kcpnet↔kcpnet extension negotiated in the Hello; with it off (the default `Config`), the
+//! wire is byte-identical to kcp2k. The threat model is in `docs/SECURITY.md`, the bytes in
+//! `docs/PROTOCOL.md` ("Secure sessions").
+//!
+//! * A backend holding a [`PrivateKey`] shared with the game servers makes a
+//!   [`ConnectToken`] for each admitted player and sends it to the player's client over its
+//!   own channel (HTTPS).
+//! * The server runs with [`Config::security`](crate::Config::security) set to a
+//!   [`SecureConfig`]: [`SecurityMode::Required`] admits only clients with a valid token,
+//!   [`SecurityMode::Mixed`] also admits kcp2k clients, unauthenticated and marked so
+//!   ([`Server::secure_session`](crate::Server::secure_session) is `None` for them).
+//! * The client connects with [`Client::connect_with_token`](crate::Client::connect_with_token).
+//!
+//! This module is the layer under `connection`: the token format and the sealing of
+//! datagrams, pure functions of bytes and keys.
+
+#[cfg(feature = "secure")]
+mod seal;
+#[cfg(feature = "secure")]
+mod token;
+
+#[cfg(feature = "secure")]
+pub(crate) use seal::{is_sealed, OpenError, Sealed, Session};
+#[cfg(feature = "secure")]
+pub use seal::SEAL_OVERHEAD;
+#[cfg(feature = "secure")]
+pub(crate) use token::{open_blob, Grant, Refusal};
+#[cfg(feature = "secure")]
+pub use token::{
+    ConnectToken, PrivateKey, TokenError, TokenParams, CONNECT_TOKEN_BYTES, MAX_TOKEN_ADDRESSES,
+    MAX_USER_DATA,
+};
+
+#[cfg(not(feature = "secure"))]
+mod off;
+#[cfg(not(feature = "secure"))]
+pub(crate) use off::{is_sealed, OpenError, Sealed, Session, SEAL_OVERHEAD, TOKEN_BLOB_BYTES};
+
+use std::net::SocketAddr;
+
+/// Which clients a server admits when [`Config::security`](crate::Config::security) is set.
+/// Without it (`None`, the default) the server is kcp2k-compatible and admits every client
+/// unauthenticated, as kcp2k does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SecurityMode {
+    /// Only clients with a valid connect token; every datagram is sealed. A kcp2k client's
+    /// Hello gets no reply (counted in `EndpointStats::refused_unauthenticated`).
+    #[default]
+    Required,
+    /// Token clients get secure sessions; kcp2k clients (and kcpnet clients without a token)
+    /// are admitted too, unauthenticated, for fleets that serve Unity clients and Rust
+    /// clients at once. The app tells them apart with `Server::secure_session`.
+    Mixed,
+}
+
+/// A server's secure-session settings ([`Config::security`](crate::Config::security)).
+#[cfg(feature = "secure")]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecureConfig {
+    /// Whom the server admits.
+    pub mode: SecurityMode,
+    /// Only tokens made for this protocol id are accepted.
+    pub protocol_id: u64,
+    /// The key shared with the backend that makes the tokens.
+    pub key: PrivateKey,
+    /// This server's addresses as clients reach it (its public address and port): a token
+    /// is accepted only if it names one of them. `Server::bind` adds its bound address if
+    /// it is not the unspecified address.
+    pub public_addresses: Vec<SocketAddr>,
+}
+
+#[cfg(feature = "secure")]
+impl SecureConfig {
+    /// [`SecurityMode::Required`] with `key` and `protocol_id`, valid for `public_addresses`.
+    pub fn required(
+        protocol_id: u64,
+        key: PrivateKey,
+        public_addresses: Vec<SocketAddr>,
+    ) -> SecureConfig {
+        SecureConfig {
+            mode: SecurityMode::Required,
+            protocol_id,
+            key,
+            public_addresses,
+        }
+    }
+}
+
+/// What a server knows of a client that connected with a connect token
+/// ([`Server::secure_session`](crate::Server::secure_session)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SecureSession<'a> {
+    /// The client id the backend put in the token.
+    pub client_id: u64,
+    /// The user data the backend put in the token (at most 256 bytes).
+    pub user_data: &'a [u8],
+}

@@ -1,0 +1,339 @@
+//! Sealed datagrams: every datagram of a secure session, after the Hello exchange, is
+//! authenticated and encrypted with ChaCha20-Poly1305 under the key of its direction
+//! (`docs/PROTOCOL.md` "Secure sessions").
+//!
+//! ```text
+//! 0   1  0x80 | channel (0x81 reliable, 0x82 unreliable); | 0x40 when a token blob follows
+//!        the cookie (0xC1, 0xC2: a client's datagrams until the server admitted it)
+//! 1   4  cookie, u32 LE (in clear: what a stranger must echo)
+//! [5 555 token blob, with 0x40 only]
+//! +0  8  packet number, u64 LE, per direction from 0
+//! +8  …  ciphertext of the kcp2k payload (what follows the cookie in a plain datagram)
+//! end 16 Poly1305 tag
+//! nonce: packet number u64 LE ++ 4 zero bytes; associated data: channel byte, cookie,
+//! packet number (13 bytes; the token blob is authenticated by its own AEAD)
+//! ```
+
+use chacha20poly1305::aead::{AeadInPlace, KeyInit};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce, Tag};
+
+use super::token::TOKEN_BLOB_BYTES;
+
+/// The flag of a sealed datagram's first byte.
+pub(crate) const SEALED: u8 = 0x80;
+/// The flag of a sealed datagram that carries a token blob.
+pub(crate) const WITH_TOKEN: u8 = 0x40;
+/// Bytes of the packet number.
+pub(crate) const PN_BYTES: usize = 8;
+/// Bytes of the Poly1305 tag.
+pub(crate) const TAG_BYTES: usize = 16;
+/// What sealing adds to a datagram (without a token blob): the packet number and the tag.
+pub const SEAL_OVERHEAD: usize = PN_BYTES + TAG_BYTES;
+/// The kcp2k header: channel byte and cookie.
+const HEADER: usize = 5;
+/// Packet numbers older than the newest by this many or more are refused.
+pub(crate) const REPLAY_WINDOW: u64 = 128;
+
+/// Whether a datagram's first byte marks it sealed.
+pub(crate) fn is_sealed(first: u8) -> bool {
+    first & SEALED != 0
+}
+
+/// A sealed datagram's parts, borrowed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Sealed<'a> {
+    /// The plain channel byte (1 or 2).
+    pub(crate) channel: u8,
+    pub(crate) cookie: u32,
+    /// The token blob, for a datagram with [`WITH_TOKEN`].
+    pub(crate) token: Option<&'a [u8]>,
+    pub(crate) pn: u64,
+    /// Bytes 0 .. the packet number's end, for the associated data (without the blob).
+    first: u8,
+    body: &'a [u8],
+}
+
+impl<'a> Sealed<'a> {
+    /// Parses the clear parts; `None` for anything that is not a sealed datagram of this
+    /// version (wrong flags, channel not 1 or 2, too short).
+    pub(crate) fn parse(data: &'a [u8]) -> Option<Sealed<'a>> {
+        let first = *data.first()?;
+        let channel = first & !(SEALED | WITH_TOKEN);
+        if first & SEALED == 0 || !(1..=2).contains(&channel) {
+            return None;
+        }
+        let cookie = u32::from_le_bytes(data.get(1..5)?.try_into().ok()?);
+        let (token, rest) = if first & WITH_TOKEN != 0 {
+            let blob = data.get(HEADER..HEADER + TOKEN_BLOB_BYTES)?;
+            (Some(blob), &data[HEADER + TOKEN_BLOB_BYTES..])
+        } else {
+            (None, &data[HEADER..])
+        };
+        if rest.len() < PN_BYTES + TAG_BYTES {
+            return None;
+        }
+        let pn = u64::from_le_bytes(rest[..PN_BYTES].try_into().ok()?);
+        Some(Sealed {
+            channel,
+            cookie,
+            token,
+            pn,
+            first,
+            body: &rest[PN_BYTES..],
+        })
+    }
+}
+
+fn nonce(pn: u64) -> Nonce {
+    let mut n = [0u8; 12];
+    n[..8].copy_from_slice(&pn.to_le_bytes());
+    *Nonce::from_slice(&n)
+}
+
+fn aad(first: u8, cookie: u32, pn: u64) -> [u8; 13] {
+    let mut a = [0u8; 13];
+    a[0] = first & !WITH_TOKEN;
+    a[1..5].copy_from_slice(&cookie.to_le_bytes());
+    a[5..].copy_from_slice(&pn.to_le_bytes());
+    a
+}
+
+/// Which packet numbers arrived: the newest and a bitmap of the [`REPLAY_WINDOW`] before it.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ReplayWindow {
+    /// Newest packet number seen, plus one (0: none yet).
+    next: u64,
+    /// Bit `i`: packet number `next - 1 - i` was seen.
+    seen: u128,
+}
+
+impl ReplayWindow {
+    /// Whether `pn` is new: newer than the newest, or inside the window and not seen.
+    pub(crate) fn is_fresh(&self, pn: u64) -> bool {
+        if pn >= self.next {
+            return true;
+        }
+        let age = self.next - 1 - pn;
+        age < REPLAY_WINDOW && self.seen & (1u128 << age) == 0
+    }
+
+    /// Whether `pn` is newer than every packet number seen.
+    pub(crate) fn is_newest(&self, pn: u64) -> bool {
+        pn >= self.next
+    }
+
+    /// Marks `pn` seen (call after it authenticated and only if [`Self::is_fresh`]).
+    pub(crate) fn mark(&mut self, pn: u64) {
+        if pn >= self.next {
+            let shift = pn + 1 - self.next;
+            self.seen = if shift >= 128 { 0 } else { self.seen << shift };
+            self.seen |= 1;
+            self.next = pn + 1;
+        } else {
+            self.seen |= 1u128 << (self.next - 1 - pn);
+        }
+    }
+}
+
+/// Why a sealed datagram was not opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OpenError {
+    /// Its packet number was seen already or is older than the window.
+    Replayed,
+    /// The tag does not verify: forged, altered, or under another key.
+    Forged,
+}
+
+/// The keys and counters of one secure session, one per connection.
+pub(crate) struct Session {
+    send: ChaCha20Poly1305,
+    next_pn: u64,
+    recv: ChaCha20Poly1305,
+    window: ReplayWindow,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("next_pn", &self.next_pn)
+            .field("window", &self.window)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    /// A session that seals with `send_key` and opens with `recv_key`.
+    pub(crate) fn new(send_key: &[u8; 32], recv_key: &[u8; 32]) -> Session {
+        Session {
+            send: ChaCha20Poly1305::new(Key::from_slice(send_key)),
+            next_pn: 0,
+            recv: ChaCha20Poly1305::new(Key::from_slice(recv_key)),
+            window: ReplayWindow::default(),
+        }
+    }
+
+    /// Packet numbers received so far.
+    pub(crate) fn window(&self) -> &ReplayWindow {
+        &self.window
+    }
+
+    /// Seals the plain datagram `head ++ body` (`[channel][cookie][payload]`, `head` at
+    /// least 5 bytes) into `out`, with `token` after the cookie if given. Returns false if
+    /// the datagram is not a kcp2k datagram (cannot happen for the connection's own).
+    pub(crate) fn seal(
+        &mut self,
+        head: &[u8],
+        body: &[u8],
+        token: Option<&[u8]>,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        if head.len() < HEADER || !(1..=2).contains(&head[0]) {
+            return false;
+        }
+        let pn = self.next_pn;
+        self.next_pn += 1;
+        let mut first = SEALED | head[0];
+        if token.is_some() {
+            first |= WITH_TOKEN;
+        }
+        let cookie = u32::from_le_bytes([head[1], head[2], head[3], head[4]]);
+        out.clear();
+        out.push(first);
+        out.extend_from_slice(&head[1..HEADER]);
+        if let Some(t) = token {
+            out.extend_from_slice(t);
+        }
+        out.extend_from_slice(&pn.to_le_bytes());
+        let start = out.len();
+        out.extend_from_slice(&head[HEADER..]);
+        out.extend_from_slice(body);
+        match self.send.encrypt_in_place_detached(
+            &nonce(pn),
+            &aad(first, cookie, pn),
+            &mut out[start..],
+        ) {
+            Ok(tag) => {
+                out.extend_from_slice(&tag);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Opens `d` into `out` as the plain datagram `[channel][cookie][payload]` and marks its
+    /// packet number seen. Nothing is marked if it fails.
+    pub(crate) fn open(&mut self, d: &Sealed<'_>, out: &mut Vec<u8>) -> Result<u64, OpenError> {
+        self.check(d, out)?;
+        self.window.mark(d.pn);
+        Ok(d.pn)
+    }
+
+    /// Opens `d` into `out` without marking its packet number (the caller marks it with
+    /// [`Session::mark`] once it accepts the datagram).
+    pub(crate) fn check(&self, d: &Sealed<'_>, out: &mut Vec<u8>) -> Result<u64, OpenError> {
+        if !self.window.is_fresh(d.pn) {
+            return Err(OpenError::Replayed);
+        }
+        let ct_len = d.body.len() - TAG_BYTES;
+        out.clear();
+        out.push(d.channel);
+        out.extend_from_slice(&d.cookie.to_le_bytes());
+        out.extend_from_slice(&d.body[..ct_len]);
+        self.recv
+            .decrypt_in_place_detached(
+                &nonce(d.pn),
+                &aad(d.first, d.cookie, d.pn),
+                &mut out[HEADER..],
+                Tag::from_slice(&d.body[ct_len..]),
+            )
+            .map_err(|_| {
+                out.clear();
+                OpenError::Forged
+            })?;
+        Ok(d.pn)
+    }
+
+    /// Marks `pn` seen.
+    pub(crate) fn mark(&mut self, pn: u64) {
+        self.window.mark(pn);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair() -> (Session, Session) {
+        (Session::new(&[1; 32], &[2; 32]), Session::new(&[2; 32], &[1; 32]))
+    }
+
+    #[test]
+    fn sealed_datagrams_open_once_and_only_unaltered() {
+        let (mut a, mut b) = pair();
+        let mut wire = Vec::new();
+        let mut plain = Vec::new();
+        assert!(a.seal(&[1, 5, 6, 7, 8, 0xAA], &[0xBB, 0xCC], None, &mut wire));
+        assert_eq!(wire.len(), 5 + 3 + SEAL_OVERHEAD);
+        let d = Sealed::parse(&wire).unwrap();
+        assert_eq!(b.open(&d, &mut plain), Ok(0));
+        assert_eq!(plain, [1, 5, 6, 7, 8, 0xAA, 0xBB, 0xCC]);
+        // The same datagram again is a replay.
+        assert_eq!(b.open(&d, &mut plain), Err(OpenError::Replayed));
+        // Every single bit flipped: refused, by parse or by the tag.
+        assert!(a.seal(&[2, 5, 6, 7, 8, 4], b"hello", None, &mut wire));
+        for i in 0..wire.len() * 8 {
+            let mut w = wire.clone();
+            w[i / 8] ^= 1 << (i % 8);
+            if let Some(d) = Sealed::parse(&w) {
+                assert!(b.open(&d, &mut plain).is_err(), "bit {i}");
+            }
+        }
+        let d = Sealed::parse(&wire).unwrap();
+        assert_eq!(b.open(&d, &mut plain), Ok(1));
+        // The other direction's key does not open it.
+        let (mut c, _) = pair();
+        assert_eq!(c.open(&d, &mut plain), Err(OpenError::Forged));
+    }
+
+    #[test]
+    fn a_token_blob_travels_in_clear_and_outside_the_tag() {
+        let (mut a, mut b) = pair();
+        let blob = [7u8; TOKEN_BLOB_BYTES];
+        let mut wire = Vec::new();
+        assert!(a.seal(&[1, 0, 0, 0, 0x80, 9], &[], Some(&blob), &mut wire));
+        assert_eq!(wire[0], 0xC1);
+        let d = Sealed::parse(&wire).unwrap();
+        assert_eq!(d.token, Some(&blob[..]));
+        let mut plain = Vec::new();
+        assert_eq!(b.open(&d, &mut plain), Ok(0));
+        assert_eq!(plain, [1, 0, 0, 0, 0x80, 9]);
+    }
+
+    #[test]
+    fn the_replay_window_keeps_128_packet_numbers() {
+        let mut w = ReplayWindow::default();
+        assert!(w.is_fresh(0));
+        for pn in [0, 2, 5, 300] {
+            w.mark(pn);
+        }
+        assert!(!w.is_fresh(300));
+        assert!(w.is_fresh(299));
+        assert!(w.is_fresh(173)); // age 127: the oldest the window keeps
+        assert!(!w.is_fresh(172)); // age 128: too old
+        w.mark(250);
+        assert!(!w.is_fresh(250));
+        assert!(!w.is_fresh(5)); // far too old
+        assert!(w.is_newest(301) && !w.is_newest(300));
+    }
+
+    #[test]
+    fn parse_refuses_what_is_not_sealed() {
+        assert!(Sealed::parse(&[]).is_none());
+        assert!(Sealed::parse(&[1, 0, 0, 0, 0]).is_none());
+        assert!(Sealed::parse(&[0x83; 40]).is_none());
+        assert!(Sealed::parse(&[0x80; 40]).is_none());
+        assert!(Sealed::parse(&[0x81; 28]).is_none());
+        assert!(Sealed::parse(&[0x81; 29]).is_some());
+        assert!(Sealed::parse(&[0xC1; 100]).is_none());
+    }
+}
