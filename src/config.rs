@@ -5,9 +5,9 @@
 //! `receive_window_size`**: the largest reliable message is derived from them, and a peer
 //! with a smaller receive window cannot reassemble the other's largest messages.
 
+use crate::error::Error;
 #[cfg(feature = "secure")]
 use crate::secure::SecureConfig;
-use crate::error::Error;
 use crate::wire::datagram::DATAGRAM_HEADER_LEN;
 use crate::wire::segment::SEGMENT_HEADER_LEN;
 
@@ -120,8 +120,9 @@ pub struct Config {
 }
 
 /// The smallest `mtu` of a secure session: the token client's Hello (597 bytes) and its
-/// sealed proof of address with the token (637 bytes) must each fit one datagram.
-pub const SECURE_MIN_MTU: usize = 640;
+/// sealed proof of address with the token and the session's salt (653 bytes) must each fit
+/// one datagram.
+pub const SECURE_MIN_MTU: usize = 660;
 
 impl Default for Config {
     fn default() -> Self {

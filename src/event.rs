@@ -416,6 +416,7 @@ enum Kind {
     /// Boxed: a reason with a message is 140 bytes, and records are many.
     Disconnected(Box<DisconnectReason>),
     PeerSendClosed,
+    #[cfg_attr(not(feature = "secure"), allow(dead_code))]
     AddressChanged(SocketAddr),
     Error(ErrorCode, Cow<'static, str>),
     /// A data record cancelled because the application closed its connection.
@@ -475,6 +476,7 @@ impl EventQueue {
         self.push(id, Kind::Disconnected(Box::new(reason)));
     }
 
+    #[cfg_attr(not(feature = "secure"), allow(dead_code))]
     pub(crate) fn push_address_changed(&mut self, id: ConnectionId, addr: SocketAddr) {
         self.push(id, Kind::AddressChanged(addr));
     }

@@ -98,9 +98,7 @@ impl Server {
             let mut config = config;
             // Tokens name the server's public address: the bound one counts, unless it is
             // the unspecified address (then `public_addresses` must name it).
-            if let (Some(sec), Ok(local)) =
-                (config.security.as_mut(), io.transport.local_addr())
-            {
+            if let (Some(sec), Ok(local)) = (config.security.as_mut(), io.transport.local_addr()) {
                 if !local.ip().is_unspecified() && !sec.public_addresses.contains(&local) {
                     sec.public_addresses.push(local);
                 }

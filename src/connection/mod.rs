@@ -191,7 +191,12 @@ impl Link {
     fn transmit_to(&mut self, tx: &mut dyn Tx, head: &[u8], body: &[u8], to: SocketAddr) {
         let plain = head.len() + body.len();
         let sealed = self.secure.as_deref().is_some_and(|s| s.active);
-        let len = (plain + if sealed { crate::secure::SEAL_OVERHEAD } else { 0 }) as u64;
+        let len = (plain
+            + if sealed {
+                crate::secure::SEAL_OVERHEAD
+            } else {
+                0
+            }) as u64;
         if self.budgeted
             && self.stats.bytes_sent + len > AMPLIFICATION_FACTOR * self.stats.bytes_received
         {
@@ -430,6 +435,7 @@ impl Connection {
     /// [`Connection::swap_output_buffer`] lend them), so that creating a connection takes
     /// its Hello's buffer from the pool instead of allocating one, and a connect storm
     /// does not fill the pool beyond what is in use at once.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new_server_verified_with(
         remote: SocketAddr,
         cookie: u32,

@@ -89,9 +89,7 @@ impl Connection {
             let msg = format!(
                 "received a datagram of {} bytes, larger than our mtu of {} bytes: the peer's \
                  mtu is at least {}; both ends must use the same mtu",
-                wire_len,
-                self.limits.mtu as usize,
-                wire_len
+                wire_len, self.limits.mtu as usize, wire_len
             );
             self.protocol_error(ctx, msg);
             return;

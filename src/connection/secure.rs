@@ -6,6 +6,12 @@
 //! [`Connection::handle_datagram`] (`receive.rs`) before the kcp2k framing is parsed, so
 //! nothing unauthenticated reaches KCP.
 
+// Without the `secure` feature no session exists: the code compiles and never runs.
+#![cfg_attr(
+    not(feature = "secure"),
+    allow(dead_code, unreachable_code, unused_variables)
+)]
+
 use std::net::SocketAddr;
 
 use log::{debug, trace};
@@ -47,7 +53,8 @@ impl SecureDrops {
 #[derive(Debug)]
 pub(crate) struct SecureLink {
     pub(super) session: Session,
-    /// Client: the token blob, attached to every datagram until the server admitted us.
+    /// Client: the token blob and the session's salt, attached to every datagram until the
+    /// server admitted us.
     pub(super) token: Option<Box<[u8]>>,
     /// Whether datagrams are sealed: a server's from its creation, a client's once the
     /// server's Hello accepted the secure extension.
@@ -123,16 +130,18 @@ impl Connection {
 
     /// A client connection that presents a connect token: its Hello offers every extension
     /// and the secure one, with the token blob as an option of the extension block; every
-    /// datagram after the server's Hello is sealed with `session`.
+    /// datagram after the server's Hello is sealed with `session`, and carries `attachment`
+    /// (the blob and the session's salt) until the server admitted us.
     pub(crate) fn new_client_secure(
         remote: SocketAddr,
         config: &Config,
         now: u32,
         session: Session,
-        blob: &[u8],
+        attachment: &[u8],
     ) -> Self {
+        let blob = &attachment[..attachment.len().saturating_sub(crate::secure::SALT_BYTES)];
         let mut c = Connection::new(Role::Client, remote, 0, config, now);
-        c.install_secure(SecureLink::client(session, blob.into()));
+        c.install_secure(SecureLink::client(session, attachment.into()));
         c.offered = Extensions::ALL | Extensions::SECURE;
         let mut body = Vec::with_capacity(hello_block(c.offered).len() + 3 + blob.len());
         body.extend_from_slice(&hello_block(c.offered));
@@ -320,8 +329,7 @@ impl Connection {
         let challenge = probe.challenge;
         let head = path_head(cookie, UNRELIABLE_PATH_CHALLENGE);
         trace!("{}: challenging {from}", ctx.id);
-        self.link
-            .transmit_to(&mut *ctx.tx, &head, &challenge, from);
+        self.link.transmit_to(&mut *ctx.tx, &head, &challenge, from);
     }
 }
 

@@ -234,8 +234,9 @@ fn admit(
     }
     let now = shared.now.kcp();
     let (config, buffers, output) = shared.parts_for_new_connection();
-    let conn =
-        Connection::new_server_verified_with(from, cookie, accepted, config, now, buffers, output, None);
+    let conn = Connection::new_server_verified_with(
+        from, cookie, accepted, config, now, buffers, output, None,
+    );
     let idx = table.insert(conn);
     debug!("{from} proved its address (slot {idx})");
     table.with_conn(shared, out, idx, |c, ctx| c.handle_datagram(ctx, data));

@@ -858,13 +858,21 @@ impl Endpoint {
             )));
         }
         let (c2s, s2c) = token.session_keys();
-        let session = crate::secure::Session::new(&c2s, &s2c);
+        // A new salt for every attempt: the session's keys are never those of another.
+        let salt: [u8; crate::secure::SALT_BYTES] = OsRng.gen();
+        let session = crate::secure::Session::new(
+            &crate::secure::session_key(&c2s, &salt),
+            &crate::secure::session_key(&s2c, &salt),
+        );
+        let mut attachment = Vec::with_capacity(crate::secure::ATTACHMENT_BYTES);
+        attachment.extend_from_slice(&token.blob());
+        attachment.extend_from_slice(&salt);
         let conn = Connection::new_client_secure(
             remote,
             config,
             self.shared.now.kcp(),
             session,
-            &token.blob(),
+            &attachment,
         );
         let idx = self.table.insert(conn);
         self.table.mark_dirty(idx);

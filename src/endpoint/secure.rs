@@ -15,17 +15,20 @@ use crate::connection::extensions::{close_head, CloseCause, Extensions};
 use crate::connection::handshake::is_handshake_reply;
 use crate::connection::{Connection, SecureLink};
 use crate::io::AddrKey;
-use crate::secure::{open_blob, Grant, OpenError, Refusal, Sealed, Session};
+use crate::secure::{
+    open_blob, session_key, Grant, OpenError, Refusal, Sealed, Session, SALT_BYTES,
+    TOKEN_BLOB_BYTES,
+};
 use crate::wire::datagram::{Channel, Datagram};
 
-/// The most token entries kept, whatever `max_connections` says.
+/// The token table holds `max(TOKENS_USED_FLOOR, 2 × max_connections)` entries at most.
 const TOKENS_USED_FLOOR: usize = 1024;
 
 /// Connect tokens that admitted a client, until they expire: a token is refused from
 /// another address while its entry lives (`tokens_in_use`). Entries are made only for
 /// clients that proved their address with a valid token, and at most
-/// `max(1024, 4 × max_connections)` live at once (expired ones are dropped first; then a
-/// new admission is refused until one expires): 40 bytes each.
+/// `max(1024, 2 × max_connections)` live at once (expired ones are dropped first; then a
+/// new admission is refused until one expires): about 64 bytes each.
 #[derive(Debug, Default)]
 pub(crate) struct TokensUsed {
     map: HashMap<[u8; 16], (AddrKey, u64)>,
@@ -48,6 +51,13 @@ impl TokensUsed {
         self.map
             .insert(grant.token_id, (AddrKey(from), grant.expires_unix_secs));
         true
+    }
+
+    /// The client of token `id` moved to `to`.
+    fn moved(&mut self, id: &[u8; 16], to: SocketAddr) {
+        if let Some(entry) = self.map.get_mut(id) {
+            entry.0 = AddrKey(to);
+        }
     }
 
     /// Heap bytes held.
@@ -112,6 +122,13 @@ pub(super) fn on_sealed_stranger(
         shared.stats.dropped_unknown += 1;
         return;
     };
+    if shared
+        .recently_closed
+        .contains(from, d.cookie, shared.now.ms)
+    {
+        shared.stats.dropped_after_close += 1;
+        return;
+    }
     if d.token.is_none() {
         migrate(table, shared, out, data, from, d.cookie);
         return;
@@ -129,16 +146,22 @@ pub(super) fn on_sealed_stranger(
         shared.stats.dropped_unknown += 1;
         return;
     };
-    let Some(grant) = shared.open_token(d.token) else {
+    let attachment = d.token.unwrap_or_default();
+    let Some(grant) = shared.open_token(attachment.get(..TOKEN_BLOB_BYTES)) else {
         return;
     };
+    let mut salt = [0u8; SALT_BYTES];
+    salt.copy_from_slice(&attachment[TOKEN_BLOB_BYTES..]);
     let unix = shared.unix_now();
     if shared.tokens_used.conflicts(&grant.token_id, from, unix) {
         debug!("refusing {from}: its connect token is in use from another address");
         shared.stats.tokens_in_use += 1;
         return;
     }
-    let mut session = Session::new(&grant.s2c, &grant.c2s);
+    let mut session = Session::new(
+        &session_key(&grant.s2c, &salt),
+        &session_key(&grant.c2s, &salt),
+    );
     let mut plain = std::mem::take(&mut shared.open_buf);
     admit_sealed(
         table,
@@ -196,7 +219,7 @@ fn admit_sealed(
         shared.stats.dropped_limit += 1;
         return;
     }
-    let cap = TOKENS_USED_FLOOR.max(shared.config.max_connections.saturating_mul(4));
+    let cap = TOKENS_USED_FLOOR.max(shared.config.max_connections.saturating_mul(2));
     let unix = shared.unix_now();
     if !shared.tokens_used.insert(&grant, from, unix, cap) {
         shared.stats.tokens_in_use += 1;
@@ -256,6 +279,9 @@ fn migrate(
     if let Some(old) = moved {
         table.rekey(idx, old);
         shared.stats.migrations += 1;
+        if let Some(token) = table.slots.get(idx).and_then(|s| s.conn.token_id()) {
+            shared.tokens_used.moved(&token, from);
+        }
     }
     table.mark_dirty(idx);
     table.remove_if_closed(shared, idx, false);

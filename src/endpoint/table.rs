@@ -146,6 +146,7 @@ impl Table {
     }
 
     /// The connection in slot `idx` moved from `old` to its current remote address.
+    #[cfg_attr(not(feature = "secure"), allow(dead_code))]
     pub fn rekey(&mut self, idx: usize, old: std::net::SocketAddr) {
         let Some(slot) = self.slots.get(idx) else {
             return;

@@ -188,6 +188,13 @@ impl StreamCheck {
             OwnedEvent::PeerSendClosed { .. } => {
                 assert!(self.connected, "{label}: PeerSendClosed before Connected");
             }
+            OwnedEvent::AddressChanged { .. } => {
+                assert!(self.connected, "{label}: AddressChanged before Connected");
+                assert!(
+                    self.role == Role::Server,
+                    "{label}: AddressChanged on a client"
+                );
+            }
         }
         if self.role == Role::Server && self.events == 0 {
             assert!(

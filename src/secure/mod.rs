@@ -22,11 +22,13 @@ mod seal;
 mod token;
 
 #[cfg(feature = "secure")]
-pub(crate) use seal::{is_sealed, OpenError, Sealed, Session};
-#[cfg(feature = "secure")]
 pub use seal::SEAL_OVERHEAD;
 #[cfg(feature = "secure")]
-pub(crate) use token::{open_blob, Grant, Refusal};
+pub(crate) use seal::{
+    is_sealed, session_key, OpenError, Sealed, Session, ATTACHMENT_BYTES, SALT_BYTES,
+};
+#[cfg(feature = "secure")]
+pub(crate) use token::{open_blob, Grant, Refusal, TOKEN_BLOB_BYTES};
 #[cfg(feature = "secure")]
 pub use token::{
     ConnectToken, PrivateKey, TokenError, TokenParams, CONNECT_TOKEN_BYTES, MAX_TOKEN_ADDRESSES,
@@ -36,8 +38,11 @@ pub use token::{
 #[cfg(not(feature = "secure"))]
 mod off;
 #[cfg(not(feature = "secure"))]
-pub(crate) use off::{is_sealed, OpenError, Sealed, Session, SEAL_OVERHEAD, TOKEN_BLOB_BYTES};
+pub use off::SEAL_OVERHEAD;
+#[cfg(not(feature = "secure"))]
+pub(crate) use off::{is_sealed, OpenError, Sealed, Session, SALT_BYTES};
 
+#[cfg(feature = "secure")]
 use std::net::SocketAddr;
 
 /// Which clients a server admits when [`Config::security`](crate::Config::security) is set.

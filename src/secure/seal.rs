@@ -15,9 +15,30 @@
 //! ```
 
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
-use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce, Tag};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce, Tag, XChaCha20Poly1305, XNonce};
 
 use super::token::TOKEN_BLOB_BYTES;
+
+/// Bytes of the salt a client draws for each session.
+pub(crate) const SALT_BYTES: usize = 16;
+/// What a client's datagram carries after its cookie until the server admitted it: the
+/// token blob and the session's salt.
+pub(crate) const ATTACHMENT_BYTES: usize = TOKEN_BLOB_BYTES + SALT_BYTES;
+
+/// A session key: the first 32 bytes of XChaCha20's keystream (block 1) under the token's
+/// key of that direction, with the nonce `"KNETKDF1" ++ salt`. Every session (every
+/// connection attempt, even with the same token from the same address) draws a new salt,
+/// so no two sessions share a key.
+pub(crate) fn session_key(token_key: &[u8; 32], salt: &[u8; SALT_BYTES]) -> [u8; 32] {
+    let mut nonce = [0u8; 24];
+    nonce[..8].copy_from_slice(b"KNETKDF1");
+    nonce[8..].copy_from_slice(salt);
+    let mut out = [0u8; 32];
+    let cipher = XChaCha20Poly1305::new(Key::from_slice(token_key));
+    // Encrypting zeros yields the keystream; the tag is not needed.
+    let _ = cipher.encrypt_in_place_detached(XNonce::from_slice(&nonce), b"", &mut out);
+    out
+}
 
 /// The flag of a sealed datagram's first byte.
 pub(crate) const SEALED: u8 = 0x80;
@@ -45,7 +66,7 @@ pub(crate) struct Sealed<'a> {
     /// The plain channel byte (1 or 2).
     pub(crate) channel: u8,
     pub(crate) cookie: u32,
-    /// The token blob, for a datagram with [`WITH_TOKEN`].
+    /// The token blob and the salt, for a datagram with [`WITH_TOKEN`].
     pub(crate) token: Option<&'a [u8]>,
     pub(crate) pn: u64,
     /// Bytes 0 .. the packet number's end, for the associated data (without the blob).
@@ -64,8 +85,8 @@ impl<'a> Sealed<'a> {
         }
         let cookie = u32::from_le_bytes(data.get(1..5)?.try_into().ok()?);
         let (token, rest) = if first & WITH_TOKEN != 0 {
-            let blob = data.get(HEADER..HEADER + TOKEN_BLOB_BYTES)?;
-            (Some(blob), &data[HEADER + TOKEN_BLOB_BYTES..])
+            let blob = data.get(HEADER..HEADER + ATTACHMENT_BYTES)?;
+            (Some(blob), &data[HEADER + ATTACHMENT_BYTES..])
         } else {
             (None, &data[HEADER..])
         };
@@ -162,11 +183,13 @@ impl std::fmt::Debug for Session {
 }
 
 impl Session {
-    /// A session that seals with `send_key` and opens with `recv_key`.
+    /// A session that seals with `send_key` and opens with `recv_key`. Its packet numbers
+    /// start at a random value below 2⁶², so even a session whose keys were used before (a
+    /// replayed proof of address) does not repeat a nonce.
     pub(crate) fn new(send_key: &[u8; 32], recv_key: &[u8; 32]) -> Session {
         Session {
             send: ChaCha20Poly1305::new(Key::from_slice(send_key)),
-            next_pn: 0,
+            next_pn: rand::random::<u64>() >> 2,
             recv: ChaCha20Poly1305::new(Key::from_slice(recv_key)),
             window: ReplayWindow::default(),
         }
@@ -264,7 +287,10 @@ mod tests {
     use super::*;
 
     fn pair() -> (Session, Session) {
-        (Session::new(&[1; 32], &[2; 32]), Session::new(&[2; 32], &[1; 32]))
+        (
+            Session::new(&[1; 32], &[2; 32]),
+            Session::new(&[2; 32], &[1; 32]),
+        )
     }
 
     #[test]
@@ -275,7 +301,7 @@ mod tests {
         assert!(a.seal(&[1, 5, 6, 7, 8, 0xAA], &[0xBB, 0xCC], None, &mut wire));
         assert_eq!(wire.len(), 5 + 3 + SEAL_OVERHEAD);
         let d = Sealed::parse(&wire).unwrap();
-        assert_eq!(b.open(&d, &mut plain), Ok(0));
+        let first = b.open(&d, &mut plain).unwrap();
         assert_eq!(plain, [1, 5, 6, 7, 8, 0xAA, 0xBB, 0xCC]);
         // The same datagram again is a replay.
         assert_eq!(b.open(&d, &mut plain), Err(OpenError::Replayed));
@@ -289,7 +315,7 @@ mod tests {
             }
         }
         let d = Sealed::parse(&wire).unwrap();
-        assert_eq!(b.open(&d, &mut plain), Ok(1));
+        assert_eq!(b.open(&d, &mut plain), Ok(first + 1));
         // The other direction's key does not open it.
         let (mut c, _) = pair();
         assert_eq!(c.open(&d, &mut plain), Err(OpenError::Forged));
@@ -298,14 +324,14 @@ mod tests {
     #[test]
     fn a_token_blob_travels_in_clear_and_outside_the_tag() {
         let (mut a, mut b) = pair();
-        let blob = [7u8; TOKEN_BLOB_BYTES];
+        let blob = [7u8; ATTACHMENT_BYTES];
         let mut wire = Vec::new();
         assert!(a.seal(&[1, 0, 0, 0, 0x80, 9], &[], Some(&blob), &mut wire));
         assert_eq!(wire[0], 0xC1);
         let d = Sealed::parse(&wire).unwrap();
         assert_eq!(d.token, Some(&blob[..]));
         let mut plain = Vec::new();
-        assert_eq!(b.open(&d, &mut plain), Ok(0));
+        assert!(b.open(&d, &mut plain).is_ok());
         assert_eq!(plain, [1, 0, 0, 0, 0x80, 9]);
     }
 
@@ -324,6 +350,15 @@ mod tests {
         assert!(!w.is_fresh(250));
         assert!(!w.is_fresh(5)); // far too old
         assert!(w.is_newest(301) && !w.is_newest(300));
+    }
+
+    #[test]
+    fn each_salt_gives_other_session_keys() {
+        let k = [3u8; 32];
+        let a = session_key(&k, &[1; SALT_BYTES]);
+        assert_ne!(a, session_key(&k, &[2; SALT_BYTES]));
+        assert_ne!(a, session_key(&[4; 32], &[1; SALT_BYTES]));
+        assert_eq!(a, session_key(&k, &[1; SALT_BYTES]));
     }
 
     #[test]

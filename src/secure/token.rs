@@ -129,14 +129,14 @@ pub struct TokenParams {
     /// (`SecureConfig::protocol_id`), so one key can serve several games or versions.
     pub protocol_id: u64,
     /// The player's id, as the backend knows it; the server's app reads it
-    /// (`Server::session`), and a token is refused while a client connected with the same
+    /// (`Server::secure_session`), and a token is refused while a client connected with the same
     /// token from another address.
     pub client_id: u64,
     /// The addresses of the servers this token is valid for (1 to 8), as the client reaches
     /// them: a server accepts a token only if one of them is one of its
     /// `SecureConfig::public_addresses`.
     pub server_addresses: Vec<SocketAddr>,
-    /// Up to 256 bytes the server's app reads (`Server::session`), sealed: the client can
+    /// Up to 256 bytes the server's app reads (`Server::secure_session`), sealed: the client can
     /// neither read nor change them.
     pub user_data: Vec<u8>,
     /// When the token is made, in seconds since the Unix epoch.
@@ -230,8 +230,7 @@ impl ConnectToken {
         private[keys_at..keys_at + 2 * KEY_BYTES].copy_from_slice(&b[C2S_AT..PRIVATE_AT]);
         let len_at = keys_at + 2 * KEY_BYTES;
         private[len_at..len_at + 2].copy_from_slice(&(params.user_data.len() as u16).to_le_bytes());
-        private[len_at + 2..len_at + 2 + params.user_data.len()]
-            .copy_from_slice(&params.user_data);
+        private[len_at + 2..len_at + 2 + params.user_data.len()].copy_from_slice(&params.user_data);
 
         let cipher = XChaCha20Poly1305::new(Key::from_slice(key.as_bytes()));
         let nonce = *XNonce::from_slice(&b[NONCE_AT..NONCE_AT + NONCE_BYTES]);
