@@ -221,8 +221,9 @@ impl Pair {
     }
 
     /// What the applications saw since `mark`, and the attacker's forgeries.
-    fn outcome(&self, mark: Mark, forged: Vec<Vec<u8>>) -> Outcome {
+    fn outcome(&self, mark: Mark, readable: bool, forged: Vec<Vec<u8>>) -> Outcome {
         Outcome {
+            readable,
             server: self.server_events[mark.server_events..].to_vec(),
             client: self.client_events[mark.client_events..].to_vec(),
             forged,
@@ -246,6 +247,9 @@ struct Outcome {
     server: Vec<OwnedEvent>,
     /// The client application's events.
     client: Vec<OwnedEvent>,
+    /// Whether the attacker could read the segment headers it needed (false: it went by
+    /// the traffic's shape and guessed).
+    readable: bool,
     /// The datagrams the attacker injected.
     forged: Vec<Vec<u8>>,
     /// Whether each side still reports the connection up at the end.
@@ -478,6 +482,7 @@ fn forged_next_sn_data(p: &mut Pair) -> Outcome {
     let last = seen.last().expect("the client sent a reliable datagram");
     // The client's latest segment; an attacker that cannot read the segments guesses.
     let template = last.pushes().max_by_key(|s| s.sn).cloned();
+    let readable = template.is_some();
     let (sn, una, wnd, ts) = template
         .map(|s| (s.sn.wrapping_add(1), s.una, s.wnd, s.ts))
         .unwrap_or((3, 3, 128, p.now_ms as u32));
@@ -497,7 +502,7 @@ fn forged_next_sn_data(p: &mut Pair) -> Outcome {
     p.inject_to_server(&forged);
     p.client_send(b"real").unwrap();
     p.run(2_000);
-    p.outcome(mark, vec![forged])
+    p.outcome(mark, readable, vec![forged])
 }
 
 #[test]
@@ -509,7 +514,10 @@ fn plain_forged_next_sn_data_succeeds() {
         vec![b"hello".to_vec(), b"evil".to_vec()],
         "the server's app took the attacker's message for the client's: {o:?}"
     );
-    assert!(o.server_connected && o.client_connected, "{o:?}");
+    assert!(
+        o.readable && o.server_connected && o.client_connected,
+        "{o:?}"
+    );
     assert!(o.server_disconnects().is_empty() && o.client_disconnects().is_empty());
     // The client's own message was acknowledged (as a duplicate) and is never delivered.
     assert_eq!(p.client.send_backlog(p.cid), Some(0));
@@ -517,4 +525,109 @@ fn plain_forged_next_sn_data_succeeds() {
         p.server.stats().dropped_invalid == 0,
         "nothing looked wrong"
     );
+}
+
+/// The bytes the attacker splices in.
+const SPLICE: u8 = b'X';
+
+/// **Frg splice.** The client sends one reliable message of 3 fragments (3 datagrams of
+/// one PUSH each: frg 2, 1, 0 on consecutive sequence numbers). The attacker sees them go
+/// by and learns from the middle one its sequence number, `frg`, length, `una`, window and
+/// `ts`, plus the cookie; before the real middle fragment arrives it injects, from the
+/// client's address, a PUSH with the same sn and frg and a payload of its own (as long as
+/// the real one, all `X`). The real fragment then arrives as a duplicate and is dropped.
+///
+/// Returns what the applications saw, the message sent and the message the splice would
+/// make; in the plain mode the server's application gets the latter: the client's first and
+/// last fragments around the attacker's bytes.
+fn frg_splice(p: &mut Pair) -> Splice {
+    let mark = p.mark();
+    let mss = p.client.config().kcp_mss();
+    // 1 header byte + payload = 2 full fragments and a partial third.
+    let message: Vec<u8> = (0..2 * mss + 400).map(|i| (i % 251) as u8).collect();
+    let from = p.c2s.seen.len();
+    p.client_send(&message).unwrap();
+    p.step(); // the client flushes its fragments onto the path
+    let seen: Vec<Observed> = p
+        .c2s
+        .seen_since(from)
+        .iter()
+        .filter_map(|d| Observed::read(d))
+        .filter(|o| o.channel == RELIABLE)
+        .collect();
+    let middle = seen
+        .iter()
+        .flat_map(|o| o.pushes())
+        .find(|s| s.frg == 1)
+        .cloned();
+    // An attacker that cannot read the segments goes by the traffic's shape: the second of
+    // the three large datagrams, whose sequence number it guesses.
+    let readable = middle.is_some();
+    let (cookie, template) = match middle {
+        Some(s) => (seen[0].cookie, s),
+        None => {
+            let o = seen.get(1).or(seen.first()).expect("the client sent");
+            let guess = Segment {
+                conv: 0,
+                cmd: PUSH,
+                frg: 1,
+                wnd: 128,
+                ts: p.now_ms as u32,
+                sn: 4,
+                una: 3,
+                payload: vec![0; mss],
+            };
+            (o.cookie, guess)
+        }
+    };
+    let forged = forge(
+        cookie,
+        Body::Reliable(&[Segment {
+            payload: vec![SPLICE; template.payload.len()],
+            ..template
+        }]),
+    );
+    p.inject_to_server(&forged);
+    p.run(2_000);
+    // The splice: the message as framed (header byte first) with the middle fragment's
+    // bytes replaced, without its header byte.
+    let mut spliced = data_message(&message);
+    spliced[mss..2 * mss].fill(SPLICE);
+    spliced.remove(0);
+    Splice {
+        outcome: p.outcome(mark, readable, vec![forged]),
+        sent: message,
+        spliced,
+    }
+}
+
+/// What [`frg_splice`] did.
+#[derive(Debug)]
+struct Splice {
+    outcome: Outcome,
+    /// The message the client sent.
+    sent: Vec<u8>,
+    /// The message the server's application gets if the splice works.
+    spliced: Vec<u8>,
+}
+
+#[test]
+fn plain_frg_splice_succeeds() {
+    let mut p = plain_pair();
+    let Splice {
+        outcome: o,
+        sent,
+        spliced,
+    } = frg_splice(&mut p);
+    assert_ne!(sent, spliced);
+    assert_eq!(
+        o.server_data(),
+        vec![spliced],
+        "the message carries the attacker's bytes in place of the middle fragment"
+    );
+    assert!(
+        o.readable && o.server_connected && o.client_connected,
+        "{o:?}"
+    );
+    assert!(o.server_disconnects().is_empty() && o.client_disconnects().is_empty());
 }
