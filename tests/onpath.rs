@@ -631,3 +631,104 @@ fn plain_frg_splice_succeeds() {
     );
     assert!(o.server_disconnects().is_empty() && o.client_disconnects().is_empty());
 }
+
+/// The messages the server sends in [`forged_una`]: three the attacker drops, one after.
+const LOST: [&[u8]; 3] = [b"lost 0", b"lost 1", b"lost 2"];
+const AFTER: &[u8] = b"after";
+
+/// **Forged `una`.** The server sends three reliable messages; the attacker drops the
+/// datagrams that carry them (an on-path attacker can always drop) and reads from them the
+/// cookie, their sequence numbers and `ts`; from the client's latest datagram it knows the
+/// client's window. It forges, from the client's address, `[1][cookie]` and one ACK per
+/// dropped segment (sn, its ts) with `una` = the last sn + 1: an acknowledgement of
+/// segments the client never received. The server then sends one more message, and the
+/// pair runs for 15 s of virtual time (beyond the 10 s receive timeout).
+///
+/// Returns what the applications saw; in the plain mode the server forgets the three
+/// messages (nothing retransmits them), so the client's application never receives them,
+/// nor anything sent after them: the stream stalls behind the hole while both sides keep
+/// the connection up (each still receives the other's datagrams).
+fn forged_una(p: &mut Pair) -> Outcome {
+    let mark = p.mark();
+    for m in LOST {
+        p.server_send(m).unwrap();
+    }
+    p.step(); // the server flushes them onto the path
+    let dropped: Vec<Observed> = p
+        .s2c
+        .drop_in_flight()
+        .iter()
+        .filter_map(|d| Observed::read(d))
+        .collect();
+    let cookie = dropped.first().expect("the server sent").cookie;
+    let wnd = p
+        .c2s
+        .seen
+        .iter()
+        .rev()
+        .filter_map(|d| Observed::read(d))
+        .find_map(|o| o.segments.first().map(|s| s.wnd))
+        .unwrap_or(128);
+    let mut acks: Vec<Segment> = dropped
+        .iter()
+        .flat_map(|o| o.pushes())
+        .map(|s| Segment {
+            conv: 0,
+            cmd: ACK,
+            frg: 0,
+            wnd,
+            ts: s.ts,
+            sn: s.sn,
+            una: 0, // set below
+            payload: Vec::new(),
+        })
+        .collect();
+    let readable = !acks.is_empty();
+    if !readable {
+        // Unreadable: guess the server's sequence numbers (its Hello, Pong and Ping came
+        // first) and acknowledge the three datagrams' worth.
+        acks = (2..5)
+            .map(|sn| Segment {
+                conv: 0,
+                cmd: ACK,
+                frg: 0,
+                wnd,
+                ts: p.now_ms as u32,
+                sn,
+                una: 0,
+                payload: Vec::new(),
+            })
+            .collect();
+    }
+    let una = acks.iter().map(|s| s.sn).max().unwrap_or(0).wrapping_add(1);
+    for a in &mut acks {
+        a.una = una;
+    }
+    let forged = forge(cookie, Body::Reliable(&acks));
+    p.inject_to_server(&forged);
+    p.run(100);
+    p.server_send(AFTER).unwrap();
+    p.run(15_000);
+    p.outcome(mark, readable, vec![forged])
+}
+
+#[test]
+fn plain_forged_una_succeeds() {
+    let mut p = plain_pair();
+    let o = forged_una(&mut p);
+    assert!(o.readable, "{o:?}");
+    assert_eq!(
+        o.client_data(),
+        Vec::<Vec<u8>>::new(),
+        "the client's app got nothing: the three are forgotten and the stream stalls"
+    );
+    // The server believes everything was delivered (nothing queued or in flight), while the
+    // client holds what came after the hole (`after`, the server's Pongs) undeliverable.
+    assert_eq!(p.server.send_backlog(o.sid.unwrap()), Some(0));
+    let stuck = p.client.connection_stats(p.cid).unwrap().recv_buffer;
+    assert!(stuck >= 2, "{stuck} segments behind the hole");
+    // Neither side noticed: no error, no disconnect, the connection is a zombie.
+    assert!(o.server_connected && o.client_connected, "{o:?}");
+    assert!(o.server_disconnects().is_empty() && o.client_disconnects().is_empty());
+    assert!(o.server.is_empty() && o.client.is_empty(), "{o:?}");
+}
