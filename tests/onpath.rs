@@ -509,6 +509,11 @@ fn forged_next_sn_data(p: &mut Pair) -> Outcome {
 fn plain_forged_next_sn_data_succeeds() {
     let mut p = plain_pair();
     let o = forged_next_sn_data(&mut p);
+    // One datagram: [1][cookie], a 24-byte PUSH header, [03 'evil'].
+    assert_eq!(
+        o.forged.iter().map(Vec::len).collect::<Vec<_>>(),
+        [5 + 24 + 5]
+    );
     assert_eq!(
         o.server_data(),
         vec![b"hello".to_vec(), b"evil".to_vec()],
@@ -731,4 +736,67 @@ fn plain_forged_una_succeeds() {
     assert!(o.server_connected && o.client_connected, "{o:?}");
     assert!(o.server_disconnects().is_empty() && o.client_disconnects().is_empty());
     assert!(o.server.is_empty() && o.client.is_empty(), "{o:?}");
+}
+
+/// **Forged Disconnect.** The attacker needs only the cookie, which it reads off any
+/// datagram of the connection in either direction (here the latest one it saw), and the
+/// client's address. It forges the unreliable Disconnect `[2][cookie][05]` from the
+/// client's address. The client, which asked for nothing, then sends `still here`.
+///
+/// Returns what the applications saw in the next 200 ms; in the plain mode the server's
+/// application gets `Disconnected { Remote }` for a client that never asked, and the
+/// client's later datagrams are dropped by the server (as a just-closed connection's, after
+/// 2 s as a stranger's): the client's
+/// application sees nothing until its receive timeout.
+fn forged_disconnect(p: &mut Pair) -> Outcome {
+    let mark = p.mark();
+    let cookie = p
+        .c2s
+        .seen
+        .iter()
+        .chain(&p.s2c.seen)
+        .rev()
+        .find_map(|d| Observed::read(d))
+        .expect("the attacker saw a datagram")
+        .cookie;
+    let forged = forge(
+        cookie,
+        Body::Unreliable {
+            header: DISCONNECT,
+            payload: &[],
+        },
+    );
+    p.inject_to_server(&forged);
+    p.run(10);
+    p.client_send(b"still here").unwrap();
+    p.run(200);
+    p.outcome(mark, true, vec![forged])
+}
+
+#[test]
+fn plain_forged_disconnect_succeeds() {
+    let mut p = plain_pair();
+    let dropped = |p: &Pair| {
+        let s = p.server.stats();
+        s.dropped_unknown + s.dropped_after_close
+    };
+    let before = dropped(&p);
+    let o = forged_disconnect(&mut p);
+    // Six bytes did it: [2][cookie][05].
+    assert_eq!(o.forged.len(), 1);
+    assert_eq!(
+        (o.forged[0].len(), o.forged[0][0], o.forged[0][5]),
+        (6, 2, 5)
+    );
+    assert_eq!(
+        o.server_disconnects(),
+        vec![DisconnectReason::Remote],
+        "the server's app was told the client left: {o:?}"
+    );
+    assert!(!o.server_connected && p.server.connection_count() == 0);
+    // The client never asked and does not know: still connected, no event; what it sends
+    // now is dropped by the server.
+    assert!(o.client_connected && o.client.is_empty(), "{o:?}");
+    assert!(o.server_data().is_empty());
+    assert!(dropped(&p) > before, "{:?}", p.server.stats());
 }
