@@ -797,3 +797,98 @@ fn plain_forged_disconnect_succeeds() {
     assert!(o.server_data().is_empty());
     assert!(dropped(&p) > before, "{:?}", p.server.stats());
 }
+
+// ------------------------------------------------------------------ secure mode
+
+/// The same pair with a secure session: the client connects with a connect token, and every
+/// datagram after the Hellos is sealed.
+#[cfg(feature = "secure")]
+fn secure_pair() -> Pair {
+    use kcpnet::secure::{ConnectToken, PrivateKey, SecureConfig, TokenParams};
+    let key = PrivateKey::from_bytes([7; 32]);
+    let config = Config {
+        security: Some(SecureConfig::required(
+            1,
+            key.clone(),
+            vec![SERVER.parse().unwrap()],
+        )),
+        ..Config::default()
+    };
+    let mut server = Endpoint::server(config).unwrap();
+    server.seed_cookies_for_testing(17);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let token = ConnectToken::generate(
+        &key,
+        &TokenParams {
+            protocol_id: 1,
+            client_id: 1,
+            server_addresses: vec![SERVER.parse().unwrap()],
+            user_data: Vec::new(),
+            created_unix_secs: now,
+            valid_secs: 300,
+        },
+    )
+    .unwrap();
+    let mut client = Endpoint::client(Config::default()).unwrap();
+    let now_ms = 1_000;
+    let cid = client
+        .connect_with_token(Duration::from_millis(now_ms), &token)
+        .unwrap();
+    Pair::handshake(server, client, cid, now_ms)
+}
+
+#[cfg(feature = "secure")]
+#[test]
+fn secure_forged_next_sn_data_fails() {
+    let mut p = secure_pair();
+    let o = forged_next_sn_data(&mut p);
+    assert!(!o.readable, "the segments are sealed: {o:?}");
+    let got = o.server_data();
+    assert!(!got.contains(&b"evil".to_vec()), "{o:?}");
+    assert_eq!(got, vec![b"hello".to_vec(), b"real".to_vec()]);
+    assert!(o.server_connected && o.client_connected, "{o:?}");
+    assert!(p.server.stats().unsealed_dropped >= 1);
+}
+
+#[cfg(feature = "secure")]
+#[test]
+fn secure_frg_splice_fails() {
+    let mut p = secure_pair();
+    let Splice {
+        outcome: o, sent, ..
+    } = frg_splice(&mut p);
+    assert!(!o.readable, "{o:?}");
+    assert_eq!(o.server_data(), vec![sent], "the message arrives as sent");
+    assert!(o.server_connected && o.client_connected, "{o:?}");
+}
+
+#[cfg(feature = "secure")]
+#[test]
+fn secure_forged_una_fails() {
+    let mut p = secure_pair();
+    let o = forged_una(&mut p);
+    assert!(!o.readable, "{o:?}");
+    let mut want: Vec<Vec<u8>> = LOST.iter().map(|m| m.to_vec()).collect();
+    want.push(AFTER.to_vec());
+    assert_eq!(
+        o.client_data(),
+        want,
+        "the server retransmitted what was dropped"
+    );
+    assert!(o.server_connected && o.client_connected, "{o:?}");
+}
+
+#[cfg(feature = "secure")]
+#[test]
+fn secure_forged_disconnect_fails() {
+    let mut p = secure_pair();
+    let o = forged_disconnect(&mut p);
+    // The cookie is still readable, but an unsealed Disconnect is dropped unread.
+    assert!(o.server_disconnects().is_empty(), "{o:?}");
+    assert!(o.server_connected && o.client_connected, "{o:?}");
+    assert_eq!(o.server_data(), vec![b"still here".to_vec()]);
+    assert!(p.server.stats().unsealed_dropped >= 1);
+}
