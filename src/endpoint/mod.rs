@@ -880,9 +880,9 @@ impl Endpoint {
     }
 
     /// What the connect token of a secure session told of its client: `None` for a
-    /// connection without a token (a kcp2k client in [`SecurityMode::Mixed`]
-    /// (crate::secure::SecurityMode::Mixed), any connection of a server without
-    /// `security`), or an id this endpoint no longer holds.
+    /// connection without a token (a kcp2k client in
+    /// [`SecurityMode::Mixed`](crate::secure::SecurityMode::Mixed), any connection of a
+    /// server without `security`), or an id this endpoint no longer holds.
     pub fn secure_session(&self, id: ConnectionId) -> Option<crate::secure::SecureSession<'_>> {
         self.conn(id)
             .and_then(Connection::secure_session)

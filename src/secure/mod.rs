@@ -102,3 +102,31 @@ pub struct SecureSession<'a> {
     /// The user data the backend put in the token (at most 256 bytes).
     pub user_data: &'a [u8],
 }
+
+/// Seals the plain kcp2k datagram `plain` (`[channel][cookie][payload]`) under `key` with
+/// packet number `pn`, as a secure session does (`docs/PROTOCOL.md`, "Sealed datagrams"):
+/// for other implementations, dissectors and the published test vectors
+/// (`tests/vectors/secure/`). `None` if `plain` is not a kcp2k datagram.
+#[cfg(feature = "secure")]
+pub fn seal_datagram(key: &[u8; 32], pn: u64, plain: &[u8]) -> Option<Vec<u8>> {
+    let mut s = seal::Session::with_pn(key, pn);
+    let mut out = Vec::new();
+    s.seal(plain, &[], None, &mut out).then_some(out)
+}
+
+/// Opens a sealed datagram under `key`: its packet number and the plain kcp2k datagram, or
+/// `None` if it is not a sealed datagram or does not open.
+#[cfg(feature = "secure")]
+pub fn open_datagram(key: &[u8; 32], data: &[u8]) -> Option<(u64, Vec<u8>)> {
+    let d = Sealed::parse(data)?;
+    let s = seal::Session::with_pn(key, 0);
+    let mut out = Vec::new();
+    s.check(&d, &mut out).ok().map(|pn| (pn, out))
+}
+
+/// The key of one direction of a session: derived from the token's key of that direction
+/// and the salt the client drew for the session (`docs/PROTOCOL.md`, "Sealed datagrams").
+#[cfg(feature = "secure")]
+pub fn derive_session_key(token_key: &[u8; 32], salt: &[u8; 16]) -> [u8; 32] {
+    session_key(token_key, salt)
+}
