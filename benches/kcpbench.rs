@@ -187,7 +187,15 @@ const BULK_IMPLS: &[&str] = &[
     "kcpnet-plain",
     "kcpnet-nogso",
     "kcpnet",
+    "kcpnet-secure",
 ];
+
+/// Secure sessions measured in the same run: `kcpnet-secure` ÷ `kcpnet` of `key`.
+fn secure_ratio(out: &serde_json::Map<String, Value>, key: &str) -> Option<String> {
+    let plain = f(out.get("kcpnet")?, key);
+    let secure = f(out.get("kcpnet-secure")?, key);
+    Some(ratio(secure, plain))
+}
 
 /// The GSO/GRO switch measured in the same run: `kcpnet` (on) ÷ `kcpnet-nogso` (off) of
 /// `key`, or `None` unless both ran.
@@ -259,6 +267,9 @@ fn w1(p: &Profile, id: &str, bytes: u64, msg: u64, impls: &[&str], impair: bool)
     if let Some(r) = offload_ratio(&out, "mb_per_s") {
         println!("kcpnet GSO/GRO on ÷ off (MB/s): {r}");
     }
+    if let Some(r) = secure_ratio(&out, "mb_per_s") {
+        println!("kcpnet secure ÷ plain (MB/s): {r}");
+    }
     Value::Object(out)
 }
 
@@ -327,11 +338,21 @@ fn w2(p: &Profile, id: &str, count: u64, tick_us: u64, impair: bool, impls: &[&s
             ratio(f(v, "p99_us"), b99)
         );
     }
+    if let (Some(a), Some(b)) = (secure_ratio(&out, "p50_us"), secure_ratio(&out, "p99_us")) {
+        println!("kcpnet secure ÷ plain: p50 {a}, p99 {b}");
+    }
     Value::Object(out)
 }
 
 fn w3(p: &Profile) -> Value {
-    let impls = ["udp", "udp-batch", "kcpnet-plain", "kcpnet-nogso", "kcpnet"];
+    let impls = [
+        "udp",
+        "udp-batch",
+        "kcpnet-plain",
+        "kcpnet-nogso",
+        "kcpnet",
+        "kcpnet-secure",
+    ];
     let mut all = serde_json::Map::new();
     for &n in p.w3_ns {
         let mut out = serde_json::Map::new();
@@ -400,6 +421,9 @@ fn w3(p: &Profile) -> Value {
         }
         if let Some(r) = offload_ratio(&out, "cpu_us_per_msg") {
             println!("kcpnet GSO/GRO on ÷ off (CPU µs/msg): {r}");
+        }
+        if let Some(r) = secure_ratio(&out, "cpu_us_per_msg") {
+            println!("kcpnet secure ÷ plain (CPU µs/msg): {r}");
         }
         all.insert(n.to_string(), Value::Object(out));
     }
@@ -867,7 +891,7 @@ fn main() {
                 p.w2a_count,
                 0,
                 false,
-                &["udp", "kcp", "kcpnet-plain", "kcpnet"],
+                &["udp", "kcp", "kcpnet-plain", "kcpnet", "kcpnet-secure"],
             ),
         );
     }

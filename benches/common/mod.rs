@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use kcpnet::io::{
     Conditions, Direction, LinkConditioner, SocketOptions, SystemClock, Transport, UdpTransport,
 };
+use kcpnet::secure::{ConnectToken, PrivateKey, SecureConfig, TokenParams};
 use kcpnet::{Client, Config, Server};
 
 /// The comparison configuration of `docs/PERFORMANCE.md`: MTU 1200, no-delay, 10 ms interval,
@@ -31,6 +32,47 @@ pub fn bench_config() -> Config {
         receive_window_size: 1024,
         ..Config::default()
     }
+}
+
+/// The key shared by the secure benchmark servers and the tokens of their clients.
+const BENCH_KEY: [u8; 32] = [0x5a; 32];
+
+/// `config` for implementation `imp`: `kcpnet-secure` is kcpnet (batched, GSO/GRO) with
+/// secure sessions required (every datagram sealed); the others are unchanged.
+pub fn secured(imp: &str, mut config: Config) -> Config {
+    if imp == "kcpnet-secure" {
+        config.security = Some(SecureConfig::required(
+            1,
+            PrivateKey::from_bytes(BENCH_KEY),
+            Vec::new(), // the bound 127.0.0.1 address is added by the server
+        ));
+    }
+    config
+}
+
+/// `client` for implementation `imp`: a `kcpnet-secure` client gets a fresh connect token
+/// for `127.0.0.1:port` (one per client: a token is refused from a second address).
+pub fn with_token(imp: &str, port: u16, mut client: Client) -> Client {
+    if imp == "kcpnet-secure" {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let token = ConnectToken::generate(
+            &PrivateKey::from_bytes(BENCH_KEY),
+            &TokenParams {
+                protocol_id: 1,
+                client_id: rand::random(),
+                server_addresses: vec![SocketAddr::from(([127, 0, 0, 1], port))],
+                user_data: Vec::new(),
+                created_unix_secs: now,
+                valid_secs: 600,
+            },
+        )
+        .expect("token");
+        client.use_token(&token).expect("use the token");
+    }
+    client
 }
 
 /// How a kcpnet `UdpTransport` moves datagrams.

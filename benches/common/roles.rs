@@ -1,7 +1,8 @@
 //! The child-process roles of W1–W4: a server and a client per implementation.
 //!
 //! Implementations (`--impl`): `kcpnet` (batched socket I/O with UDP GSO/GRO, the
-//! defaults), `kcpnet-nogso` (batched, GSO/GRO off), `kcpnet-plain` (batching off), `udp`
+//! defaults), `kcpnet-secure` (the same with secure sessions: every datagram sealed),
+//! `kcpnet-nogso` (batched, GSO/GRO off), `kcpnet-plain` (batching off), `udp`
 //! (raw UDP, std sockets, one syscall per datagram), `udp-batch` (raw UDP through kcpnet's
 //! batching `UdpTransport`, GSO/GRO off as in earlier runs), `kcp` (the `kcp` crate driven
 //! by a UDP loop that flushes every iteration).
@@ -171,8 +172,8 @@ pub fn w1_server(p: &Params) {
     };
     let mut last = Instant::now();
     match imp {
-        "kcpnet" | "kcpnet-nogso" | "kcpnet-plain" => {
-            let mut s = kcpnet_server(io_of(imp), impair, bench_config());
+        "kcpnet" | "kcpnet-nogso" | "kcpnet-plain" | "kcpnet-secure" => {
+            let mut s = kcpnet_server(io_of(imp), impair, secured(imp, bench_config()));
             say(&format!("PORT {}", s.local_addr().unwrap().port()));
             while !stopped() {
                 let before = got;
@@ -284,8 +285,12 @@ pub fn w1_client(p: &Params) {
     let start = Instant::now();
     let mut sent = 0u64;
     match imp {
-        "kcpnet" | "kcpnet-nogso" | "kcpnet-plain" => {
-            let mut c = kcpnet_client(port, io_of(imp), impair, 2, bench_config());
+        "kcpnet" | "kcpnet-nogso" | "kcpnet-plain" | "kcpnet-secure" => {
+            let mut c = with_token(
+                imp,
+                port,
+                kcpnet_client(port, io_of(imp), impair, 2, bench_config()),
+            );
             while !c.is_connected() && Instant::now() < deadline {
                 c.tick_incoming();
                 while c.poll_event().is_some() {}
@@ -370,8 +375,8 @@ pub fn w2_server(p: &Params) {
     let impair = p.flag("impair");
     let tick_us = p.n("tick-us");
     match imp {
-        "kcpnet" | "kcpnet-nogso" | "kcpnet-plain" => {
-            let mut s = kcpnet_server(io_of(imp), impair, bench_config());
+        "kcpnet" | "kcpnet-nogso" | "kcpnet-plain" | "kcpnet-secure" => {
+            let mut s = kcpnet_server(io_of(imp), impair, secured(imp, bench_config()));
             say(&format!("PORT {}", s.local_addr().unwrap().port()));
             while !stopped() {
                 s.tick_incoming_with(|ctx, ev| {
@@ -435,8 +440,12 @@ pub fn w2_client(p: &Params) {
     let mut rtts: Vec<f64> = Vec::with_capacity(count);
     let mut lost = 0u64;
     match imp {
-        "kcpnet" | "kcpnet-nogso" | "kcpnet-plain" => {
-            let mut c = kcpnet_client(port, io_of(imp), impair, 2, bench_config());
+        "kcpnet" | "kcpnet-nogso" | "kcpnet-plain" | "kcpnet-secure" => {
+            let mut c = with_token(
+                imp,
+                port,
+                kcpnet_client(port, io_of(imp), impair, 2, bench_config()),
+            );
             while !c.is_connected() && Instant::now() < deadline {
                 c.tick_incoming();
                 while c.poll_event().is_some() {}
@@ -539,12 +548,12 @@ pub fn w3_server(p: &Params) {
         let _ = conns;
     };
     match imp {
-        "kcpnet" | "kcpnet-nogso" | "kcpnet-plain" => {
+        "kcpnet" | "kcpnet-nogso" | "kcpnet-plain" | "kcpnet-secure" => {
             let config = Config {
                 max_connections: 100_000,
                 ..bench_config()
             };
-            let mut s = kcpnet_server(io_of(imp), false, config);
+            let mut s = kcpnet_server(io_of(imp), false, secured(imp, config));
             say(&format!("PORT {}", s.local_addr().unwrap().port()));
             while !stopped() {
                 s.tick_incoming_with(|ctx, ev| {
@@ -805,10 +814,16 @@ pub fn w3_client(p: &Params) {
         Some((epoch.elapsed().as_micros() as u64).saturating_sub(t) as f64 / 1000.0)
     };
     match imp {
-        "kcpnet" | "kcpnet-nogso" | "kcpnet-plain" => {
+        "kcpnet" | "kcpnet-nogso" | "kcpnet-plain" | "kcpnet-secure" => {
             // The clients' sockets never batch: the switch under test is the server's.
             let mut clients: Vec<kcpnet::Client> = (0..n)
-                .map(|i| kcpnet_client(port, SocketIo::Plain, false, i as u64, bench_config()))
+                .map(|i| {
+                    with_token(
+                        imp,
+                        port,
+                        kcpnet_client(port, SocketIo::Plain, false, i as u64, bench_config()),
+                    )
+                })
                 .collect();
             let deadline = Instant::now() + Duration::from_secs(60);
             while Instant::now() < deadline {

@@ -276,8 +276,15 @@ mod tests {
         assert_eq!(b, [0x4B, 0x4E, 0x45, 0x54, 1, 0b111, 0, 0, 0]);
         assert_eq!(parse_hello_block(&b), Extensions::ALL);
         // A later version with more bits and options: the known bits are read.
-        let later = [0x4B, 0x4E, 0x45, 0x54, 7, 0xFF, 0xFF, 0, 0, 3, 2, 9, 9];
-        assert_eq!(parse_hello_block(&later), Extensions::ALL);
+        let later = [0x4B, 0x4E, 0x45, 0x54, 7, 0xFF, 0xFF, 0, 0, 3, 2, 0, 9, 9];
+        assert_eq!(
+            parse_hello_block(&later),
+            Extensions::ALL | Extensions::SECURE
+        );
+        // Its options: type 3, two bytes.
+        assert_eq!(hello_option(&later, 3), Some(&[9u8, 9][..]));
+        assert_eq!(hello_option(&later, 1), None);
+        assert_eq!(hello_option(&later[..12], 3), None);
         // A bare Hello, a short block, another magic, version 0: no extensions.
         assert_eq!(parse_hello_block(&[]), Extensions::NONE);
         assert_eq!(parse_hello_block(&b[..8]), Extensions::NONE);
