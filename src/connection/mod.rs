@@ -610,12 +610,13 @@ impl Connection {
 
     /// Heap and inline bytes this connection holds.
     pub(crate) fn memory_bytes(&self) -> usize {
-        std::mem::size_of::<Self>() + self.kcp.heap_bytes()
+        std::mem::size_of::<Self>() + self.heap_bytes()
     }
 
-    /// Heap bytes this connection holds (its KCP's buffers and queues).
+    /// Heap bytes this connection holds (its KCP's buffers and queues, and a secure
+    /// session's state).
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.kcp.heap_bytes()
+        self.kcp.heap_bytes() + self.link.secure.as_deref().map_or(0, SecureLink::heap_bytes)
     }
 
     /// The most [`Connection::memory_bytes`] can reach, whatever the peer sends: the KCP
@@ -627,6 +628,7 @@ impl Connection {
         std::mem::size_of::<Self>()
             + self.kcp.memory_bound()
             + self.kcp.snd_queue_bound(queued_segments)
+            + self.link.secure.as_deref().map_or(0, SecureLink::heap_bytes)
     }
 
     /// KCP segments queued or in flight (for backpressure decisions by the app).

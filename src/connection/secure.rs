@@ -110,6 +110,16 @@ impl SecureLink {
     }
 }
 
+impl SecureLink {
+    /// Heap bytes it holds: itself, the user data and a client's token attachment (fixed
+    /// for the connection's life; a peer cannot grow it).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        std::mem::size_of::<SecureLink>()
+            + self.user_data.len()
+            + self.token.as_deref().map_or(0, <[u8]>::len)
+    }
+}
+
 impl Connection {
     /// Makes this connection secure: KCP's MSS and the message limits shrink by the seal's
     /// overhead, so a sealed datagram is never larger than the MTU.
