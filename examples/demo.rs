@@ -6,6 +6,7 @@
 //! cargo run --release --example demo -- --bots 200 --loss 20 --latency 50
 //! cargo run --release --example demo -- --help
 //! cargo run --release --example demo -- --report report.html  # the run as charts
+//! cargo run --release --example demo -- --secure          # the same link, encrypted
 //! ```
 //!
 //! One process starts a [`Server`] on `127.0.0.1` (port 0, real loopback UDP) and `--bots`
@@ -49,6 +50,15 @@
 //! throughput, messages, connections) and the summary as one self-contained HTML file with
 //! inline SVG charts: no script and no external asset, so any browser opens it offline.
 //!
+//! **Secure.** `--secure` runs the same scenario with secure sessions (`docs/SECURITY.md`):
+//! the server in `SecurityMode::Required`, and each bot connecting with its own connect
+//! token (`Client::connect_with_token`; client id = the bot's number), issued at start under
+//! a fresh key, so every datagram after the handshake is sealed (ChaCha20-Poly1305,
+//! `SEAL_OVERHEAD` bytes more each). The banner says so, and the summary gains a `secure` line: how many of the
+//! server's connections were secure sessions, and the token and sealed-datagram counters of
+//! `EndpointStats` (refusals, forged, replayed: all 0 on a clean run). The run fails if a
+//! connection was not a secure session or a sealed datagram failed to open.
+//!
 //! Set `RUST_LOG=debug` to see the library's logs on stderr (default: warnings only).
 
 #[path = "demo/report.rs"]
@@ -61,6 +71,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use kcpnet::io::{Conditions, Direction};
+use kcpnet::secure::{ConnectToken, PrivateKey, SecureConfig, TokenParams, SEAL_OVERHEAD};
 use kcpnet::{Channel, Client, Config, DisconnectReason, Event, Server};
 
 /// Frame length of the game loop.
@@ -82,6 +93,15 @@ const POSITION_HEADER: usize = 9;
 const HEADER_EVERY: usize = 10;
 /// Socket buffers of each bot.
 const BOT_SOCKET_BUFFER: usize = 256 * 1024;
+/// The protocol id of the demo's connect tokens (`--secure`).
+const SECURE_PROTOCOL_ID: u64 = 0x6b63_706e_6574_de01;
+
+/// Seconds since the Unix epoch (a token's creation time).
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
 
 // ------------------------------------------------------------------------ options
 
@@ -96,6 +116,7 @@ struct Options {
     seed: u64,
     quiet: bool,
     report: Option<PathBuf>,
+    secure: bool,
 }
 
 impl Default for Options {
@@ -110,6 +131,7 @@ impl Default for Options {
             seed: 1,
             quiet: false,
             report: None,
+            secure: false,
         }
     }
 }
@@ -153,6 +175,10 @@ OPTIONS:
     --report FILE      also write the run as charts (RTT, loss, throughput, messages,
                        connections) and the summary to FILE, one self-contained HTML
                        file with inline SVG (no script, opens offline in any browser)
+    --secure           secure sessions: the server admits only connect-token clients
+                       (SecurityMode::Required), each bot connects with its own token and
+                       every datagram is sealed; the summary adds the token and sealed-
+                       datagram counters
     -h, --help         print this help
 
 SOCKETS:
@@ -224,6 +250,7 @@ fn parse_args() -> Result<Command, String> {
             Long("seed") => o.seed = value(&mut parser, "--seed")?,
             Long("quiet") | Short('q') => o.quiet = true,
             Long("report") => o.report = Some(parser.value().map_err(|e| e.to_string())?.into()),
+            Long("secure") => o.secure = true,
             Long("help") | Short('h') => return Ok(Command::Help),
             _ => return Err(arg.unexpected().to_string()),
         }
@@ -487,6 +514,8 @@ impl BotState {
 #[derive(Debug, Default, Clone, Copy)]
 struct ServerCounters {
     connected: u64,
+    /// Connections that were secure sessions (`Server::is_secure`) when they connected.
+    secure_connected: u64,
     disconnected: u64,
     rel_received: u64,
     rel_bytes: u64,
@@ -605,7 +634,12 @@ fn serve(server: &mut Server, srv: &mut ServerCounters) {
                 srv.send_errors += 1;
             }
         }
-        Event::Connected { .. } => srv.connected += 1,
+        Event::Connected { id, .. } => {
+            srv.connected += 1;
+            if ctx.is_secure(id) {
+                srv.secure_connected += 1;
+            }
+        }
         Event::Disconnected { .. } => srv.disconnected += 1,
         Event::Error { .. } => srv.errors += 1,
         _ => {}
@@ -666,12 +700,21 @@ fn run(o: &Options) -> Result<bool, String> {
     let send_phase = duration - drain;
     let period = Duration::from_secs_f64(1.0 / f64::from(o.rate_hz));
 
-    let mut server = Server::bind("127.0.0.1:0", Config::default())
+    // --secure: the key the token issuer (a matchmaker) shares with the server.
+    let secure_key = o.secure.then(PrivateKey::generate);
+    let server_config = Config {
+        // The bound address (127.0.0.1:port) is added to the public addresses by `bind`.
+        security: secure_key
+            .clone()
+            .map(|key| SecureConfig::required(SECURE_PROTOCOL_ID, key, Vec::new())),
+        ..Config::default()
+    };
+    let mut server = Server::bind("127.0.0.1:0", server_config)
         .map_err(|e| format!("cannot bind the server: {e}"))?;
-    let port = server
+    let server_addr = server
         .local_addr()
-        .map_err(|e| format!("server address: {e}"))?
-        .port();
+        .map_err(|e| format!("server address: {e}"))?;
+    let port = server_addr.port();
     let bot_config = Config {
         recv_buffer_size: BOT_SOCKET_BUFFER,
         send_buffer_size: BOT_SOCKET_BUFFER,
@@ -695,6 +738,13 @@ fn run(o: &Options) -> Result<bool, String> {
             "link: loss {}%, latency {} ms, jitter 0..={} ms on each one-way path (bot sockets); seed {}",
             o.loss_pct, o.latency_ms, o.jitter_ms, o.seed
         );
+        if o.secure {
+            println!(
+                "secure: server in SecurityMode::Required, {} connect tokens issued (one per bot), \
+                 every datagram sealed (ChaCha20-Poly1305, +{SEAL_OVERHEAD} bytes)",
+                o.bots
+            );
+        }
     }
 
     let start = Instant::now();
@@ -706,8 +756,28 @@ fn run(o: &Options) -> Result<bool, String> {
     };
     let mut bots = Vec::with_capacity(o.bots);
     for i in 0..o.bots {
-        let mut client = Client::connect(("127.0.0.1", port), bot_config.clone())
-            .map_err(|e| format!("cannot create bot {i}'s socket: {e}"))?;
+        let client = match &secure_key {
+            // The matchmaker's part: a token for bot i, valid at this server.
+            Some(key) => ConnectToken::generate(
+                key,
+                &TokenParams {
+                    protocol_id: SECURE_PROTOCOL_ID,
+                    client_id: i as u64,
+                    server_addresses: vec![server_addr],
+                    user_data: format!("bot {i}").into_bytes(),
+                    created_unix_secs: unix_now(),
+                    valid_secs: 60,
+                },
+            )
+            .map_err(|e| format!("cannot issue bot {i}'s token: {e}"))
+            .and_then(|token| {
+                Client::connect_with_token(&token, bot_config.clone())
+                    .map_err(|e| format!("cannot create bot {i}'s socket: {e}"))
+            }),
+            None => Client::connect(("127.0.0.1", port), bot_config.clone())
+                .map_err(|e| format!("cannot create bot {i}'s socket: {e}")),
+        };
+        let mut client = client?;
         client
             .set_conditions(Direction::Both, conditions.clone())
             .map_err(|e| format!("cannot set link conditions: {e}"))?;
@@ -1175,6 +1245,29 @@ fn run(o: &Options) -> Result<bool, String> {
         100.0 * all_busy.as_secs_f64() / run_time.as_secs_f64(),
         all_max.as_secs_f64() * 1000.0
     );
+    if o.secure {
+        let s = &server_stats;
+        say!(
+            "secure      {}/{} server connections were secure sessions (SecurityMode::Required, +{SEAL_OVERHEAD} bytes a datagram)",
+            srv_before_shutdown.secure_connected,
+            srv_before_shutdown.connected
+        );
+        say!(
+            "            tokens refused: invalid {}, expired {}, wrong server {}, in use {}; kcp2k Hellos refused {}",
+            s.tokens_invalid,
+            s.tokens_expired,
+            s.tokens_wrong_server,
+            s.tokens_in_use,
+            s.refused_unauthenticated
+        );
+        say!(
+            "            sealed datagrams forged {}, replayed {}; unsealed dropped {}; migrations {}",
+            s.sealed_forged,
+            s.sealed_replayed,
+            s.unsealed_dropped,
+            s.migrations
+        );
+    }
     say!(
         "shutdown    {graceful}/{n} bots disconnected gracefully in {} ms",
         shutdown_time.as_millis(),
@@ -1220,6 +1313,20 @@ fn run(o: &Options) -> Result<bool, String> {
     if rel_sent == 0 {
         reasons.push("no reliable message was sent".into());
     }
+    if o.secure {
+        let plain = srv_before_shutdown.connected - srv_before_shutdown.secure_connected;
+        if plain > 0 {
+            reasons.push(format!(
+                "{plain} server connections were not secure sessions"
+            ));
+        }
+        if server_stats.sealed_forged > 0 {
+            reasons.push(format!(
+                "{} sealed datagrams failed to open on a link that does not alter bytes",
+                server_stats.sealed_forged
+            ));
+        }
+    }
     let pass = reasons.is_empty();
     let verdict = if pass {
         "VERDICT: PASS — every reliable message delivered in order".to_string()
@@ -1230,13 +1337,14 @@ fn run(o: &Options) -> Result<bool, String> {
         summary.push_str(&verdict);
         let report = report::Report {
             title: format!(
-                "{n} bots at {} Hz for {} s; each one-way path: loss {}%, latency {} ms, jitter 0..={} ms; seed {}",
+                "{n} bots at {} Hz for {} s; each one-way path: loss {}%, latency {} ms, jitter 0..={} ms; seed {}{}",
                 o.rate_hz,
                 secs(duration),
                 o.loss_pct,
                 o.latency_ms,
                 o.jitter_ms,
-                o.seed
+                o.seed,
+                if o.secure { "; secure sessions" } else { "" }
             ),
             rows: report_rows,
             summary,
