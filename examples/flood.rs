@@ -32,10 +32,12 @@
 //! `--duration` from the same `--sources` spoofed addresses: a mix, in turn, of random
 //! bytes, tokens sealed under another key, genuine tokens with one sealed byte flipped,
 //! tokens of another protocol id, expired tokens and tokens for another server (the last
-//! two sealed under the server's own key, as a stolen old token or one for another server
-//! of the fleet would be: each costs the server its AEAD check). Each is the 597-byte Hello
-//! of `docs/PROTOCOL.md` ("The Hello with a token"); before the flood one Hello built the
-//! same way with a valid token, from a control socket, must get the 63-byte reply. The
+//! two sealed under the server's own key, as a captured old token or one for another server
+//! of the fleet would be; another key, a flipped byte and another server each cost the
+//! server one XChaCha20-Poly1305 open, the others fail its cheaper checks first), a fresh
+//! token for every Hello. Each is the 597-byte Hello of `docs/PROTOCOL.md` ("The Hello
+//! with a token"); before the flood one Hello built the same way with a valid token, from
+//! a control socket, must get the 63-byte reply. The
 //! legitimate clients connect with valid tokens (`Client::connect_with_token`). Besides the
 //! figures above it prints the forged Hellos by kind, the server's token counters and the
 //! datagrams the kernel dropped at the server's socket (`/proc/net/udp`). Exits 0 when every
@@ -1062,10 +1064,7 @@ mod forged {
         let mut got = vec![0u64; n];
         let mut replies = 0u64;
         let mut per_kind = [0u64; FORGED_KINDS.len()];
-        println!(
-            "sources {}\ncontrol_reply {control_reply}\nFLOODING",
-            sockets.len()
-        );
+        println!("sources {}\nFLOODING", sockets.len());
         let _ = std::io::stdout().flush();
         let mut buf = [0u8; 2048];
         let total = a.hellos;
@@ -1108,8 +1107,9 @@ mod forged {
         let total_sent: u64 = sent.iter().sum();
         let total_got: u64 = got.iter().sum();
         println!(
-            "seconds {seconds}\nhellos_sent {hellos}\nbytes_sent {total_sent}\nbytes_received {total_got}\n\
-             replies {replies}\nmax_ratio {}\nhello_bytes {HELLO_BYTES}",
+            "seconds {seconds}\nhellos_sent {hellos}\nbytes_sent {total_sent}\n\
+             bytes_received {total_got}\nreplies {replies}\nmax_ratio {}\n\
+             hello_bytes {HELLO_BYTES}\ncontrol_reply {control_reply}",
             max_ratio(&sent, &got)
         );
         for ((key, _, _), count) in FORGED_KINDS.iter().zip(per_kind) {
