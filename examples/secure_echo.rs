@@ -143,6 +143,7 @@ fn secure_config(
             protocol_id,
             key,
             public_addresses: public,
+            cipher: Default::default(),
         }),
         ..Config::default()
     }

@@ -45,6 +45,7 @@ fn secure_config(mode: SecurityMode) -> Config {
             protocol_id: PROTOCOL,
             key: key(),
             public_addresses: vec![SERVER.parse().unwrap()],
+            cipher: Default::default(),
         }),
         ..Config::default()
     }
@@ -530,5 +531,43 @@ fn a_client_whose_port_changes_mid_stream_keeps_its_connection_and_loses_nothing
         assert!(net.server_events.iter().any(|e| matches!(e,
             OwnedEvent::AddressChanged { id, addr } if *id == sid && addr.port() == 6001)));
         assert_eq!(net.server.stats().migrations, 1, "seed {seed}");
+    }
+}
+
+#[test]
+fn the_cipher_suite_is_negotiated_aes_gcm_by_default_chacha_on_request() {
+    use kcpnet::secure::CipherSuite;
+    use kcpnet::Extensions;
+    for (suite, aes) in [
+        (CipherSuite::Aes256Gcm, true),
+        (CipherSuite::ChaCha20Poly1305, false),
+    ] {
+        let mut config = secure_config(SecurityMode::Required);
+        config.security.as_mut().unwrap().cipher = suite;
+        let mut net = Net::new(config, 9, 0.02, 10);
+        let c = net.add("10.0.0.2:5000", Some(&token(11)));
+        assert!(net.run_until(3_000, |n| n.connected(c)), "{suite:?}");
+        let sid = net.server_id_of("10.0.0.2:5000".parse().unwrap()).unwrap();
+        let ext = net.server.extensions(sid).unwrap();
+        assert!(ext.contains(Extensions::SECURE));
+        assert_eq!(ext.contains(Extensions::AES_GCM), aes, "{suite:?}");
+        let client_ext = net.peers[c].ep.extensions(net.peers[c].id).unwrap();
+        assert_eq!(client_ext, ext, "both ends agree");
+        for i in 0..20u8 {
+            let (now, id) = (net.now(), net.peers[c].id);
+            let mut out = std::mem::take(&mut net.out);
+            net.peers[c]
+                .ep
+                .send(now, id, &[i; 100], Channel::Reliable, &mut out)
+                .unwrap();
+            net.out = out;
+            let a = net.peers[c].addr;
+            net.ship(a);
+            net.run(10);
+        }
+        net.run(2_000);
+        assert_eq!(net.server_data().len(), 20, "{suite:?}");
+        let st = net.server.stats();
+        assert_eq!(st.sealed_forged + st.unsealed_dropped, 0, "{suite:?}");
     }
 }

@@ -5,7 +5,8 @@
 #![cfg(feature = "secure")]
 
 use kcpnet::secure::{
-    derive_session_key, open_datagram, seal_datagram, ConnectToken, PrivateKey, TokenParams,
+    derive_session_key, open_datagram, seal_datagram, CipherSuite, ConnectToken, PrivateKey,
+    TokenParams,
 };
 use rand::{CryptoRng, RngCore};
 
@@ -79,14 +80,25 @@ fn published_vectors_match() {
     let mut plain = vec![1, 0x0d, 0xf0, 0xad, 0x8b];
     plain.extend_from_slice(&[0, 0, 0, 0, 82, 0, 128, 0]);
     plain.extend_from_slice(&[1, 0, 0, 0, 5, 0, 0, 0, 6, 0, 0, 0, 0, 0, 0, 0]);
-    let sealed = seal_datagram(&session, 7, &plain).unwrap();
-    assert_eq!(open_datagram(&session, &sealed), Some((7, plain.clone())));
+    let sealed = seal_datagram(CipherSuite::ChaCha20Poly1305, &session, 7, &plain).unwrap();
+    let sealed_aes = seal_datagram(CipherSuite::Aes256Gcm, &session, 7, &plain).unwrap();
+    for (suite, d) in [
+        (CipherSuite::ChaCha20Poly1305, &sealed),
+        (CipherSuite::Aes256Gcm, &sealed_aes),
+    ] {
+        assert_eq!(open_datagram(suite, &session, d), Some((7, plain.clone())));
+    }
+    assert_eq!(
+        open_datagram(CipherSuite::Aes256Gcm, &session, &sealed),
+        None
+    );
 
     let got = [
         ("token", hex(token.as_bytes())),
         ("session_key", hex(&session)),
         ("plain", hex(&plain)),
         ("sealed", hex(&sealed)),
+        ("sealed_aes", hex(&sealed_aes)),
     ];
     if std::env::var_os("KCPNET_WRITE_VECTORS").is_some() {
         for (name, value) in &got {

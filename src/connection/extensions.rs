@@ -80,8 +80,13 @@ impl Extensions {
     /// Every extension a client without a token offers: close reasons, half-close and
     /// quality reports.
     pub const ALL: Extensions = Extensions(0b111);
-    /// Every bit this version knows, [`Extensions::SECURE`] included.
-    pub(crate) const KNOWN: Extensions = Extensions(0b1111);
+    /// Bit 4, with [`Extensions::SECURE`] only: the session seals with AES-256-GCM instead of
+    /// ChaCha20-Poly1305 (offered by every token client; accepted as
+    /// `SecureConfig::cipher` says).
+    pub const AES_GCM: Extensions = Extensions(1 << 4);
+    /// Every bit this version knows, [`Extensions::SECURE`] and [`Extensions::AES_GCM`]
+    /// included.
+    pub(crate) const KNOWN: Extensions = Extensions(0b1_1111);
 
     /// The bit set as on the wire.
     pub const fn bits(self) -> u32 {

@@ -22,7 +22,7 @@ use super::extensions::{
 };
 use super::{Connection, Ctx, Role};
 use crate::config::Config;
-use crate::secure::{OpenError, Sealed, Session, SEAL_OVERHEAD};
+use crate::secure::{CipherSuite, OpenError, Sealed, Session, SEAL_OVERHEAD};
 use crate::wire::datagram::{Channel, ReliableHeader, DATAGRAM_HEADER_LEN};
 
 /// A server sends toward an address it has not validated at most this many times the
@@ -152,7 +152,7 @@ impl Connection {
         let blob = &attachment[..attachment.len().saturating_sub(crate::secure::SALT_BYTES)];
         let mut c = Connection::new(Role::Client, remote, 0, config, now);
         c.install_secure(SecureLink::client(session, attachment.into()));
-        c.offered = Extensions::ALL | Extensions::SECURE;
+        c.offered = Extensions::ALL | Extensions::SECURE | Extensions::AES_GCM;
         let mut body = Vec::with_capacity(hello_block(c.offered).len() + 3 + blob.len());
         body.extend_from_slice(&hello_block(c.offered));
         body.push(OPTION_TOKEN);
@@ -239,6 +239,11 @@ impl Connection {
             return false;
         }
         s.active = true;
+        s.session.settle(if accepted.contains(Extensions::AES_GCM) {
+            CipherSuite::Aes256Gcm
+        } else {
+            CipherSuite::ChaCha20Poly1305
+        });
         true
     }
 

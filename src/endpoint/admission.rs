@@ -162,6 +162,16 @@ pub(super) fn on_stranger(
                     return;
                 }
                 accepted = accepted | Extensions::SECURE;
+                #[cfg(feature = "secure")]
+                if hello.offered.contains(Extensions::AES_GCM)
+                    && shared
+                        .config
+                        .security
+                        .as_ref()
+                        .is_some_and(|s| s.cipher == crate::secure::CipherSuite::Aes256Gcm)
+                {
+                    accepted = accepted | Extensions::AES_GCM;
+                }
             } else if !shared.config.admits_unauthenticated() {
                 trace!("no Hello reply to {from}: this server admits token clients only");
                 shared.stats.refused_unauthenticated += 1;

@@ -860,7 +860,7 @@ impl Endpoint {
         let (c2s, s2c) = token.session_keys();
         // A new salt for every attempt: the session's keys are never those of another.
         let salt: [u8; crate::secure::SALT_BYTES] = OsRng.gen();
-        let session = crate::secure::Session::new(
+        let session = crate::secure::Session::unsettled(
             &crate::secure::session_key(&c2s, &salt),
             &crate::secure::session_key(&s2c, &salt),
         );

@@ -16,7 +16,7 @@ use crate::connection::handshake::is_handshake_reply;
 use crate::connection::{Connection, SecureLink};
 use crate::io::AddrKey;
 use crate::secure::{
-    open_blob, session_key, Grant, OpenError, Refusal, Sealed, Session, SALT_BYTES,
+    open_blob, session_key, CipherSuite, Grant, OpenError, Refusal, Sealed, Session, SALT_BYTES,
     TOKEN_BLOB_BYTES,
 };
 use crate::wire::datagram::{Channel, Datagram};
@@ -158,7 +158,13 @@ pub(super) fn on_sealed_stranger(
         shared.stats.tokens_in_use += 1;
         return;
     }
+    let suite = if accepted.contains(Extensions::AES_GCM) {
+        CipherSuite::Aes256Gcm
+    } else {
+        CipherSuite::ChaCha20Poly1305
+    };
     let mut session = Session::new(
+        suite,
         &session_key(&grant.s2c, &salt),
         &session_key(&grant.c2s, &salt),
     );
@@ -227,7 +233,10 @@ fn admit_sealed(
     }
     let now = shared.now.kcp();
     let link = SecureLink::server(
-        std::mem::replace(session, Session::new(&[0; 32], &[0; 32])),
+        std::mem::replace(
+            session,
+            Session::new(CipherSuite::ChaCha20Poly1305, &[0; 32], &[0; 32]),
+        ),
         grant.client_id,
         grant.user_data,
         grant.token_id,

@@ -22,6 +22,8 @@ mod seal;
 mod token;
 
 #[cfg(feature = "secure")]
+pub use seal::CipherSuite;
+#[cfg(feature = "secure")]
 pub use seal::SEAL_OVERHEAD;
 #[cfg(feature = "secure")]
 pub(crate) use seal::{
@@ -40,7 +42,7 @@ mod off;
 #[cfg(not(feature = "secure"))]
 pub use off::SEAL_OVERHEAD;
 #[cfg(not(feature = "secure"))]
-pub(crate) use off::{is_sealed, OpenError, Sealed, Session, SALT_BYTES};
+pub(crate) use off::{is_sealed, CipherSuite, OpenError, Sealed, Session, SALT_BYTES};
 
 #[cfg(feature = "secure")]
 use std::net::SocketAddr;
@@ -74,6 +76,9 @@ pub struct SecureConfig {
     /// is accepted only if it names one of them. `Server::bind` adds its bound address if
     /// it is not the unspecified address.
     pub public_addresses: Vec<SocketAddr>,
+    /// The AEAD of sealed datagrams: AES-256-GCM (the default) is accepted when the client
+    /// offers it (every kcpnet client does), else ChaCha20-Poly1305.
+    pub cipher: CipherSuite,
 }
 
 #[cfg(feature = "secure")]
@@ -89,6 +94,7 @@ impl SecureConfig {
             protocol_id,
             key,
             public_addresses,
+            cipher: CipherSuite::default(),
         }
     }
 }
@@ -108,8 +114,8 @@ pub struct SecureSession<'a> {
 /// for other implementations, dissectors and the published test vectors
 /// (`tests/vectors/secure/`). `None` if `plain` is not a kcp2k datagram.
 #[cfg(feature = "secure")]
-pub fn seal_datagram(key: &[u8; 32], pn: u64, plain: &[u8]) -> Option<Vec<u8>> {
-    let mut s = seal::Session::with_pn(key, pn);
+pub fn seal_datagram(suite: CipherSuite, key: &[u8; 32], pn: u64, plain: &[u8]) -> Option<Vec<u8>> {
+    let mut s = seal::Session::with_pn(suite, key, pn);
     let mut out = Vec::new();
     s.seal(plain, &[], None, &mut out).then_some(out)
 }
@@ -117,9 +123,9 @@ pub fn seal_datagram(key: &[u8; 32], pn: u64, plain: &[u8]) -> Option<Vec<u8>> {
 /// Opens a sealed datagram under `key`: its packet number and the plain kcp2k datagram, or
 /// `None` if it is not a sealed datagram or does not open.
 #[cfg(feature = "secure")]
-pub fn open_datagram(key: &[u8; 32], data: &[u8]) -> Option<(u64, Vec<u8>)> {
+pub fn open_datagram(suite: CipherSuite, key: &[u8; 32], data: &[u8]) -> Option<(u64, Vec<u8>)> {
     let d = Sealed::parse(data)?;
-    let s = seal::Session::with_pn(key, 0);
+    let s = seal::Session::with_pn(suite, key, 0);
     let mut out = Vec::new();
     s.check(&d, &mut out).ok().map(|pn| (pn, out))
 }
