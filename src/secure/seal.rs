@@ -358,10 +358,38 @@ mod tests {
     use super::*;
 
     fn pair() -> (Session, Session) {
+        pair_of(CipherSuite::Aes256Gcm)
+    }
+
+    fn pair_of(suite: CipherSuite) -> (Session, Session) {
         (
-            Session::new(&[1; 32], &[2; 32]),
-            Session::new(&[2; 32], &[1; 32]),
+            Session::new(suite, &[1; 32], &[2; 32]),
+            Session::new(suite, &[2; 32], &[1; 32]),
         )
+    }
+
+    #[test]
+    fn both_suites_seal_and_open_and_do_not_open_each_other() {
+        let mut wire = Vec::new();
+        let mut plain = Vec::new();
+        for suite in [CipherSuite::Aes256Gcm, CipherSuite::ChaCha20Poly1305] {
+            let (mut a, mut b) = pair_of(suite);
+            assert!(a.seal(&[2, 1, 2, 3, 4, 4], b"state", None, &mut wire));
+            let d = Sealed::parse(&wire).unwrap();
+            assert!(b.open(&d, &mut plain).is_ok());
+            assert_eq!(plain, [2, 1, 2, 3, 4, 4, b's', b't', b'a', b't', b'e']);
+        }
+        let (mut a, _) = pair_of(CipherSuite::Aes256Gcm);
+        let (_, mut b) = pair_of(CipherSuite::ChaCha20Poly1305);
+        assert!(a.seal(&[2, 1, 2, 3, 4, 4], b"state", None, &mut wire));
+        let d = Sealed::parse(&wire).unwrap();
+        assert_eq!(b.open(&d, &mut plain), Err(OpenError::Forged));
+        // An unsettled client session takes the suite the server's Hello settles.
+        let mut c = Session::unsettled(&[1; 32], &[2; 32]);
+        c.settle(CipherSuite::Aes256Gcm);
+        let (_, mut server) = pair_of(CipherSuite::Aes256Gcm);
+        assert!(c.seal(&[1, 9, 9, 9, 9, 0], b"", None, &mut wire));
+        assert!(server.open(&Sealed::parse(&wire).unwrap(), &mut plain).is_ok());
     }
 
     #[test]
