@@ -263,6 +263,9 @@ mod driver;
 pub mod endpoint;
 pub mod error;
 pub mod event;
+#[cfg(feature = "fec")]
+#[allow(dead_code)] // the codec of issue 18; negotiation on connections comes next
+pub(crate) mod fec;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
