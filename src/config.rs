@@ -117,6 +117,39 @@ pub struct Config {
     /// `docs/SECURITY.md`.
     #[cfg(feature = "secure")]
     pub security: Option<SecureConfig>,
+    /// Forward error correction of what this end sends (the `fec` feature; issue 18): with
+    /// [`Fec::Fixed`], each group of up to `data` datagrams of an established connection
+    /// gets `parity` Reed-Solomon parity datagrams, sent when the group is full or at the
+    /// end of the tick that opened it, so a lost datagram is rebuilt by the peer without a
+    /// round trip. Only between kcpnet peers that negotiated it (a kcpnet end with the
+    /// feature always can decode); kcp2k peers never see it. Default [`Fec::Off`]: costs
+    /// nothing. See `docs/CONFIG.md`, "FEC".
+    pub fec: Fec,
+}
+
+/// What this end sends as forward error correction ([`Config::fec`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Fec {
+    /// No parity (the default). The connection still decodes a peer's parity.
+    #[default]
+    Off,
+    /// Groups of up to `data` datagrams (1..=16) with `parity` parity datagrams (1..=4).
+    Fixed {
+        /// Data datagrams per group at most.
+        data: u8,
+        /// Parity datagrams per group.
+        parity: u8,
+    },
+}
+
+impl Fec {
+    /// The group shape to encode with, `None` for [`Fec::Off`].
+    pub(crate) fn shape(self) -> Option<(u8, u8)> {
+        match self {
+            Fec::Off => None,
+            Fec::Fixed { data, parity } => Some((data, parity)),
+        }
+    }
 }
 
 /// The smallest `mtu` of a secure session: the token client's Hello (597 bytes) and its
@@ -154,6 +187,7 @@ impl Default for Config {
             kcpnet_extensions: true,
             #[cfg(feature = "secure")]
             security: None,
+            fec: Fec::Off,
         }
     }
 }
@@ -266,6 +300,19 @@ impl Config {
                 self.max_pending_event_bytes,
                 self.reliable_max_message_size() + 1
             ));
+        }
+        if let Fec::Fixed { data, parity } = self.fec {
+            if !cfg!(feature = "fec") {
+                return bad("fec needs the `fec` cargo feature".into());
+            }
+            if !(1..=16).contains(&data) || !(1..=4).contains(&parity) {
+                return bad(format!(
+                    "fec: data {data} must be in 1..=16 and parity {parity} in 1..=4"
+                ));
+            }
+            if !self.kcpnet_extensions {
+                return bad("fec needs kcpnet_extensions (FEC is one)".into());
+            }
         }
         if self.secure_enabled() {
             if !self.kcpnet_extensions {

@@ -264,7 +264,6 @@ pub mod endpoint;
 pub mod error;
 pub mod event;
 #[cfg(feature = "fec")]
-#[allow(dead_code)] // the codec of issue 18; negotiation on connections comes next
 pub(crate) mod fec;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
@@ -277,7 +276,7 @@ pub mod stats;
 pub mod wire;
 
 pub use client::{resolve, Client, ClientCtx};
-pub use config::Config;
+pub use config::{Config, Fec};
 pub use connection::{ConnectionState, Extensions};
 pub use driver::EventDrain;
 pub use error::{Error, ErrorCode};

@@ -117,6 +117,15 @@ pub struct ConnectionStats {
     pub input_drops: crate::kcp::InputDrops,
     /// The link right now: RTTs named apart, windowed loss and rates, pending bytes.
     pub quality: ConnectionQuality,
+    /// FEC: datagrams the peer lost that this end rebuilt from parity (no retransmission
+    /// was needed for them).
+    pub fec_recovered: u64,
+    /// FEC: parity datagrams this end sent (`Config::fec`).
+    pub fec_parity_sent: u64,
+    /// FEC: bytes of those parity datagrams (the bandwidth FEC costs).
+    pub fec_parity_bytes: u64,
+    /// FEC: parity datagrams received from the peer.
+    pub fec_parity_received: u64,
 }
 
 /// Counters of a whole server (or client) endpoint.

@@ -979,8 +979,19 @@ fn a_kcpnet_client_falls_back_to_kcp2k_on_the_real_servers_bare_hello() {
         );
         assert_eq!(
             &hello[0][29..],
-            &[0x01, 0x4B, 0x4E, 0x45, 0x54, 0x01, 0x07, 0x00, 0x00, 0x00],
-            "Hello, \"KNET\", version 1, bits 0-2"
+            &[
+                0x01,
+                0x4B,
+                0x4E,
+                0x45,
+                0x54,
+                0x01,
+                Extensions::ALL.bits() as u8,
+                0x00,
+                0x00,
+                0x00
+            ],
+            "Hello, \"KNET\", version 1, bits 0-2 (and 5, FEC, with the `fec` feature)"
         );
         raw.send(server_reply, client_addr);
         client.tick_incoming();

@@ -77,8 +77,17 @@ impl Extensions {
     /// `docs/SECURITY.md`). Offered only by a client that has a token, in a Hello that
     /// carries it; never part of [`Extensions::ALL`].
     pub const SECURE: Extensions = Extensions(1 << 3);
+    /// Bit 5: forward error correction (this end decodes data and parity shards; each end
+    /// sends parity if its `Config::fec` says so). Offered and accepted by every kcpnet end
+    /// built with the `fec` feature.
+    pub const FEC: Extensions = Extensions(1 << 5);
+    /// Every extension a client without a token offers: close reasons, half-close, quality
+    /// reports, and FEC with the `fec` feature.
+    #[cfg(feature = "fec")]
+    pub const ALL: Extensions = Extensions(0b10_0111);
     /// Every extension a client without a token offers: close reasons, half-close and
-    /// quality reports.
+    /// quality reports (and FEC with the `fec` feature).
+    #[cfg(not(feature = "fec"))]
     pub const ALL: Extensions = Extensions(0b111);
     /// Bit 4, with [`Extensions::SECURE`] only: the session seals with AES-256-GCM instead of
     /// ChaCha20-Poly1305 (offered by every token client; accepted as
@@ -86,7 +95,7 @@ impl Extensions {
     pub const AES_GCM: Extensions = Extensions(1 << 4);
     /// Every bit this version knows, [`Extensions::SECURE`] and [`Extensions::AES_GCM`]
     /// included.
-    pub(crate) const KNOWN: Extensions = Extensions(0b1_1111);
+    pub(crate) const KNOWN: Extensions = Extensions(0b11_1111);
 
     /// The bit set as on the wire.
     pub const fn bits(self) -> u32 {
@@ -278,14 +287,24 @@ mod tests {
     #[test]
     fn hello_block_round_trips_and_ignores_what_it_does_not_know() {
         let b = hello_block(Extensions::ALL);
-        assert_eq!(b, [0x4B, 0x4E, 0x45, 0x54, 1, 0b111, 0, 0, 0]);
+        assert_eq!(
+            b,
+            [
+                0x4B,
+                0x4E,
+                0x45,
+                0x54,
+                1,
+                Extensions::ALL.bits() as u8,
+                0,
+                0,
+                0
+            ]
+        );
         assert_eq!(parse_hello_block(&b), Extensions::ALL);
         // A later version with more bits and options: the known bits are read.
         let later = [0x4B, 0x4E, 0x45, 0x54, 7, 0xFF, 0xFF, 0, 0, 3, 2, 0, 9, 9];
-        assert_eq!(
-            parse_hello_block(&later),
-            Extensions::ALL | Extensions::SECURE
-        );
+        assert_eq!(parse_hello_block(&later), Extensions::KNOWN);
         // Its options: type 3, two bytes.
         assert_eq!(hello_option(&later, 3), Some(&[9u8, 9][..]));
         assert_eq!(hello_option(&later, 1), None);

@@ -39,6 +39,7 @@ use crate::wire::segment::{Command, SegmentHeader, SEGMENT_HEADER_LEN};
 
 mod close;
 pub(crate) mod extensions;
+mod fec;
 pub(crate) mod handshake;
 mod quality;
 mod receive;
@@ -148,6 +149,8 @@ struct Limits {
     mss: u32,
     max_pending_event_bytes: u32,
     flush_on_tick: bool,
+    /// What this end sends as FEC once negotiated (`Config::fec`).
+    fec_shape: Option<(u8, u8)>,
 }
 
 /// The counters a connection keeps itself (the rest of [`ConnectionStats`] is read from KCP
@@ -178,17 +181,28 @@ struct Link {
     stats: Counters,
     /// A secure session's keys and state (`None`: plain kcp2k on the wire).
     secure: Option<Box<SecureLink>>,
+    /// FEC state, once negotiated (`None`: no FEC).
+    fec: Option<Box<fec::FecLink>>,
+    /// The connection is established: FEC may wrap its datagrams (the handshake's never).
+    fec_encoding: bool,
 }
 
 impl Link {
     fn transmit(&mut self, tx: &mut dyn Tx, head: &[u8], body: &[u8]) {
+        if self.fec.is_some() && self.transmit_fec(tx, head, body) {
+            return;
+        }
         let to = self.remote;
-        self.transmit_to(tx, head, body, to);
+        self.send_raw(tx, head, body, to);
     }
 
-    /// Sends `head ++ body` to `to` (the remote address but for a path challenge), sealed
-    /// if the session is secure.
+    /// Sends `head ++ body` to `to` (not through FEC: a path challenge).
     fn transmit_to(&mut self, tx: &mut dyn Tx, head: &[u8], body: &[u8], to: SocketAddr) {
+        self.send_raw(tx, head, body, to);
+    }
+
+    /// Sends `head ++ body` to `to`, sealed if the session is secure.
+    fn send_raw(&mut self, tx: &mut dyn Tx, head: &[u8], body: &[u8], to: SocketAddr) {
         let plain = head.len() + body.len();
         let sealed = self.secure.as_deref().is_some_and(|s| s.active);
         let len = (plain
@@ -245,6 +259,11 @@ impl Link {
         ]
     }
 }
+
+/// The most a connection's FEC state holds, whatever the peer sends: the decoder's groups
+/// (4 × 20 shards of at most an MTU of 1500 bytes and their bookkeeping), the encoder's open
+/// group (16 shards) and two datagram buffers.
+const FEC_MEMORY_BOUND: usize = (4 * 20 + 16 + 2) * (1500 + 32) + 4096;
 
 /// `n` as u32, saturated.
 fn sat32(n: usize) -> u32 {
@@ -333,6 +352,8 @@ impl Connection {
                 mtu: sat32(config.mtu),
                 stats: Counters::default(),
                 secure: None,
+                fec: None,
+                fec_encoding: false,
             },
             limits: Limits {
                 mtu: sat32(config.mtu),
@@ -347,6 +368,7 @@ impl Connection {
                 mss: sat32(config.kcp_mss()),
                 max_pending_event_bytes: sat32(config.max_pending_event_bytes),
                 flush_on_tick: config.flush_on_tick,
+                fec_shape: config.fec.shape(),
             },
             last_receive: now,
             last_ping: now,
@@ -453,6 +475,9 @@ impl Connection {
         c.lend_buffers(buffers);
         c.swap_output_buffer(output);
         c.ext = accepted;
+        if accepted.contains(Extensions::FEC) {
+            c.install_fec(c.limits.fec_shape);
+        }
         let mut hello = [0u8; SEGMENT_HEADER_LEN + 1];
         let header = SegmentHeader {
             conv: 0,
@@ -546,6 +571,10 @@ impl Connection {
             recv_buffer: s.nrcv_buf,
             remote_window: s.rmt_wnd,
             input_drops: self.kcp.input_drops(),
+            fec_recovered: self.fec_counters().recovered,
+            fec_parity_sent: self.fec_counters().parity_sent,
+            fec_parity_bytes: self.fec_counters().parity_bytes,
+            fec_parity_received: self.fec_counters().parity_received,
         }
     }
 
@@ -622,6 +651,7 @@ impl Connection {
                 .secure
                 .as_deref()
                 .map_or(0, SecureLink::heap_bytes)
+            + self.link.fec.as_deref().map_or(0, fec::FecLink::heap_bytes)
     }
 
     /// The most [`Connection::memory_bytes`] can reach, whatever the peer sends: the KCP
@@ -638,6 +668,11 @@ impl Connection {
                 .secure
                 .as_deref()
                 .map_or(0, SecureLink::heap_bytes)
+            + if self.ext.contains(Extensions::FEC) {
+                FEC_MEMORY_BOUND
+            } else {
+                0
+            }
     }
 
     /// KCP segments queued or in flight (for backpressure decisions by the app).
@@ -695,6 +730,8 @@ impl Connection {
             self.kcp
                 .flush_at(ctx.now, |buf| link.transmit_reliable(tx, buf));
         }
+        // The end of the tick: an open FEC group's parity goes out now.
+        self.link.close_fec_group(&mut *ctx.tx);
         if self.state == ConnectionState::Disconnecting
             && (self.kcp.wait_snd() == 0 || time_diff(ctx.now, self.deadline) >= 0)
         {

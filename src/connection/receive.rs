@@ -94,6 +94,11 @@ impl Connection {
             self.protocol_error(ctx, msg);
             return;
         }
+        if matches!(bytes.first(), Some(&3 | &4)) && self.ext.contains(Extensions::FEC) {
+            // A FEC data or parity shard: what it carries (or rebuilds) comes back here.
+            self.on_fec_shard(ctx, bytes, wire_len);
+            return;
+        }
         let dgram = match Datagram::parse(bytes) {
             Ok(d) => d,
             Err(e) => {
@@ -236,6 +241,7 @@ impl Connection {
                     self.state = ConnectionState::Connected;
                     self.established = true;
                     self.link.budgeted = false;
+                    self.link.fec_encoding = true;
                     self.start_ping_clock(ctx.now);
                     info!("{} connected as {}", self.link.remote, ctx.id);
                     ctx.events.push_connected(ctx.id, self.link.remote);
@@ -581,6 +587,9 @@ impl Connection {
                 if !self.activate_secure(ctx, self.ext) {
                     return;
                 }
+                if self.ext.contains(Extensions::FEC) {
+                    self.install_fec(self.limits.fec_shape);
+                }
                 // Our proof of address: a reliable Ping, flushed now together with our ACK
                 // of the server's Hello. A kcpnet server creates our connection only when
                 // a datagram carrying its cookie and `una <= 1` arrives (stateless
@@ -619,6 +628,7 @@ impl Connection {
     /// connection sends): `Connected`.
     fn on_admitted(&mut self, ctx: &mut Ctx<'_>) {
         self.awaiting_admission = false;
+        self.link.fec_encoding = true;
         self.state = ConnectionState::Connected;
         self.established = true;
         self.start_ping_clock(ctx.now);

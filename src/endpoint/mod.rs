@@ -513,7 +513,13 @@ impl Endpoint {
                 c.send(ctx, data, channel)
             })
             .unwrap_or(Err(Error::ConnectionClosed));
-        if result.is_ok() && channel == Channel::Reliable {
+        let fec_open = self
+            .table
+            .slots
+            .get(idx)
+            .is_some_and(|s| s.conn.fec_group_open());
+        if result.is_ok() && (channel == Channel::Reliable || fec_open) {
+            // Reliable data waits for the flush, and so does an open FEC group's parity.
             self.table.mark_dirty(idx);
         }
         result

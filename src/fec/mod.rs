@@ -132,12 +132,6 @@ impl Encoder {
         }
     }
 
-    /// The group size and parity count for groups opened from now on.
-    pub(crate) fn set_shape(&mut self, k: u8, m: u8) {
-        self.k = k.clamp(1, MAX_DATA_SHARDS as u8);
-        self.m = m.clamp(1, MAX_PARITY_SHARDS as u8);
-    }
-
     /// Whether a group is open (parity owed).
     pub(crate) fn is_open(&self) -> bool {
         self.count > 0
@@ -337,10 +331,7 @@ impl Decoder {
             return;
         };
         let consistent = (g.k == 0 || (g.k == k && g.m == m))
-            && g.parity
-                .iter()
-                .flatten()
-                .all(|p| p.len() == bytes.len())
+            && g.parity.iter().flatten().all(|p| p.len() == bytes.len())
             && g.data.len() <= usize::from(k);
         if !consistent {
             self.stats.dropped += 1;
@@ -527,12 +518,18 @@ mod tests {
         let msgs = vec![plain(2, b"input 1"), plain(2, b"input 2, longer")];
         let (data, parity) = group(&mut enc, &msgs);
         // The first lost; parity then the second; then the first arrives late, twice.
-        let got = feed(&mut dec, &[&parity[0], &data[1], &data[0], &data[0], &parity[1]]);
+        let got = feed(
+            &mut dec,
+            &[&parity[0], &data[1], &data[0], &data[0], &parity[1]],
+        );
         assert_eq!(got, vec![inner(&msgs[1]), inner(&msgs[0])]);
         assert_eq!(dec.stats.recovered, 1);
         // The next group has another id.
         let (data2, _) = group(&mut enc, &[plain(1, b"next")]);
-        assert!(matches!(Shard::parse(&data2[0]), Some(Shard::Data { group: 1, .. })));
+        assert!(matches!(
+            Shard::parse(&data2[0]),
+            Some(Shard::Data { group: 1, .. })
+        ));
     }
 
     #[test]
@@ -556,9 +553,15 @@ mod tests {
         let mut dec = Decoder::default();
         // Parity for groups never sent, of every id: memory stays bounded.
         for id in 0..=u16::MAX {
-            dec.on_parity(id, 0, 16, 4, &[0xAB; 1200], |_| panic!("nothing to rebuild"));
+            dec.on_parity(id, 0, 16, 4, &[0xAB; 1200], |_| {
+                panic!("nothing to rebuild")
+            });
         }
-        assert!(dec.heap_bytes() < GROUPS_KEPT * (20 * 1300) + 4096, "{}", dec.heap_bytes());
+        assert!(
+            dec.heap_bytes() < GROUPS_KEPT * (20 * 1300) + 4096,
+            "{}",
+            dec.heap_bytes()
+        );
         // Inconsistent parity (another k) for a group is dropped.
         let before = dec.stats.dropped;
         dec.on_parity(u16::MAX, 1, 3, 4, &[0xAB; 1200], |_| {});

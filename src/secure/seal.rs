@@ -126,7 +126,8 @@ impl<'a> Sealed<'a> {
     pub(crate) fn parse(data: &'a [u8]) -> Option<Sealed<'a>> {
         let first = *data.first()?;
         let channel = first & !(SEALED | WITH_TOKEN);
-        if first & SEALED == 0 || !(1..=2).contains(&channel) {
+        // Channels 1 and 2, and FEC's data (3) and parity (4) shards.
+        if first & SEALED == 0 || !(1..=4).contains(&channel) {
             return None;
         }
         let cookie = u32::from_le_bytes(data.get(1..5)?.try_into().ok()?);
@@ -284,7 +285,7 @@ impl Session {
         token: Option<&[u8]>,
         out: &mut Vec<u8>,
     ) -> bool {
-        if head.len() < HEADER || !(1..=2).contains(&head[0]) {
+        if head.len() < HEADER || !(1..=4).contains(&head[0]) {
             return false;
         }
         let pn = self.next_pn;
@@ -389,7 +390,9 @@ mod tests {
         c.settle(CipherSuite::Aes256Gcm);
         let (_, mut server) = pair_of(CipherSuite::Aes256Gcm);
         assert!(c.seal(&[1, 9, 9, 9, 9, 0], b"", None, &mut wire));
-        assert!(server.open(&Sealed::parse(&wire).unwrap(), &mut plain).is_ok());
+        assert!(server
+            .open(&Sealed::parse(&wire).unwrap(), &mut plain)
+            .is_ok());
     }
 
     #[test]
@@ -464,7 +467,7 @@ mod tests {
     fn parse_refuses_what_is_not_sealed() {
         assert!(Sealed::parse(&[]).is_none());
         assert!(Sealed::parse(&[1, 0, 0, 0, 0]).is_none());
-        assert!(Sealed::parse(&[0x83; 40]).is_none());
+        assert!(Sealed::parse(&[0x85; 40]).is_none());
         assert!(Sealed::parse(&[0x80; 40]).is_none());
         assert!(Sealed::parse(&[0x81; 28]).is_none());
         assert!(Sealed::parse(&[0x81; 29]).is_some());

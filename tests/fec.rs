@@ -1,0 +1,204 @@
+//! Forward error correction between sans-IO endpoints over a lossy, delayed network
+//! (virtual time): lost datagrams rebuilt from parity without a round trip, losses beyond
+//! the parity left to ARQ, nothing lost or duplicated, FEC never used with a peer that did
+//! not negotiate it, and FEC inside secure sessions.
+#![cfg(feature = "fec")]
+
+#[path = "common/net.rs"]
+mod net;
+
+use kcpnet::{Channel, Config, Extensions, Fec, OwnedEvent};
+use net::Net;
+
+fn fec(data: u8, parity: u8) -> Config {
+    Config {
+        fec: Fec::Fixed { data, parity },
+        ..Config::default()
+    }
+}
+
+/// Sends from client `c` every 33 ms (30 Hz) for `secs`: a reliable numbered message and an
+/// unreliable one each time; returns how many of each.
+fn stream(net: &mut Net, c: usize, secs: u64) -> u32 {
+    let mut n = 0u32;
+    for ms in 0..secs * 1000 {
+        if ms % 33 == 0 {
+            let (now, id) = (net.now(), net.peers[c].id);
+            let mut out = std::mem::take(&mut net.out);
+            let mut msg = n.to_le_bytes().to_vec();
+            msg.resize(64, 0xAB);
+            net.peers[c]
+                .ep
+                .send(now, id, &msg, Channel::Reliable, &mut out)
+                .unwrap();
+            net.peers[c]
+                .ep
+                .send(now, id, &msg, Channel::Unreliable, &mut out)
+                .unwrap();
+            // The tick that sent them ends: the FEC group's parity leaves now.
+            net.peers[c].ep.flush(now, &mut out);
+            net.out = out;
+            let a = net.peers[c].addr;
+            net.ship(a);
+            n += 1;
+        }
+        net.step();
+    }
+    n
+}
+
+/// The numbers of the server's received messages on `channel`.
+fn received(net: &Net, channel: Channel) -> Vec<u32> {
+    net.server_events
+        .iter()
+        .filter_map(|e| match e {
+            OwnedEvent::Data {
+                channel: ch, data, ..
+            } if *ch == channel => Some(u32::from_le_bytes(data[..4].try_into().unwrap())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn lost_datagrams_are_rebuilt_from_parity_and_nothing_is_lost_or_duplicated() {
+    for seed in 0..3 {
+        let mut net = Net::new(fec(4, 1), 200 + seed, 0.05, 20);
+        let c = net.add_plain("10.0.0.2:5000", fec(4, 2));
+        assert!(net.run_until(5_000, |n| n.connected(c)));
+        let sid = net.server_id_of("10.0.0.2:5000".parse().unwrap()).unwrap();
+        assert!(net
+            .server
+            .extensions(sid)
+            .unwrap()
+            .contains(Extensions::FEC));
+        let sent = stream(&mut net, c, 20);
+        net.run(3_000);
+        assert_eq!(
+            received(&net, Channel::Reliable),
+            (0..sent).collect::<Vec<_>>()
+        );
+        let mut unreliable = received(&net, Channel::Unreliable);
+        let before = unreliable.len();
+        unreliable.dedup();
+        assert_eq!(
+            unreliable.len(),
+            before,
+            "an unreliable message arrived twice"
+        );
+        // With one parity per group of up to 4, most single losses come back without ARQ,
+        // unreliable ones included: far fewer than 5% of them are missing.
+        assert!(
+            unreliable.len() as f64 > 0.985 * f64::from(sent),
+            "seed {seed}: {} of {sent} unreliable messages",
+            unreliable.len()
+        );
+        let server = net.server.connection_stats(sid).unwrap();
+        let client = net.peers[c].ep.connection_stats(net.peers[c].id).unwrap();
+        assert!(server.fec_recovered > 10, "{server:?}");
+        assert!(client.fec_parity_sent > 0 && server.fec_parity_received > 0);
+        assert!(server.fec_parity_sent > 0 && client.fec_parity_received > 0);
+        // Parity shards and data shards both travel.
+        assert!(net.tap.iter().any(|(_, _, d)| d[0] == 4));
+        assert!(net.tap.iter().any(|(_, _, d)| d[0] == 3));
+    }
+}
+
+#[test]
+fn losses_beyond_the_parity_fall_back_to_retransmission() {
+    let mut net = Net::new(Config::default(), 7, 0.25, 15);
+    let c = net.add_plain("10.0.0.2:5000", fec(8, 1));
+    assert!(net.run_until(10_000, |n| n.connected(c)));
+    let sent = stream(&mut net, c, 10);
+    net.run(10_000);
+    assert_eq!(
+        received(&net, Channel::Reliable),
+        (0..sent).collect::<Vec<_>>()
+    );
+    let mut unreliable = received(&net, Channel::Unreliable);
+    let n = unreliable.len();
+    unreliable.dedup();
+    assert_eq!(unreliable.len(), n);
+}
+
+#[test]
+fn no_fec_with_a_peer_that_did_not_negotiate_it_and_none_when_off() {
+    // A client speaking plain kcp2k: the server's FEC config does not apply.
+    let mut net = Net::new(fec(4, 2), 8, 0.02, 10);
+    let c = net.add_plain(
+        "10.0.0.2:5000",
+        Config {
+            kcpnet_extensions: false,
+            ..Config::default()
+        },
+    );
+    assert!(net.run_until(5_000, |n| n.connected(c)));
+    stream(&mut net, c, 2);
+    net.run(500);
+    assert!(net.tap.iter().all(|(_, _, d)| d[0] == 1 || d[0] == 2));
+    // Both ends kcpnet with FEC off: negotiated (either could decode), never used, and the
+    // message limits are the plain ones.
+    let mut net = Net::new(Config::default(), 9, 0.02, 10);
+    let c = net.add_plain("10.0.0.2:5000", Config::default());
+    assert!(net.run_until(5_000, |n| n.connected(c)));
+    stream(&mut net, c, 2);
+    let (now, id) = (net.now(), net.peers[c].id);
+    let max = Config::default().unreliable_max_message_size();
+    let mut out = std::mem::take(&mut net.out);
+    net.peers[c]
+        .ep
+        .send(now, id, &vec![7; max], Channel::Unreliable, &mut out)
+        .unwrap();
+    net.out = out;
+    net.run(500);
+    assert!(net.tap.iter().all(|(_, _, d)| d[0] == 1 || d[0] == 2));
+}
+
+#[cfg(feature = "secure")]
+#[test]
+fn fec_inside_a_secure_session() {
+    use kcpnet::secure::{ConnectToken, PrivateKey, SecureConfig, SecurityMode, TokenParams};
+    let key = PrivateKey::from_bytes([3; 32]);
+    let server = Config {
+        security: Some(SecureConfig {
+            mode: SecurityMode::Required,
+            protocol_id: 5,
+            key: key.clone(),
+            public_addresses: vec![net::SERVER.parse().unwrap()],
+            cipher: Default::default(),
+        }),
+        ..fec(4, 1)
+    };
+    let token = ConnectToken::generate(
+        &key,
+        &TokenParams {
+            protocol_id: 5,
+            client_id: 1,
+            server_addresses: vec![net::SERVER.parse().unwrap()],
+            user_data: Vec::new(),
+            created_unix_secs: net::UNIX0,
+            valid_secs: 60,
+        },
+    )
+    .unwrap();
+    let mut net = Net::new(server, 10, 0.05, 15);
+    let mut ep = kcpnet::endpoint::Endpoint::client(fec(4, 1)).unwrap();
+    let id = ep.connect_with_token(net.now(), &token).unwrap();
+    let c = net.add_endpoint("10.0.0.2:5000", ep, id);
+    assert!(net.run_until(5_000, |n| n.connected(c)));
+    let sent = stream(&mut net, c, 10);
+    net.run(3_000);
+    assert_eq!(
+        received(&net, Channel::Reliable),
+        (0..sent).collect::<Vec<_>>()
+    );
+    let sid = net.server_id_of("10.0.0.2:5000".parse().unwrap()).unwrap();
+    assert!(net.server.connection_stats(sid).unwrap().fec_recovered > 0);
+    // Sealed data (0x83) and parity (0x84) shards, nothing in clear after the Hellos.
+    assert!(net.tap.iter().any(|(_, _, d)| d[0] == 0x84));
+    assert!(net.tap.iter().any(|(_, _, d)| d[0] == 0x83));
+    assert_eq!(
+        net.tap.iter().filter(|(_, _, d)| d[0] & 0x80 == 0).count(),
+        2
+    );
+}
