@@ -7,6 +7,7 @@
 //! cargo run --release --example demo -- --help
 //! cargo run --release --example demo -- --report report.html  # the run as charts
 //! cargo run --release --example demo -- --secure          # the same link, encrypted
+//! cargo run --release --example demo -- --fec             # with forward error correction
 //! ```
 //!
 //! One process starts a [`Server`] on `127.0.0.1` (port 0, real loopback UDP) and `--bots`
@@ -72,6 +73,7 @@ use std::time::{Duration, Instant};
 
 use kcpnet::io::{Conditions, Direction};
 use kcpnet::secure::{ConnectToken, PrivateKey, SecureConfig, TokenParams, SEAL_OVERHEAD};
+use kcpnet::Fec;
 use kcpnet::{Channel, Client, Config, DisconnectReason, Event, Server};
 
 /// Frame length of the game loop.
@@ -117,6 +119,7 @@ struct Options {
     quiet: bool,
     report: Option<PathBuf>,
     secure: bool,
+    fec: bool,
 }
 
 impl Default for Options {
@@ -132,6 +135,7 @@ impl Default for Options {
             quiet: false,
             report: None,
             secure: false,
+            fec: false,
         }
     }
 }
@@ -179,6 +183,10 @@ OPTIONS:
                        (SecurityMode::Required), each bot connects with its own token and
                        every datagram is sealed; the summary adds the token and sealed-
                        datagram counters
+    --fec              forward error correction both ways (Fec::Fixed {{ data: 8,
+                       parity: 1 }}: one parity datagram per group of up to 8, sent at
+                       the latest at the end of each tick); the summary adds the
+                       datagrams rebuilt from parity and the bandwidth parity cost
     -h, --help         print this help
 
 SOCKETS:
@@ -251,6 +259,7 @@ fn parse_args() -> Result<Command, String> {
             Long("quiet") | Short('q') => o.quiet = true,
             Long("report") => o.report = Some(parser.value().map_err(|e| e.to_string())?.into()),
             Long("secure") => o.secure = true,
+            Long("fec") => o.fec = true,
             Long("help") | Short('h') => return Ok(Command::Help),
             _ => return Err(arg.unexpected().to_string()),
         }
@@ -554,6 +563,22 @@ fn fmt_opt(v: Option<u32>) -> String {
     v.map_or_else(|| "-".to_string(), |v| v.to_string())
 }
 
+/// FEC summed over both ends: datagrams rebuilt from parity, parity datagrams sent and
+/// their bytes.
+fn fec_totals(server: &Server, bots: &[Bot]) -> (u64, u64, u64) {
+    server
+        .connections()
+        .filter_map(|id| server.connection_stats(id))
+        .chain(bots.iter().map(|b| b.client.connection_stats()))
+        .fold((0, 0, 0), |(r, n, b), s| {
+            (
+                r + s.fec_recovered,
+                n + s.fec_parity_sent,
+                b + s.fec_parity_bytes,
+            )
+        })
+}
+
 /// Retransmissions summed over both ends (server connections and bots).
 fn retransmits(server: &Server, bots: &[Bot]) -> u64 {
     let server_side: u64 = server
@@ -702,7 +727,13 @@ fn run(o: &Options) -> Result<bool, String> {
 
     // --secure: the key the token issuer (a matchmaker) shares with the server.
     let secure_key = o.secure.then(PrivateKey::generate);
+    let fec = if o.fec {
+        Fec::Fixed { data: 8, parity: 1 }
+    } else {
+        Fec::Off
+    };
     let server_config = Config {
+        fec,
         // The bound address (127.0.0.1:port) is added to the public addresses by `bind`.
         security: secure_key
             .clone()
@@ -718,6 +749,7 @@ fn run(o: &Options) -> Result<bool, String> {
     let bot_config = Config {
         recv_buffer_size: BOT_SOCKET_BUFFER,
         send_buffer_size: BOT_SOCKET_BUFFER,
+        fec,
         ..Config::default()
     };
     let conditions = Conditions::default()
@@ -738,10 +770,15 @@ fn run(o: &Options) -> Result<bool, String> {
             "link: loss {}%, latency {} ms, jitter 0..={} ms on each one-way path (bot sockets); seed {}",
             o.loss_pct, o.latency_ms, o.jitter_ms, o.seed
         );
+        if o.fec {
+            println!(
+                "fec: both ways, 1 parity datagram per group of up to 8 (closed at the end of each tick)"
+            );
+        }
         if o.secure {
             println!(
                 "secure: server in SecurityMode::Required, {} connect tokens issued (one per bot), \
-                 every datagram sealed (ChaCha20-Poly1305, +{SEAL_OVERHEAD} bytes)",
+                 every datagram sealed (AES-256-GCM, +{SEAL_OVERHEAD} bytes)",
                 o.bots
             );
         }
@@ -1022,6 +1059,7 @@ fn run(o: &Options) -> Result<bool, String> {
 
     // --------------------------------------------- snapshot before shutting down
     let rexmit_total = retransmits(&server, &bots);
+    let fec_total = fec_totals(&server, &bots);
     let mut rtts: Vec<u32> = bots.iter().filter_map(|b| b.client.rtt()).collect();
     rtts.sort_unstable();
     let mut srtts: Vec<u32> = bots
@@ -1221,6 +1259,15 @@ fn run(o: &Options) -> Result<bool, String> {
         "            KCP retransmissions {rexmit_total} (both ends); echo send errors {}; error events {}",
         srv.send_errors, srv.errors
     );
+    if o.fec {
+        let (recovered, parity, parity_bytes) = fec_total;
+        let total = server_stats.bytes_sent + server_stats.bytes_received;
+        say!(
+            "fec         {recovered} datagrams rebuilt from parity (both ends), {parity} parity datagrams, {:.2} MB ({:.0}% of the server's traffic)",
+            parity_bytes as f64 / 1e6,
+            100.0 * parity_bytes as f64 / total.max(1) as f64
+        );
+    }
     say!(
         "rtt         Ping/Pong p50 {} ms, p99 {} ms, max {} ms; KCP srtt p50 {} ms, p99 {} ms",
         fmt_opt(percentile(&rtts, 0.5)),

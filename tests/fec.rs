@@ -105,6 +105,38 @@ fn lost_datagrams_are_rebuilt_from_parity_and_nothing_is_lost_or_duplicated() {
 }
 
 #[test]
+fn the_largest_messages_still_fit_the_mtu_with_their_parity() {
+    let mut net = Net::new(fec(4, 2), 11, 0.05, 10);
+    let c = net.add_plain("10.0.0.2:5000", fec(4, 2));
+    assert!(net.run_until(5_000, |n| n.connected(c)));
+    let sid = net.server_id_of("10.0.0.2:5000".parse().unwrap()).unwrap();
+    let (now, id) = (net.now(), net.peers[c].id);
+    let mut out = std::mem::take(&mut net.out);
+    // The largest unreliable message FEC leaves room for, and a large reliable one (full
+    // segments); a byte more than the unreliable limit is refused, not sent oversized.
+    let max = Config::default().unreliable_max_message_size() - 8;
+    let ep = &mut net.peers[c].ep;
+    assert!(ep
+        .send(now, id, &vec![1; max + 1], Channel::Unreliable, &mut out)
+        .is_err());
+    for _ in 0..20 {
+        ep.send(now, id, &vec![1; max], Channel::Unreliable, &mut out)
+            .unwrap();
+        ep.send(now, id, &vec![2; 20_000], Channel::Reliable, &mut out)
+            .unwrap();
+    }
+    ep.flush(now, &mut out);
+    net.out = out;
+    let a = net.peers[c].addr;
+    net.ship(a);
+    net.run(5_000);
+    let mtu = Config::default().mtu;
+    assert!(net.tap.iter().all(|(_, _, d)| d.len() <= mtu));
+    assert_eq!(received(&net, Channel::Reliable).len(), 20);
+    assert!(net.server.is_connected(sid) && net.connected(c));
+}
+
+#[test]
 fn losses_beyond_the_parity_fall_back_to_retransmission() {
     let mut net = Net::new(Config::default(), 7, 0.25, 15);
     let c = net.add_plain("10.0.0.2:5000", fec(8, 1));

@@ -33,9 +33,9 @@ pub(crate) struct FecLink {
 #[derive(Debug)]
 pub(crate) enum FecLink {}
 
-/// Bytes FEC takes from a datagram's room: the data shard's header (3) and what a parity
+/// Bytes FEC takes from a datagram's room: what a data shard adds (4) and what a parity
 /// datagram has beyond its longest data datagram (4).
-pub(crate) const FEC_OVERHEAD: usize = 7;
+pub(crate) const FEC_OVERHEAD: usize = 8;
 #[cfg(feature = "fec")]
 const _: () = assert!(FEC_OVERHEAD == crate::fec::DATA_OVERHEAD + crate::fec::PARITY_OVERHEAD);
 

@@ -29,11 +29,12 @@ pub const MAX_DATA_SHARDS: usize = 16;
 pub const MAX_PARITY_SHARDS: usize = 4;
 /// Groups a decoder keeps (the newest and the three before it).
 pub const GROUPS_KEPT: usize = 4;
-/// Bytes a data shard adds to its datagram: group and index.
-pub const DATA_OVERHEAD: usize = 3;
-/// Bytes a parity datagram has beyond its longest data datagram: group, index, k, m, and
-/// the length prefix the shards carry, less the data header.
-pub const PARITY_OVERHEAD: usize = 5 + 2 - DATA_OVERHEAD;
+/// Bytes a data shard adds to its datagram: group, index and the wrapped channel byte.
+pub const DATA_OVERHEAD: usize = 4;
+/// Bytes a parity datagram has beyond its group's longest data datagram: its group,
+/// index, k and m (5) and the shards' length prefix (2), less the data shard's group,
+/// index and channel (3).
+pub const PARITY_OVERHEAD: usize = 5 + 2 - 3;
 /// The kcp2k header: channel and cookie.
 const HEADER: usize = 5;
 
