@@ -225,9 +225,8 @@ impl Group {
         self.k = 0;
         self.m = 0;
         self.done = false;
-        for s in self.data.iter_mut().chain(self.parity.iter_mut()) {
-            *s = None;
-        }
+        self.data.clear();
+        self.parity.clear();
     }
 
     fn have_data(&self) -> usize {
@@ -333,7 +332,14 @@ impl Decoder {
         };
         let consistent = (g.k == 0 || (g.k == k && g.m == m))
             && g.parity.iter().flatten().all(|p| p.len() == bytes.len())
-            && g.data.len() <= usize::from(k);
+            && g.data.len()
+                <= usize::from(k).max(
+                    g.data
+                        .iter()
+                        .rposition(Option::is_some)
+                        .map_or(0, |i| i + 1),
+                )
+            && g.data.iter().skip(usize::from(k)).all(Option::is_none);
         if !consistent {
             self.stats.dropped += 1;
             return;
@@ -531,6 +537,28 @@ mod tests {
             Shard::parse(&data2[0]),
             Some(Shard::Data { group: 1, .. })
         ));
+    }
+
+    #[test]
+    fn a_slot_reused_by_a_smaller_group_still_rebuilds() {
+        let mut enc = Encoder::new(8, 1);
+        let mut dec = Decoder::default();
+        // Group 0: three shards, all arrive. Groups 1-3: one each. Group 4 (group 0's
+        // slot): one shard, lost; its parity must rebuild it.
+        let (g0, p0) = group(&mut enc, &[plain(1, b"a"), plain(1, b"b"), plain(1, b"c")]);
+        let mut all: Vec<&Vec<u8>> = g0.iter().chain(&p0).collect();
+        let mut later = Vec::new();
+        for i in 1..=3u8 {
+            later.push(group(&mut enc, &[plain(2, &[i])]));
+        }
+        for (d, p) in &later {
+            all.extend(d.iter().chain(p));
+        }
+        let (_lost, p4) = group(&mut enc, &[plain(2, b"lost")]);
+        all.extend(p4.iter());
+        let got = feed(&mut dec, &all);
+        assert_eq!(got.last(), Some(&inner(&plain(2, b"lost"))));
+        assert_eq!((dec.stats.recovered, dec.stats.dropped), (1, 0));
     }
 
     #[test]
