@@ -917,11 +917,25 @@ fn main() {
     if want("W4a") {
         results.insert(
             "W4a".into(),
-            w2(p, "W4a", p.w4a_count, 500, true, &["kcp", "kcpnet"]),
+            w2(
+                p,
+                "W4a",
+                p.w4a_count,
+                500,
+                true,
+                &["kcp", "kcpnet", "kcpnet-fec"],
+            ),
         );
     }
     if want("W4b") {
-        let v = w1(p, "W4b", p.w4b_bytes, 1000, &["udp", "kcp", "kcpnet"], true);
+        let v = w1(
+            p,
+            "W4b",
+            p.w4b_bytes,
+            1000,
+            &["udp", "kcp", "kcpnet", "kcpnet-fec"],
+            true,
+        );
         println!("(W4b: the udp row has no impairment; it is only the ceiling of the machine)");
         results.insert("W4b".into(), v);
     }

@@ -38,8 +38,12 @@ pub fn bench_config() -> Config {
 const BENCH_KEY: [u8; 32] = [0x5a; 32];
 
 /// `config` for implementation `imp`: `kcpnet-secure` is kcpnet (batched, GSO/GRO) with
-/// secure sessions required (every datagram sealed); the others are unchanged.
+/// secure sessions required (every datagram sealed); `kcpnet-fec` is kcpnet with FEC both
+/// ways (`Fec::Fixed { data: 8, parity: 2 }`); the others are unchanged.
 pub fn secured(imp: &str, mut config: Config) -> Config {
+    if imp == "kcpnet-fec" {
+        config.fec = kcpnet::Fec::Fixed { data: 8, parity: 2 };
+    }
     if imp == "kcpnet-secure" {
         config.security = Some(SecureConfig::required(
             1,
