@@ -4,8 +4,9 @@
 //! token blobs and options, sealed datagrams (`0x81`/`0x82`/`0xC1`/`0xC2`) with mutated
 //! cookies, packet numbers, token attachments and bodies, replays and bit flips of the real
 //! sealed datagrams, path responses and NAT-style source rewrites from other addresses, a
-//! thief who connects with the honest client's token from another address, and (marked as
-//! forgery) datagrams sealed with the session's real keys, as the token's holder can.
+//! thief who connects with the honest client's token from another address, a plain
+//! kcp2k-compatible client, and (marked as forgery) datagrams sealed with the session's real
+//! keys, as the token's holder can.
 //!
 //! Checks (every one panics): the event-stream rules of [`StreamCheck`] on every server
 //! connection and both clients; the honest client's reliable messages arrive exactly once
@@ -44,8 +45,9 @@ const CLIENTS: [&str; 2] = ["10.0.1.1:5000", "10.0.1.1:6001"];
 /// Addresses the attacker sends from (the first one also rewrites the honest client's
 /// datagrams, as a NAT would).
 const ATTACKERS: [&str; 3] = ["10.6.6.6:4000", "10.6.6.7:4001", "10.0.1.1:5001"];
-/// Where the thief (the honest token from another address) connects from.
-const THIEF: &str = "10.9.9.9:9000";
+/// Where the two other real clients connect from: the thief (the honest client's token
+/// from another address) and a plain kcp2k-compatible client (admitted in `Mixed` only).
+const OTHERS: [&str; 2] = ["10.9.9.9:9000", "10.7.7.7:7000"];
 const PROTOCOL: u64 = 0x6b63_706e_6574_0001;
 /// Unix time at the session's start.
 const UNIX0: u64 = 1_800_000_000;
@@ -101,7 +103,11 @@ impl Tokens {
         let refused = vec![
             make(&key, &params(PROTOCOL, SERVER, UNIX0 - 600, 10), &mut rng),
             make(&key, &params(PROTOCOL + 1, SERVER, UNIX0, 60), &mut rng),
-            make(&key, &params(PROTOCOL, "10.0.0.2:7777", UNIX0, 60), &mut rng),
+            make(
+                &key,
+                &params(PROTOCOL, "10.0.0.2:7777", UNIX0, 60),
+                &mut rng,
+            ),
             make(
                 &PrivateKey::from_bytes([0x43; 32]),
                 &params(PROTOCOL, SERVER, UNIX0, 60),
@@ -135,7 +141,8 @@ struct Session {
     client: ClientEnd,
     /// The honest client's address now (index into `CLIENTS`).
     client_at: usize,
-    thief: Option<ClientEnd>,
+    /// The thief and the plain client, once started (see [`OTHERS`]).
+    others: [Option<ClientEnd>; 2],
     /// The honest client's datagrams on their way to the server.
     c2s: VecDeque<ToServer>,
     /// The server's datagrams to the honest client.
@@ -239,7 +246,7 @@ impl Session {
                 queue: VecDeque::new(),
             },
             client_at: 0,
-            thief: None,
+            others: [None, None],
             c2s: VecDeque::new(),
             s2c: VecDeque::new(),
             c2s_history: VecDeque::new(),
@@ -291,7 +298,8 @@ impl Session {
         while let Some((to, d)) = self.outbox.pop() {
             let d = d.to_vec();
             self.sent_to.push((to, d.len()));
-            if !self.may_connect.contains(&to) && to != addr(THIEF) {
+            let other = OTHERS.iter().position(|a| addr(a) == to);
+            if !self.may_connect.contains(&to) && other.is_none() {
                 // A reply to an attacker: in `Mixed` it may complete a plain handshake.
                 self.may_connect.push(to);
             }
@@ -300,8 +308,8 @@ impl Session {
                 if self.s2c.len() < QUEUE_LIMIT {
                     self.s2c.push_back(d);
                 }
-            } else if to == addr(THIEF) {
-                if let Some(t) = self.thief.as_mut() {
+            } else if let Some(i) = other {
+                if let Some(t) = self.others[i].as_mut() {
                     t.queue.push_back(d);
                 }
             } else {
@@ -395,7 +403,12 @@ impl Session {
         }
         // Toward an address without a connection: the stateless reply (63 bytes at most) or
         // a path challenge, within 3x of what arrived from there.
-        let reply = self.sent_to.iter().filter(|(a, _)| *a == from).map(|(_, n)| n).sum::<usize>();
+        let reply = self
+            .sent_to
+            .iter()
+            .filter(|(a, _)| *a == from)
+            .map(|(_, n)| n)
+            .sum::<usize>();
         assert!(
             reply <= 3 * d.len() + 64,
             "{reply} bytes sent to {from} for {} bytes from there",
@@ -448,25 +461,30 @@ impl Session {
         }
     }
 
-    /// The thief: a real client with the honest token from another address. Its traffic
-    /// is delivered at once both ways.
-    fn run_thief(&mut self) {
+    /// Another real client (`OTHERS[i]`: 0 the thief, with the honest client's token; 1 a
+    /// plain kcp2k-compatible client), started on first use. Its traffic is delivered at
+    /// once both ways.
+    fn run_other(&mut self, i: usize) {
         let now = self.now();
-        if self.thief.is_none() {
-            let mut endpoint = Endpoint::client(self.config.clone()).unwrap_or_else(|e| panic!("{e}"));
-            let id = endpoint
-                .connect_with_token(now, &self.tokens.honest)
-                .unwrap_or_else(|e| panic!("{e}"));
-            self.may_connect.push(addr(THIEF));
-            self.thief = Some(ClientEnd {
+        if self.others[i].is_none() {
+            let mut endpoint =
+                Endpoint::client(self.config.clone()).unwrap_or_else(|e| panic!("{e}"));
+            let id = if i == 0 {
+                endpoint.connect_with_token(now, &self.tokens.honest)
+            } else {
+                endpoint.connect(now, self.server_addr)
+            }
+            .unwrap_or_else(|e| panic!("{e}"));
+            self.may_connect.push(addr(OTHERS[i]));
+            self.others[i] = Some(ClientEnd {
                 endpoint,
                 id,
-                stream: StreamCheck::new("thief", Role::Client),
+                stream: StreamCheck::new(["thief", "plain client"][i], Role::Client),
                 queue: VecDeque::new(),
             });
         }
         for _ in 0..4 {
-            let Some(t) = self.thief.as_mut() else {
+            let Some(t) = self.others[i].as_mut() else {
                 return;
             };
             let server_addr = self.server_addr;
@@ -478,7 +496,7 @@ impl Session {
             t.endpoint.flush(now, &mut self.outbox);
             while let Some(e) = t.endpoint.poll_event() {
                 let e = e.to_owned_event();
-                assert_eq!(e.id(), t.id, "thief: an event for another id");
+                assert_eq!(e.id(), t.id, "{}: an event for another id", OTHERS[i]);
                 t.stream.on_event(&e);
             }
             let mut out = Vec::new();
@@ -489,7 +507,7 @@ impl Session {
                 break;
             }
             for d in out {
-                self.server_receive(addr(THIEF), &d);
+                self.server_receive(addr(OTHERS[i]), &d);
             }
         }
     }
@@ -546,8 +564,10 @@ impl Session {
         }
         self.tick(true);
         self.tick(false);
-        if self.thief.is_some() {
-            self.run_thief();
+        for i in 0..2 {
+            if self.others[i].is_some() {
+                self.run_other(i);
+            }
         }
         self.now_ms += 10;
     }
@@ -563,7 +583,11 @@ impl Session {
         let ids: Vec<ConnectionId> = self.server.connections().collect();
         for id in ids {
             let m = self.server.connection_memory(id).unwrap_or(0);
-            assert!(m <= self.bound, "server {id} holds {m} bytes, bound {}", self.bound);
+            assert!(
+                m <= self.bound,
+                "server {id} holds {m} bytes, bound {}",
+                self.bound
+            );
             if let Some(a) = self.server.remote_addr(id) {
                 assert!(
                     self.may_connect.contains(&a),
@@ -613,7 +637,10 @@ impl Session {
             .iter()
             .chain(self.s2c_history.iter())
             .rev()
-            .find_map(|d| d.get(1..5).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+            .find_map(|d| {
+                d.get(1..5)
+                    .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            })
             .unwrap_or(0)
     }
 
@@ -632,7 +659,9 @@ impl Session {
         let choice = input.u8();
         let mut blob = match choice % 6 {
             0 | 1 => self.tokens.honest.blob().to_vec(),
-            2..=5 => self.tokens.refused[(choice % 6 - 2) as usize].blob().to_vec(),
+            2..=5 => self.tokens.refused[(choice % 6 - 2) as usize]
+                .blob()
+                .to_vec(),
             _ => unreachable!(),
         };
         match (choice >> 3) % 4 {
@@ -688,7 +717,11 @@ impl Session {
             frg: 0,
             wnd: 128,
             ts: input.u32(),
-            sn: if flags & 0x20 != 0 { input.u32() % 4 } else { 0 },
+            sn: if flags & 0x20 != 0 {
+                input.u32() % 4
+            } else {
+                0
+            },
             una: 0,
             len: payload.len() as u32,
         };
@@ -758,7 +791,10 @@ impl Session {
         let mut salt = [0u8; SALT_BYTES];
         salt.copy_from_slice(&att[TOKEN_BLOB_BYTES..]);
         let (c2s, s2c) = self.tokens.honest.session_keys();
-        Some((derive_session_key(&c2s, &salt), derive_session_key(&s2c, &salt)))
+        Some((
+            derive_session_key(&c2s, &salt),
+            derive_session_key(&s2c, &salt),
+        ))
     }
 
     /// The latest path challenge the server sent anywhere, opened with the server's key.
@@ -947,20 +983,14 @@ impl Session {
                     self.client_receive(&d);
                 }
             }
-            17 => self.run_thief(),
+            17 => self.run_other((code >> 5) as usize & 1),
             18 => {
                 // A path response without the keys, from anywhere: unsealed, or sealed with
                 // garbage.
                 let from = self.attacker(input.u8());
                 let c = self.latest_cookie().to_le_bytes();
                 let sealed = input.bool();
-                let mut d = vec![
-                    if sealed { 0x82 } else { 2 },
-                    c[0],
-                    c[1],
-                    c[2],
-                    c[3],
-                ];
+                let mut d = vec![if sealed { 0x82 } else { 2 }, c[0], c[1], c[2], c[3]];
                 if sealed {
                     d.extend_from_slice(&input.u32().to_le_bytes());
                     d.extend_from_slice(&[0; 4]);
@@ -1046,12 +1076,15 @@ impl Session {
             }
             self.step();
             self.check();
-            let next = [self.client.endpoint.poll_timeout(), self.server.poll_timeout()]
-                .into_iter()
-                .flatten()
-                .map(|at| at.as_millis() as u64)
-                .min()
-                .unwrap_or(u64::MAX);
+            let next = [
+                self.client.endpoint.poll_timeout(),
+                self.server.poll_timeout(),
+            ]
+            .into_iter()
+            .flatten()
+            .map(|at| at.as_millis() as u64)
+            .min()
+            .unwrap_or(u64::MAX);
             let wait = next.saturating_sub(self.now_ms).min(1_000);
             self.now_ms += wait.saturating_sub(10);
         }
@@ -1077,8 +1110,8 @@ impl Session {
             let _ = e.disconnect(now, id, out);
         });
         self.client.stream.finish();
-        if let Some(mut t) = self.thief.take() {
-            let now = self.now();
+        let now = self.now();
+        for mut t in std::mem::take(&mut self.others).into_iter().flatten() {
             let _ = t.endpoint.disconnect(now, t.id, &mut self.outbox);
             while let Some(e) = t.endpoint.poll_event() {
                 t.stream.on_event(&e.to_owned_event());
