@@ -3,7 +3,8 @@
 //! connects with a connect token, and an attacker the input drives: Hellos with mutated
 //! token blobs and options, sealed datagrams (`0x81`/`0x82`/`0xC1`/`0xC2`) with mutated
 //! cookies, packet numbers, token attachments and bodies, replays and bit flips of the real
-//! sealed datagrams, path responses and NAT-style source rewrites from other addresses, a
+//! sealed datagrams, segments appended to the server's plain stateless reply, path responses
+//! and NAT-style source rewrites from other addresses, a
 //! thief who connects with the honest client's token from another address, a plain
 //! kcp2k-compatible client, and (marked as forgery) datagrams sealed with the session's real
 //! keys, as the token's holder can.
@@ -1026,6 +1027,16 @@ impl Session {
                 } else {
                     let id = self.client.id;
                     self.with_client(|e, now, out| close(e, id, now, out));
+                }
+            }
+            26 => {
+                // Tamper with the server's plain stateless reply on its way to the client:
+                // append crafted segments (its own cookie). The reply is not sealed, but
+                // nothing appended may reach the client's stream (not a forgery to excuse).
+                if let Some(d) = self.s2c.front_mut().filter(|d| d.len() >= 5 && d[0] == 1) {
+                    let cookie = u32::from_le_bytes([d[1], d[2], d[3], d[4]]);
+                    let extra = crafted(cookie, input);
+                    d.extend_from_slice(&extra[5..]);
                 }
             }
             _ => self.step(),
