@@ -9,6 +9,9 @@ use std::time::Instant;
 mod endpoints;
 #[path = "../fuzz/harness/kcp.rs"]
 mod kcp;
+#[cfg(feature = "secure")]
+#[path = "../fuzz/harness/secure.rs"]
+mod secure;
 #[path = "../fuzz/harness/wire.rs"]
 mod wire;
 
@@ -61,6 +64,12 @@ fn endpoints_corpus() {
     assert!(replay("endpoints", endpoints::run) > 0);
 }
 
+#[cfg(feature = "secure")]
+#[test]
+fn secure_corpus() {
+    assert!(replay("secure", secure::run) > 0);
+}
+
 /// The empty input is a valid case of every target (a session with no operations).
 #[test]
 fn empty_inputs() {
@@ -68,4 +77,6 @@ fn empty_inputs() {
     kcp::run(&[]);
     kcpnet::fuzzing::connection_session(&[]);
     endpoints::run(&[]);
+    #[cfg(feature = "secure")]
+    secure::run(&[]);
 }

@@ -61,6 +61,9 @@ impl Connection {
             None => false,
         };
         if !sealed {
+            if self.link.secure.is_some() && !self.plain_before_activation(ctx, bytes) {
+                return;
+            }
             self.handle_plain(ctx, bytes, bytes.len());
             return;
         }

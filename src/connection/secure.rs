@@ -221,6 +221,34 @@ impl Connection {
         }
     }
 
+    /// Client, before the server's Hello activated the session (a server's session is
+    /// active from its creation): whether a plain datagram may be taken. Only the server's
+    /// stateless reply comes in clear, and its only reliable data is the server's Hello
+    /// (`PUSH sn 0`). Any other `PUSH` would enter the stream unauthenticated: appended to
+    /// the reply by an on-path forger at `sn 2`, it waited in KCP's receive buffer and was
+    /// delivered after admission in place of the server's own message (found by the
+    /// `secure` fuzz target). Such a datagram is dropped and counted as unsealed.
+    pub(super) fn plain_before_activation(&mut self, ctx: &mut Ctx<'_>, bytes: &[u8]) -> bool {
+        let only_hello = match crate::wire::datagram::Datagram::parse(bytes) {
+            Ok(d) if d.channel == Channel::Reliable => crate::wire::segment::segments(d.payload)
+                .all(|seg| {
+                    seg.is_ok_and(|(h, _)| {
+                        h.cmd != crate::wire::segment::Command::Push || h.sn == 0
+                    })
+                }),
+            _ => true,
+        };
+        if !only_hello {
+            trace!(
+                "{}: dropping a plain datagram with data before activation",
+                self.link.remote
+            );
+            ctx.secure_drops.unsealed += 1;
+            self.link.stats.datagrams_dropped += 1;
+        }
+        only_hello
+    }
+
     /// Client: the server's Hello arrived. With a token, it must accept the secure
     /// extension (a server that refuses the token does not answer at all, so a Hello
     /// without it comes from a server without secure sessions): from now on every datagram

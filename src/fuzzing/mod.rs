@@ -20,6 +20,10 @@ use crate::wire::datagram::Channel;
 
 mod session;
 pub use session::connection_session;
+#[cfg(feature = "secure")]
+mod secure;
+#[cfg(feature = "secure")]
+pub use secure::secure_session;
 
 /// The most bytes one connection may hold in the fuzz harnesses: the library's own bound
 /// for `config` (the bound of `docs/PROTOCOL.md`, "Memory per connection", which
