@@ -34,8 +34,8 @@ use crate::connection::ConnectionState;
 use crate::endpoint::{Endpoint, Outbox};
 use crate::event::{ConnectionId, OwnedEvent};
 use crate::secure::{
-    derive_session_key, open_datagram, seal_datagram, ConnectToken, PrivateKey, SecureConfig,
-    SecurityMode, TokenParams, ATTACHMENT_BYTES, SALT_BYTES, TOKEN_BLOB_BYTES,
+    derive_session_key, open_datagram, seal_datagram, CipherSuite, ConnectToken, PrivateKey,
+    SecureConfig, SecurityMode, TokenParams, ATTACHMENT_BYTES, SALT_BYTES, TOKEN_BLOB_BYTES,
 };
 use crate::wire::datagram::{Channel, ReliableHeader};
 use crate::wire::segment::{Command, SegmentHeader};
@@ -129,6 +129,8 @@ struct ClientEnd {
 }
 
 struct Session {
+    /// The AEAD the server's config asks for (every client offers AES-256-GCM).
+    suite: CipherSuite,
     config: Config,
     mode: SecurityMode,
     now_ms: u64,
@@ -213,11 +215,17 @@ impl Session {
         };
         let server_addr = addr(SERVER);
         let mut server_config = config.clone();
+        let suite = if mode_byte & 4 != 0 {
+            CipherSuite::ChaCha20Poly1305
+        } else {
+            CipherSuite::Aes256Gcm
+        };
         server_config.security = Some(SecureConfig {
             mode,
             protocol_id: PROTOCOL,
             key: PrivateKey::from_bytes(SERVER_KEY),
             public_addresses: vec![server_addr],
+            cipher: suite,
         });
         if mode_byte & 2 != 0 {
             server_config.max_connections = 2;
@@ -234,6 +242,7 @@ impl Session {
         Session {
             config,
             mode,
+            suite,
             now_ms: start,
             server_addr,
             tokens,
@@ -683,7 +692,7 @@ impl Session {
     /// A client Hello with a token option (and maybe others), built from scratch.
     fn hello(&self, input: &mut Input<'_>) -> Vec<u8> {
         let flags = input.u8();
-        let ext = Extensions::from_bits_truncate(input.u8() as u32 & 0x0f);
+        let ext = Extensions::from_bits_truncate(input.u8() as u32 & 0x3f);
         let mut payload = vec![ReliableHeader::Hello.as_u8()];
         if flags & 1 == 0 {
             payload.extend_from_slice(&hello_block(ext | Extensions::SECURE));
@@ -804,7 +813,7 @@ impl Session {
             .iter()
             .chain(self.s2c_history.iter())
             .rev()
-            .filter_map(|d| open_datagram(s2c_key, d))
+            .filter_map(|d| open_datagram(self.suite, s2c_key, d))
             .find_map(|(_, p)| {
                 (p.len() >= 6 + PATH_TOKEN_LEN && p[0] == 2 && p[5] == UNRELIABLE_PATH_CHALLENGE)
                     .then(|| {
@@ -847,7 +856,7 @@ impl Session {
             .find_map(|d| open_pn(d))
             .unwrap_or(0);
         let pn = real.wrapping_add(1 + input.u8() as u64);
-        let mut d = seal_datagram(&c2s, pn, &plain)?;
+        let mut d = seal_datagram(self.suite, &c2s, pn, &plain)?;
         if flags & 0x10 != 0 {
             // With the attachment: a proof of address.
             let att = self.honest_attachment()?;
