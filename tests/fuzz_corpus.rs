@@ -64,6 +64,12 @@ fn endpoints_corpus() {
     assert!(replay("endpoints", endpoints::run) > 0);
 }
 
+#[cfg(feature = "fec")]
+#[test]
+fn fec_corpus() {
+    assert!(replay("fec", kcpnet::fuzzing::fec_session) > 0);
+}
+
 #[cfg(feature = "secure")]
 #[test]
 fn secure_corpus() {

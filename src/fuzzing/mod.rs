@@ -24,6 +24,10 @@ pub use session::connection_session;
 mod secure;
 #[cfg(feature = "secure")]
 pub use secure::secure_session;
+#[cfg(feature = "fec")]
+mod fec;
+#[cfg(feature = "fec")]
+pub use fec::fec_session;
 
 /// The most bytes one connection may hold in the fuzz harnesses: the library's own bound
 /// for `config` (the bound of `docs/PROTOCOL.md`, "Memory per connection", which
