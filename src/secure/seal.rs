@@ -24,7 +24,7 @@ use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce, Tag, XChaCha20Poly1305, XNo
 pub enum CipherSuite {
     /// AES-256-GCM (RustCrypto `aes-gcm`, AES-NI and CLMUL detected at run time): the
     /// default, 0.2 µs to seal a small datagram on x86-64 with AES-NI where ChaCha20-Poly1305
-    /// takes 2.3 µs (`docs/SECURITY.md`, "Cost").
+    /// takes 2.3 µs (`docs/SECURITY.md`, "Amplification, cost and memory").
     #[default]
     Aes256Gcm,
     /// ChaCha20-Poly1305 (RFC 8439): for hosts without AES instructions.
