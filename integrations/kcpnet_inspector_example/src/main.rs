@@ -23,10 +23,13 @@
 //! latency and jitter, and keys to change them live (see [`HELP`]).
 //!
 //! **Timed runs** (`--seconds S` or `--frames N`) exit by themselves with a verdict: half
-//! way through, the run adds `--step-latency` ms (60 by default) of one-way latency, as if a
-//! developer pressed ↑ a few times; at the end it checks that every bot connected and got
-//! echoes, that the inspector was drawn with samples of every connection, and that the
-//! KCP RTT the history recorded rose after the step (the graphs reacted). With
+//! way through, the run adds `--step-latency` ms (100 by default) of one-way latency and
+//! `--step-loss` % (20) of loss, as a developer would with the keys; at the end it checks
+//! that every bot connected and got echoes, that the inspector was drawn with samples of
+//! every connection, and that the graphs reacted: over the last 40 % of the run after the
+//! step, the recorded RTT is up by at least half the added round trip and the loss of the
+//! bots' unreliable messages is up by at least half the added loss, compared with the 3 s
+//! before the step. With
 //! `--screenshot FILE.png` it also saves the window (bevy's screenshot API) and checks the
 //! image is not blank. Exit code 0 = PASS, 1 = FAIL, 2 = bad arguments.
 
@@ -43,7 +46,7 @@ use bevy_egui::{egui, EguiContexts, EguiPlugin, EguiPrimaryContextPass};
 use bevy_kcpnet::prelude::*;
 use kcpnet::io::Conditions;
 use kcpnet::{Channel, Client, Config, Event};
-use kcpnet_visualizer::{Inspector, NetworkHistory};
+use kcpnet_visualizer::{ConnectionSample, Inspector, NetworkHistory};
 
 /// The command line help, with the keys.
 pub const HELP: &str = "\
@@ -59,7 +62,8 @@ OPTIONS
   --rate HZ           bot messages per second, 1..=240            (default 30)
   --seconds S         exit after S seconds with a verdict (timed run)
   --frames N          exit after N frames with a verdict (timed run)
-  --step-latency MS   one-way latency added half way through a timed run (default 60)
+  --step-latency MS   one-way latency added half way through a timed run (default 100)
+  --step-loss PERCENT loss added half way through a timed run (default 20)
   --screenshot FILE   save the window as a PNG at the end of a timed run
   -h, --help          this text
 
@@ -88,6 +92,8 @@ pub struct Options {
     pub frames: Option<u64>,
     /// One-way latency added half way through a timed run, in ms.
     pub step_latency_ms: f64,
+    /// Loss added half way through a timed run, in percent.
+    pub step_loss_pct: f64,
     /// Where to save the window at the end of a timed run.
     pub screenshot: Option<PathBuf>,
 }
@@ -104,7 +110,8 @@ impl Default for Options {
             rate_hz: 30.0,
             seconds: None,
             frames: None,
-            step_latency_ms: 60.0,
+            step_latency_ms: 100.0,
+            step_loss_pct: 20.0,
             screenshot: None,
         }
     }
@@ -191,6 +198,7 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, Arg
             "--step-latency" => {
                 o.step_latency_ms = num(&flag, it.next(), 0.0..=500.0, "0..=500")?;
             }
+            "--step-loss" => o.step_loss_pct = num(&flag, it.next(), 0.0..=50.0, "0..=50")?,
             "--screenshot" => {
                 let path = it
                     .next()
@@ -440,6 +448,36 @@ pub fn start_network(bots: usize) -> Result<(KcpServer, Bots), kcpnet::Error> {
     Ok((server, Bots(list)))
 }
 
+/// The mean of `value` over the samples of live connections taken in `from..to` seconds.
+pub fn window_mean(
+    history: &NetworkHistory,
+    from: f64,
+    to: f64,
+    value: impl Fn(&ConnectionSample) -> Option<f64>,
+) -> Option<f64> {
+    let (mut sum, mut n) = (0.0, 0usize);
+    for (_, c) in history.connections().filter(|(_, c)| !c.is_closed()) {
+        for v in c.samples.iter().filter(|s| s.t >= from && s.t < to).filter_map(&value) {
+            sum += v;
+            n += 1;
+        }
+    }
+    (n > 0).then(|| sum / n as f64)
+}
+
+/// A sample's round trip in ms: the latest Ping/Pong if there was one, else KCP's smoothed
+/// RTT (if measured).
+pub fn sample_rtt(s: &ConnectionSample) -> Option<f64> {
+    s.ping_rtt_ms
+        .map(f64::from)
+        .or((s.kcp_rtt_ms > 0.0).then_some(f64::from(s.kcp_rtt_ms)))
+}
+
+/// The loss of the bots' unreliable messages seen by the server, in percent.
+pub fn sample_loss_in(s: &ConnectionSample) -> Option<f64> {
+    s.unreliable_loss_in.map(|l| 100.0 * f64::from(l))
+}
+
 /// The mean of the latest KCP RTT over the history's live connections that have one.
 pub fn mean_kcp_rtt(history: &NetworkHistory) -> Option<f64> {
     let rtts: Vec<f64> = history
@@ -560,11 +598,12 @@ struct TimedRun {
     seconds: Option<f64>,
     frames: Option<u64>,
     step_latency_ms: f64,
+    step_loss_pct: f64,
     screenshot: Option<PathBuf>,
     start: Instant,
     frame: u64,
-    /// The mean KCP RTT just before the step, and when the step came (seconds).
-    stepped: Option<(Option<f64>, f64)>,
+    /// When the step came, on the history's clock (seconds).
+    stepped: Option<f64>,
     phase: Phase,
 }
 
@@ -598,7 +637,10 @@ impl TimedRun {
     fn status(&self) -> String {
         let step = match self.stepped {
             None => "step pending".to_string(),
-            Some((_, t)) => format!("stepped +{} ms at {t:.1} s", self.step_latency_ms),
+            Some(t) => format!(
+                "stepped +{} ms, +{} % at {t:.1} s",
+                self.step_latency_ms, self.step_loss_pct
+            ),
         };
         format!("timed run: {:.0} %, {step}", 100.0 * self.progress())
     }
@@ -619,16 +661,14 @@ fn timed_run(
     run.frame += 1;
     let progress = run.progress();
     if run.stepped.is_none() && progress >= 0.5 {
-        let before = mean_kcp_rtt(&net.history);
-        let t = run.start.elapsed().as_secs_f64();
-        run.stepped = Some((before, t));
+        let t = net.start.elapsed().as_secs_f64();
+        run.stepped = Some(t);
         link.latency_ms += run.step_latency_ms;
+        link.loss_pct += run.step_loss_pct;
         *link = link.clamped();
         println!(
-            "t={t:.1}s: latency +{} ms (now {} ms one way); mean KCP RTT before: {}",
-            run.step_latency_ms,
-            link.latency_ms,
-            fmt_ms(before)
+            "t={t:.1}s: the step: latency +{} ms, loss +{} % (now {} ms, {} % each way)",
+            run.step_latency_ms, run.step_loss_pct, link.latency_ms, link.loss_pct
         );
     }
     match run.phase.clone() {
@@ -666,10 +706,6 @@ fn timed_run(
     run.phase = Phase::Running;
     run.seconds = Some(f64::INFINITY);
     run.frames = None;
-}
-
-fn fmt_ms(v: Option<f64>) -> String {
-    v.map_or("none".to_string(), |v| format!("{v:.0} ms"))
 }
 
 /// Counts the distinct colours of the captured image (a blank window has one or two).
@@ -719,31 +755,35 @@ fn verdict(
     if drawn < 2 {
         return Err(format!("the inspector was drawn in {drawn} frames"));
     }
-    let (before, _) = run.stepped.ok_or("the latency step never came")?;
-    let after = mean_kcp_rtt(history);
-    // The step adds 2 × step of round trip; KCP's smoothed RTT must show at least half of it.
-    let (Some(b), Some(a)) = (before, after) else {
-        return Err(format!(
-            "no KCP RTT measured (before {}, after {})",
-            fmt_ms(before),
-            fmt_ms(after)
-        ));
-    };
-    if a < b + run.step_latency_ms {
-        return Err(format!(
-            "the KCP RTT did not follow the +{} ms latency step: {b:.0} ms before, {a:.0} ms \
-             after ({:.0} frames/s)",
-            run.step_latency_ms,
-            run.frame as f64 / run.start.elapsed().as_secs_f64()
-        ));
-    }
+    let step = run.stepped.ok_or("the step never came")?;
+    let end = history.now().unwrap_or(step);
+    let before = (step - 3.0_f64.min(step / 2.0), step);
+    let after = (end - 0.4 * (end - step), end + 1.0);
     let fps = run.frame as f64 / run.start.elapsed().as_secs_f64();
+    let mean = |(from, to): (f64, f64), f: fn(&ConnectionSample) -> Option<f64>| {
+        window_mean(history, from, to, f)
+    };
+    let (Some(rtt_b), Some(rtt_a)) = (mean(before, sample_rtt), mean(after, sample_rtt)) else {
+        return Err("no RTT samples before or after the step".to_string());
+    };
+    let (Some(loss_b), Some(loss_a)) = (mean(before, sample_loss_in), mean(after, sample_loss_in))
+    else {
+        return Err("no loss samples before or after the step".to_string());
+    };
+    let reacted = format!(
+        "RTT {rtt_b:.0} -> {rtt_a:.0} ms after +{} ms one way, unreliable loss in \
+         {loss_b:.1} -> {loss_a:.1} % after +{} %, {fps:.0} frames/s",
+        run.step_latency_ms, run.step_loss_pct
+    );
+    // The step adds 2 x step_latency of round trip and ~step_loss of one-way loss: the
+    // graphs must show at least half of each.
+    if rtt_a < rtt_b + run.step_latency_ms || loss_a < loss_b + run.step_loss_pct / 2.0 {
+        return Err(format!("the graphs did not follow the step: {reacted}"));
+    }
     let mut summary = format!(
-        "{n} bots connected, {} echoes, inspector drawn {drawn} times ({fps:.0} frames/s), \
-         {} samples; KCP RTT {b:.0} ms -> {a:.0} ms after +{} ms one way",
+        "{n} bots connected, {} echoes, inspector drawn {drawn} times, {} samples; {reacted}",
         bots.0.iter().map(|b| b.echoes).sum::<u64>(),
         history.sample_count(),
-        run.step_latency_ms
     );
     if let Some(path) = &run.screenshot {
         match &shot.0 {
@@ -828,6 +868,7 @@ fn main() -> AppExit {
             seconds: options.seconds,
             frames: options.frames,
             step_latency_ms: options.step_latency_ms,
+            step_loss_pct: options.step_loss_pct,
             screenshot: options.screenshot.clone(),
             start: Instant::now(),
             frame: 0,
