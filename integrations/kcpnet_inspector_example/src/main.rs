@@ -457,7 +457,12 @@ pub fn window_mean(
 ) -> Option<f64> {
     let (mut sum, mut n) = (0.0, 0usize);
     for (_, c) in history.connections().filter(|(_, c)| !c.is_closed()) {
-        for v in c.samples.iter().filter(|s| s.t >= from && s.t < to).filter_map(&value) {
+        for v in c
+            .samples
+            .iter()
+            .filter(|s| s.t >= from && s.t < to)
+            .filter_map(&value)
+        {
             sum += v;
             n += 1;
         }
