@@ -397,7 +397,7 @@ fn echo(mut events: MessageReader<ServerEvent>, mut server: ResMut<KcpServer>) {
 /// tick a reliable event. Sizes vary with both numbers.
 pub fn bot_message(index: usize, tick: u32) -> (Channel, Vec<u8>) {
     let mix = (index as u32).wrapping_mul(2_654_435_761) ^ tick.wrapping_mul(40_503);
-    if tick % 10 == 0 {
+    if tick.is_multiple_of(10) {
         (Channel::Reliable, vec![b'E'; 100 + (mix % 1401) as usize])
     } else {
         (Channel::Unreliable, vec![b'P'; 40 + (mix % 61) as usize])
