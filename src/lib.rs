@@ -280,7 +280,7 @@ pub use driver::EventDrain;
 pub use error::{Error, ErrorCode};
 pub use event::{CloseMessage, ConnectionId, DisconnectReason, Event, OwnedEvent};
 pub use server::{Server, ServerCtx};
-pub use stats::{ConnectionQuality, ConnectionStats, EndpointStats};
+pub use stats::{ConnectionQuality, ConnectionStats, EndpointStats, LossConfidence, LossEstimate};
 pub use wire::datagram::Channel;
 
 /// The README's code blocks, compiled as doctests.

@@ -45,7 +45,7 @@ mod receive;
 mod secure;
 
 pub use extensions::Extensions;
-use quality::{PongLimiter, Reports, Window};
+use quality::{LossWindow, PongLimiter, Reports, Window};
 pub(crate) use secure::{SecureDrops, SecureLink};
 
 /// kcp2k sends its unreliable Disconnect this many times (no acknowledgement exists); a
@@ -299,6 +299,8 @@ pub(crate) struct Connection {
     window: Window,
     /// The quality-reports extension's state.
     reports: Reports,
+    /// KCP's retransmission ratio over recent segments (`ConnectionQuality::retransmit_ratio`).
+    retransmits: LossWindow,
 }
 
 impl Connection {
@@ -365,6 +367,7 @@ impl Connection {
             connected_at: now,
             window: Window::new(now),
             reports: Reports::default(),
+            retransmits: LossWindow::default(),
         }
     }
 

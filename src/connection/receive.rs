@@ -375,6 +375,7 @@ impl Connection {
         {
             self.kcp.trim_memory(IDLE_POOL_BUFFERS);
         }
+        let active = activity != self.activity_at_ping;
         self.activity_at_ping = activity;
         if ping {
             let _ = self
@@ -384,7 +385,8 @@ impl Connection {
             // No Ping of ours, so no Pong: the ACK of our last Pong measured the round trip.
             self.rtt = Some(rtt);
         }
-        self.send_quality_report(ctx);
+        self.update_retransmit_ratio();
+        self.send_quality_report(ctx, active);
     }
 
     fn kcp_dead_link(&self) -> u32 {
