@@ -112,10 +112,11 @@ impl ConnectionQuality {
 /// A loss fraction with the evidence behind it (see [`ConnectionQuality`]'s table).
 ///
 /// The samples are recent datagrams (or KCP segments), the older ones fading: at each
-/// report, about once a second, what was counted before weighs 1/32 less, and at most the
+/// report, about once a second, what was counted before weighs 1/16 less, and at most the
 /// last [`LossEstimate::MAX_SAMPLES`] count. A busy connection thus estimates over its last
-/// few seconds, one sending a few messages a second over its last half minute or so, and
-/// the margin says how far to trust either.
+/// few seconds, a quiet one over its last quarter minute or so (about 16 seconds' worth of
+/// its datagrams), and the margin says how far to trust either. The margin is sampling
+/// error only: right after the loss changes, the estimate lags by that window.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LossEstimate {
     /// The estimate, 0..=1 (0 when nothing was counted: see `samples`).
