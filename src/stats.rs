@@ -138,6 +138,7 @@ impl Default for LossEstimate {
 
 /// How far a [`LossEstimate`] can be trusted ([`LossEstimate::confidence`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
 pub enum LossConfidence {
     /// Nothing counted yet (or a kcp2k peer, for the report-based figures).
     None,

@@ -14,7 +14,7 @@ use common::*;
 use std::time::Duration;
 
 use kcpnet::io::{Conditions, Direction};
-use kcpnet::{Channel, Config, ConnectionQuality, LossConfidence, LossEstimate};
+use kcpnet::{Channel, Config, ConnectionQuality, ConnectionStats, LossConfidence, LossEstimate};
 
 /// Virtual time of each run after the handshake, in ms.
 const RUN_MS: u64 = 10_000;
@@ -25,6 +25,9 @@ struct Run {
     server: ConnectionQuality,
     /// Datagrams per second, client → server and server → client.
     datagrams_per_sec: (f64, f64),
+    /// The loss the conditioner dealt over the run, client → server and server → client
+    /// (what arrived ÷ what was sent; for the table only).
+    dealt: (f64, f64),
 }
 
 /// A client and a server exchanging `rate` 64-byte reliable messages a second each way for
@@ -42,8 +45,8 @@ fn run(seed: u64, loss: f64, rate: u64, client: Config) -> Run {
     sim.connect_all(30_000);
     let id = sim.server_id_of(0).unwrap();
     let (c0, s0) = (
-        sim.clients[0].connection_stats().datagrams_sent,
-        sim.server.connection_stats(id).unwrap().datagrams_sent,
+        sim.clients[0].connection_stats(),
+        sim.server.connection_stats(id).unwrap(),
     );
     let mut seq = 0u64;
     for t in 0..RUN_MS {
@@ -68,10 +71,26 @@ fn run(seed: u64, loss: f64, rate: u64, client: Config) -> Run {
         client: client_stats.quality,
         server: server_stats.quality,
         datagrams_per_sec: (
-            (client_stats.datagrams_sent - c0) as f64 / secs,
-            (server_stats.datagrams_sent - s0) as f64 / secs,
+            (client_stats.datagrams_sent - c0.datagrams_sent) as f64 / secs,
+            (server_stats.datagrams_sent - s0.datagrams_sent) as f64 / secs,
+        ),
+        dealt: (
+            dealt(&c0, &client_stats, &s0, &server_stats),
+            dealt(&s0, &server_stats, &c0, &client_stats),
         ),
     }
+}
+
+/// The loss of the path from the sender to the receiver between the two snapshots of each.
+fn dealt(
+    sender0: &ConnectionStats,
+    sender: &ConnectionStats,
+    receiver0: &ConnectionStats,
+    receiver: &ConnectionStats,
+) -> f64 {
+    let sent = (sender.datagrams_sent - sender0.datagrams_sent) as f64;
+    let got = (receiver.datagrams_received - receiver0.datagrams_received) as f64;
+    1.0 - got / sent
 }
 
 fn pct(e: &LossEstimate) -> String {
@@ -92,8 +111,9 @@ fn pct(e: &LossEstimate) -> String {
 #[test]
 fn the_estimate_is_right_or_says_it_is_not_sure_at_game_packet_rates() {
     println!(
-        "configured | msg/s | dgram/s c→s, s→c | path c→s: client loss_out, server loss_in \
-         | path s→c: server loss_out, client loss_in | client retransmit_ratio | old 1 s loss"
+        "configured | msg/s | dgram/s c→s, s→c | dealt c→s, s→c | path c→s: client loss_out, \
+         server loss_in | path s→c: server loss_out, client loss_in | client retransmit_ratio \
+         | old 1 s loss"
     );
     let mut seed = std::env::var("LOSS_SEED").map_or(180, |s| s.parse().unwrap());
     let mut confident = 0;
@@ -104,10 +124,12 @@ fn the_estimate_is_right_or_says_it_is_not_sure_at_game_packet_rates() {
             #[allow(deprecated)]
             let old = r.client.loss;
             println!(
-                "{:4.0} % | {rate:3} | {:4.0}, {:4.0} | {} , {} | {} , {} | {} | {:.1} %",
+                "{:4.0} % | {rate:3} | {:4.0}, {:4.0} | {:5.2}, {:5.2} | {} , {} | {} , {} | {} | {:.1} %",
                 loss * 100.0,
                 r.datagrams_per_sec.0,
                 r.datagrams_per_sec.1,
+                r.dealt.0 * 100.0,
+                r.dealt.1 * 100.0,
                 pct(&r.client.loss_out),
                 pct(&r.server.loss_in),
                 pct(&r.server.loss_out),

@@ -359,7 +359,8 @@ impl Connection {
     }
 
     /// Once per ping interval: give back what a burst left behind, Ping the peer (with
-    /// `ping`), take a round-trip sample and send a quality report.
+    /// `ping`), take a round-trip sample, count the retransmission ratio and send a quality
+    /// report.
     ///
     /// Trims once a whole ping interval passed without reliable messages. Not
     /// `Kcp::is_idle`: it also wants no pending ACKs, but the peer's Ping arrives in the very
