@@ -619,12 +619,7 @@ impl Connection {
     /// Heap bytes this connection holds (its KCP's buffers and queues, and a secure
     /// session's state).
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.kcp.heap_bytes()
-            + self
-                .link
-                .secure
-                .as_deref()
-                .map_or(0, SecureLink::heap_bytes)
+        self.kcp.heap_bytes() + self.link.secure.as_deref().map_or(0, SecureLink::heap_bytes)
     }
 
     /// The most [`Connection::memory_bytes`] can reach, whatever the peer sends: the KCP
@@ -636,11 +631,7 @@ impl Connection {
         std::mem::size_of::<Self>()
             + self.kcp.memory_bound()
             + self.kcp.snd_queue_bound(queued_segments)
-            + self
-                .link
-                .secure
-                .as_deref()
-                .map_or(0, SecureLink::heap_bytes)
+            + self.link.secure.as_deref().map_or(0, SecureLink::heap_bytes)
     }
 
     /// KCP segments queued or in flight (for backpressure decisions by the app).
