@@ -205,10 +205,9 @@ TABLE COLUMNS (one row per second; rates are over that second):
     krtt50     p50 over bots of KCP's smoothed RTT (ConnectionQuality::kcp_rtt_ms)
                in ms: the link's round trip, without the queueing pings see
     rexmit/s   KCP retransmissions (retransmits + fast_retransmits, both ends)
-    kloss%     KCP's loss estimate, both ends: segments retransmitted / sent over
-               the last second (ConnectionQuality::loss, pooled over connections);
-               with traffic this sparse a lost ACK also costs a retransmission, so it
-               approaches the round-trip loss rather than the one-way loss
+    dloss%     datagram loss, both ends: each side's datagrams the other did not get,
+               as the other counts them (ConnectionQuality::loss_estimate, pooled
+               over connections by samples; recent seconds, older ones fading)
     loss%      bot->server unreliable loss over the second: 1 - received/sent
     pendKB     reliable bytes queued or in flight, not yet acknowledged, both ends
                (ConnectionQuality::pending_reliable_bytes)
@@ -609,7 +608,7 @@ fn header() -> String {
         "rtt99",
         "krtt50",
         "rexmit/s",
-        "kloss%",
+        "dloss%",
         "loss%",
         "pendKB",
         "busy%",
@@ -618,8 +617,8 @@ fn header() -> String {
     )
 }
 
-/// Quality over both ends: KCP RTT p50 over bots, the pooled KCP loss estimate (percent)
-/// and the pending reliable bytes.
+/// Quality over both ends: KCP RTT p50 over bots, the pooled datagram loss estimate
+/// (percent) and the pending reliable bytes.
 fn quality(server: &Server, bots: &[Bot]) -> (Option<u32>, Option<f64>, usize) {
     let server_side = server
         .connections()
@@ -633,8 +632,9 @@ fn quality(server: &Server, bots: &[Bot]) -> (Option<u32>, Option<f64>, usize) {
     krtt.sort_unstable();
     let (mut lost, mut sent, mut pending) = (0.0, 0u64, 0usize);
     for q in server_side.chain(bot_side.iter().copied()) {
-        lost += q.loss as f64 * q.loss_samples as f64;
-        sent += q.loss_samples as u64;
+        let l = q.loss_estimate();
+        lost += l.value as f64 * l.samples as f64;
+        sent += l.samples as u64;
         pending += q.pending_reliable_bytes;
     }
     let loss = (sent > 0).then(|| 100.0 * lost / sent as f64);
@@ -989,7 +989,7 @@ fn run(o: &Options) -> Result<bool, String> {
                         if note.is_empty() { "" } else { " " }
                     );
                 }
-                let (krtt, kloss, pending) = quality(&server, &bots);
+                let (krtt, dloss, pending) = quality(&server, &bots);
                 if o.report.is_some() {
                     let ms = |v: Option<u32>| v.map(f64::from);
                     report_rows.push(report::Row {
@@ -998,7 +998,7 @@ fn run(o: &Options) -> Result<bool, String> {
                         rtt_p50: ms(percentile(&rtts, 0.50)),
                         rtt_p99: ms(percentile(&rtts, 0.99)),
                         kcp_rtt_p50: ms(krtt),
-                        kcp_loss_pct: kloss,
+                        datagram_loss_pct: dloss,
                         unreliable_loss_pct: loss_pct,
                         in_kbps: per_s(s.bytes_in, prev.bytes_in) / 1000.0,
                         out_kbps: per_s(s.bytes_out, prev.bytes_out) / 1000.0,
@@ -1022,7 +1022,7 @@ fn run(o: &Options) -> Result<bool, String> {
                     fmt_opt(percentile(&rtts, 0.99)),
                     fmt_opt(krtt),
                     per_s(s.rexmit, prev.rexmit),
-                    kloss.map_or_else(|| "-".to_string(), |l| format!("{l:.1}")),
+                    dloss.map_or_else(|| "-".to_string(), |l| format!("{l:.1}")),
                     loss_s,
                     pending as f64 / 1000.0,
                     100.0 * win_busy.as_secs_f64() / dt,

@@ -643,16 +643,38 @@ fn print_summary(run: &Run, out: &Outcome, client: &Client, started: Instant) {
     );
     let q = stats.quality;
     println!(
-        "  quality:     kcp rtt {} ms (var {}), loss {:.1}% of {} segments in the last {} ms, \
-         {:.0} B/s out, {:.0} B/s in, {} B pending, peer window {}",
+        "  quality:     kcp rtt {} ms (var {}), loss {}, {:.0} B/s out, {:.0} B/s in \
+         (last {} ms), {} B pending, peer window {}",
         q.kcp_rtt_ms,
         q.kcp_rtt_var_ms,
-        q.loss * 100.0,
-        q.loss_samples,
+        loss_text(&q),
         q.window_ms,
         q.bytes_out_per_sec,
         q.bytes_in_per_sec,
         q.pending_reliable_bytes,
         q.peer_window
     );
+}
+
+/// The loss figures: each way between kcpnet peers, the retransmission ratio with kcp2k.
+fn loss_text(q: &kcpnet::ConnectionQuality) -> String {
+    let pct = |e: &kcpnet::LossEstimate| {
+        format!(
+            "{:.1}% ±{:.1} of {} datagrams",
+            e.value * 100.0,
+            e.margin * 100.0,
+            e.samples
+        )
+    };
+    if q.loss_out.is_known() || q.loss_in.is_known() {
+        format!("out {}, in {}", pct(&q.loss_out), pct(&q.loss_in))
+    } else {
+        let r = q.retransmit_ratio;
+        format!(
+            "{:.1}% ±{:.1} of {} segments retransmitted",
+            r.value * 100.0,
+            r.margin * 100.0,
+            r.samples
+        )
+    }
 }

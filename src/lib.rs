@@ -27,10 +27,12 @@
 //! * **Between two kcpnet peers** (negotiated in the Hello; a kcp2k peer never sees it):
 //!   close reasons ([`Server::disconnect_with`] → [`DisconnectReason::App`], and a
 //!   shutdown, a kick, a protocol error and a timeout told apart), half-close
-//!   ([`Server::shutdown_send`]), and the peer's view of unreliable loss.
+//!   ([`Server::shutdown_send`]), and each side's loss as the other counts it.
 //! * **Connection quality** ([`Server::connection_quality`]): KCP's RTT and the Ping RTT
-//!   named apart, a loss estimate, bytes and messages per second over the last second,
-//!   pending reliable data, time since the last datagram.
+//!   named apart, loss estimates with their margins ([`LossEstimate`]: one-way datagram
+//!   loss each way between kcpnet peers, the retransmission ratio with any peer), bytes and
+//!   messages per second over the last second, pending reliable data, time since the last
+//!   datagram.
 //!
 //! ## A server and a client (drained-queue form)
 //! ```
@@ -200,9 +202,9 @@
 //!     if step == 6_000 {
 //!         let q = server.connection_quality(peer.unwrap()).unwrap();
 //!         println!(
-//!             "rtt {} ms (ping {:?}), loss {:.1}%, in {:.0} B/s, {} B pending",
-//!             q.kcp_rtt_ms, q.ping_rtt_ms, q.loss * 100.0, q.bytes_in_per_sec,
-//!             q.pending_reliable_bytes,
+//!             "rtt {} ms (ping {:?}), loss out {:.1}% ±{:.1}, in {:.0} B/s, {} B pending",
+//!             q.kcp_rtt_ms, q.ping_rtt_ms, q.loss_out.value * 100.0,
+//!             q.loss_out.margin * 100.0, q.bytes_in_per_sec, q.pending_reliable_bytes,
 //!         );
 //!         assert!((55..=70).contains(&q.kcp_rtt_ms)); // 2 × 30 ms
 //!         assert!(q.messages_in_per_sec > 90.0); // the client sends 100 a second
@@ -282,7 +284,7 @@ pub use driver::EventDrain;
 pub use error::{Error, ErrorCode};
 pub use event::{CloseMessage, ConnectionId, DisconnectReason, Event, OwnedEvent};
 pub use server::{Server, ServerCtx};
-pub use stats::{ConnectionQuality, ConnectionStats, EndpointStats};
+pub use stats::{ConnectionQuality, ConnectionStats, EndpointStats, LossConfidence, LossEstimate};
 pub use wire::datagram::Channel;
 
 /// The README's code blocks, compiled as doctests.

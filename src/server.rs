@@ -344,16 +344,18 @@ impl Server {
         self.endpoint.connection_stats(id)
     }
 
-    /// How good a connection's link is (as of the last tick): KCP and Ping RTTs, windowed
-    /// loss and rates, pending reliable data.
+    /// How good a connection's link is (as of the last tick): KCP and Ping RTTs, loss
+    /// estimates with their margins, windowed rates, pending reliable data.
     ///
     /// ```
     /// # fn show(server: &kcpnet::Server, id: kcpnet::ConnectionId) {
     /// if let Some(q) = server.connection_quality(id) {
+    ///     let loss = q.loss_estimate();
     ///     println!(
-    ///         "rtt {} ms, loss {:.1}%, {:.0} B/s out, {} B pending",
+    ///         "rtt {} ms, loss {:.1}% ±{:.1}, {:.0} B/s out, {} B pending",
     ///         q.kcp_rtt_ms,
-    ///         q.loss * 100.0,
+    ///         loss.value * 100.0,
+    ///         loss.margin * 100.0,
     ///         q.bytes_out_per_sec,
     ///         q.pending_reliable_bytes
     ///     );

@@ -4,9 +4,24 @@
 /// or renet's `NetworkInfo`): [`crate::Server::connection_quality`],
 /// [`crate::Client::connection_quality`], and [`ConnectionStats::quality`].
 ///
-/// Rates and the loss estimate cover a recent window: the last [`QUALITY_WINDOW_MS`] of
-/// whole 100 ms intervals (less while the connection is younger; `window_ms` says how
-/// much), so traffic of the last 100 ms is not counted yet.
+/// Rates cover a recent window: the last [`QUALITY_WINDOW_MS`] of whole 100 ms intervals
+/// (less while the connection is younger; `window_ms` says how much), so traffic of the
+/// last 100 ms is not counted yet.
+///
+/// # Which loss figure to show
+///
+/// | field | what it measures | show it |
+/// |---|---|---|
+/// | [`loss_out`](Self::loss_out) | datagrams this side sent that never reached the peer (the peer counts them) | **yes**: the link's loss on the way out, kcpnet peers |
+/// | [`loss_in`](Self::loss_in) | datagrams the peer sent that never arrived here | yes, next to `loss_out` |
+/// | [`retransmit_ratio`](Self::retransmit_ratio) | KCP segments retransmitted ÷ sent | with a kcp2k peer, the only figure: an upper bound of the round trip's loss |
+///
+/// [`ConnectionQuality::loss_estimate`] picks for you: `loss_out` when the peer reports,
+/// else `retransmit_ratio`. Each is a [`LossEstimate`]: a value, the samples behind it and
+/// a margin, so a dashboard can grey out (or show as a range) what is not known yet.
+/// `peer_unreliable_loss` and `unreliable_loss_in` count the unreliable channel's messages
+/// only (what an unreliable stream loses), and the deprecated `loss` is the retransmission
+/// ratio of the last second, which at game packet rates rests on a handful of segments.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct ConnectionQuality {
     /// KCP's smoothed round-trip time from the ACKs of its segments, in ms (0 before the
@@ -21,19 +36,42 @@ pub struct ConnectionQuality {
     /// `docs/PROTOCOL.md`), it is the round trip of the server's latest acknowledged Pong,
     /// updated once per ping interval.
     pub ping_rtt_ms: Option<u32>,
-    /// Loss estimate in 0..=1: KCP segments retransmitted ÷ segments sent (retransmissions
-    /// included) in the window; with independent loss `p` of data segments this is `p`.
-    /// 0 when nothing was sent (see `loss_samples`). Lost ACKs that cause a retransmission
-    /// count as loss too.
+    /// **The loss to show**: the fraction of this side's datagrams (every kind: data,
+    /// ACKs, pings, reports) that did not reach the peer. The peer counts what arrives and
+    /// reports it about once a second (kcpnet peers, quality-reports extension; unknown —
+    /// `samples` 0 — with a kcp2k peer or for the first two seconds). One-way, so ACK loss
+    /// on the way back does not inflate it, and right at any traffic rate: a connection
+    /// sending a few messages a second gathers its samples over a longer time (see
+    /// [`LossEstimate`] for the window and the margin).
+    pub loss_out: LossEstimate,
+    /// The fraction of the peer's datagrams that did not arrive here, counted here against
+    /// the peer's reports (kcpnet peers; as [`loss_out`](Self::loss_out) otherwise).
+    pub loss_in: LossEstimate,
+    /// KCP data segments retransmitted (timeouts and fast resends) ÷ segments sent,
+    /// retransmissions included, over the same sample window as `loss_out`. Known with
+    /// every peer, kcp2k included, but an upper bound: a lost ACK causes a retransmission
+    /// too, so with loss `p` each way it reads between `p` (many segments in flight, whose
+    /// ACKs cover each other) and about `2p` (a few messages a second, each ACK alone), plus
+    /// any timeout that fired early.
+    pub retransmit_ratio: LossEstimate,
+    /// The retransmission ratio of the last [`QUALITY_WINDOW_MS`] only (`window_ms`).
+    #[deprecated(
+        note = "the last second's retransmission ratio: a handful of segments at game packet \
+                rates (33-50 % read on a 5 % link); use `loss_out` (kcpnet peers), \
+                `retransmit_ratio` or `ConnectionQuality::loss_estimate()`"
+    )]
     pub loss: f32,
-    /// KCP segments sent in the window: the sample behind `loss`.
+    /// KCP segments sent in the last [`QUALITY_WINDOW_MS`]: the sample behind the
+    /// deprecated `loss`.
+    #[deprecated(note = "the sample of the deprecated `loss`; see `LossEstimate::samples`")]
     pub loss_samples: u32,
-    /// Fraction of this side's unreliable messages the peer did not receive, as the peer
-    /// reports it about once a second (kcpnet peers: quality-reports extension; `None`
-    /// with a kcp2k peer or before a report covered any unreliable traffic).
+    /// Fraction of this side's unreliable **messages** the peer did not receive, as the
+    /// peer reports it about once a second (kcpnet peers: quality-reports extension; `None`
+    /// with a kcp2k peer or before a report covered any unreliable traffic): the
+    /// unreliable channel alone, over the peer's last four reports.
     pub peer_unreliable_loss: Option<f32>,
-    /// Fraction of the peer's unreliable messages this side did not receive, between its
-    /// last two reports (kcpnet peers only, as above).
+    /// Fraction of the peer's unreliable messages this side did not receive, over its last
+    /// four reports (kcpnet peers only, as above).
     pub unreliable_loss_in: Option<f32>,
     /// Bytes received per second in the window (whole datagrams, headers included).
     pub bytes_in_per_sec: f32,
@@ -43,7 +81,7 @@ pub struct ConnectionQuality {
     pub messages_in_per_sec: f32,
     /// Application messages sent per second in the window (both channels).
     pub messages_out_per_sec: f32,
-    /// The length of the window the rates and the loss cover, in ms.
+    /// The length of the window the rates cover, in ms.
     pub window_ms: u32,
     /// Time since the last datagram accepted from the peer, in ms.
     pub since_last_receive_ms: u32,
@@ -58,7 +96,119 @@ pub struct ConnectionQuality {
     pub peer_window: u32,
 }
 
-/// The window of [`ConnectionQuality`]'s rates and loss estimate, in ms.
+impl ConnectionQuality {
+    /// The one loss figure for a dashboard or an adaptive sender: [`loss_out`](Self::loss_out)
+    /// once the peer reported (kcpnet peers), else
+    /// [`retransmit_ratio`](Self::retransmit_ratio) (kcp2k peers; an upper bound).
+    pub fn loss_estimate(&self) -> LossEstimate {
+        if self.loss_out.samples > 0 {
+            self.loss_out
+        } else {
+            self.retransmit_ratio
+        }
+    }
+}
+
+/// A loss fraction with the evidence behind it (see [`ConnectionQuality`]'s table).
+///
+/// The samples are recent datagrams (or KCP segments), the older ones fading: at each
+/// report, about once a second, what was counted before weighs 1/16 less, and at most the
+/// last [`LossEstimate::MAX_SAMPLES`] count. A busy connection thus estimates over its last
+/// few seconds, a quiet one over its last quarter minute or so (about 16 seconds' worth of
+/// its datagrams), and the margin says how far to trust either. The margin is sampling
+/// error only: right after the loss changes, the estimate lags by that window.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LossEstimate {
+    /// The estimate, 0..=1 (0 when nothing was counted: see `samples`).
+    pub value: f32,
+    /// How many datagrams (segments) stand behind `value`, the faded ones counted by their
+    /// weight; 0 means unknown.
+    pub samples: u32,
+    /// Half the width of the 99 % confidence interval around `value` (Wilson score
+    /// interval of `samples` independent trials; the larger side), 0..=1; 1 when unknown.
+    /// At 5 % loss it is about 3 points over 500 samples and 1 point over 4,000.
+    pub margin: f32,
+}
+
+impl Default for LossEstimate {
+    fn default() -> Self {
+        LossEstimate::UNKNOWN
+    }
+}
+
+/// How far a [`LossEstimate`] can be trusted ([`LossEstimate::confidence`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum LossConfidence {
+    /// Nothing counted yet (or a kcp2k peer, for the report-based figures).
+    None,
+    /// A margin over 2 points: a rough figure, show it as a range or greyed out.
+    Low,
+    /// A margin of 1 to 2 points.
+    Medium,
+    /// A margin of at most 1 point.
+    High,
+}
+
+impl LossEstimate {
+    /// Nothing counted.
+    pub const UNKNOWN: LossEstimate = LossEstimate {
+        value: 0.0,
+        samples: 0,
+        margin: 1.0,
+    };
+
+    /// The most samples an estimate keeps (older ones are scaled down to make room).
+    pub const MAX_SAMPLES: u32 = 4096;
+
+    /// An estimate of `value` (clamped to 0..=1) from `samples` trials, with its margin.
+    /// A value that is not a number, or no samples, gives [`LossEstimate::UNKNOWN`].
+    pub fn new(value: f32, samples: u32) -> LossEstimate {
+        if samples == 0 || value.is_nan() {
+            return LossEstimate::UNKNOWN;
+        }
+        let p = value.clamp(0.0, 1.0);
+        LossEstimate {
+            value: p,
+            samples,
+            margin: wilson_margin(p as f64, samples as f64) as f32,
+        }
+    }
+
+    /// Whether anything was counted.
+    pub fn is_known(&self) -> bool {
+        self.samples > 0
+    }
+
+    /// The margin as a level: [`LossConfidence::High`] within 1 point,
+    /// [`LossConfidence::Medium`] within 2, else [`LossConfidence::Low`].
+    pub fn confidence(&self) -> LossConfidence {
+        if self.samples == 0 {
+            LossConfidence::None
+        } else if self.margin <= 0.01 {
+            LossConfidence::High
+        } else if self.margin <= 0.02 {
+            LossConfidence::Medium
+        } else {
+            LossConfidence::Low
+        }
+    }
+}
+
+/// The z-score of a two-sided 99 % interval.
+const Z99: f64 = 2.576;
+
+/// The larger distance from `p` to the ends of the Wilson score interval of `n` trials.
+fn wilson_margin(p: f64, n: f64) -> f64 {
+    let z2 = Z99 * Z99;
+    let denom = 1.0 + z2 / n;
+    let centre = (p + z2 / (2.0 * n)) / denom;
+    let half = Z99 / denom * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt();
+    let (lo, hi) = ((centre - half).max(0.0), (centre + half).min(1.0));
+    (p - lo).max(hi - p).clamp(0.0, 1.0)
+}
+
+/// The window of [`ConnectionQuality`]'s rates (and of the deprecated `loss`), in ms.
 pub const QUALITY_WINDOW_MS: u32 = 1000;
 
 /// Counters and gauges of one connection (like ENet's per-peer or GameNetworkingSockets'

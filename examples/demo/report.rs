@@ -16,8 +16,9 @@ pub struct Row {
     pub rtt_p99: Option<f64>,
     /// KCP's smoothed RTT, p50 over bots, in ms.
     pub kcp_rtt_p50: Option<f64>,
-    /// KCP's loss estimate pooled over both ends, in percent.
-    pub kcp_loss_pct: Option<f64>,
+    /// The datagram loss estimate (`ConnectionQuality::loss_estimate`) pooled over both
+    /// ends, in percent.
+    pub datagram_loss_pct: Option<f64>,
     /// Bot → server unreliable loss over the window, in percent.
     pub unreliable_loss_pct: Option<f64>,
     /// kB/s into the server's socket.
@@ -242,9 +243,9 @@ pub fn render(report: &Report) -> String {
             "%",
             &[
                 Series {
-                    name: "KCP estimate",
+                    name: "datagram loss (estimate)",
                     color: "#e37400",
-                    points: col(&|r| r.kcp_loss_pct),
+                    points: col(&|r| r.datagram_loss_pct),
                 },
                 Series {
                     name: "unreliable bot→server",

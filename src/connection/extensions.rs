@@ -18,7 +18,9 @@
 //!   0x10 SendShutdown      (half-close)        no payload
 //! unreliable, after negotiation:
 //!   0x10 Close             (close reasons)     cause u8, code u32 LE, len u8, message
-//!   0x11 QualityReport     (quality reports)   unreliable_sent u32 LE, loss_seen u16 LE
+//!   0x11 QualityReport     (quality reports)   unreliable_sent u32 LE, loss_seen u16 LE,
+//!                                              [datagrams_sent u32 LE, datagram_loss u16 LE,
+//!                                               datagram_samples u16 LE]
 //! ```
 
 use std::ops::{BitAnd, BitOr};
@@ -40,12 +42,20 @@ pub(crate) const RELIABLE_SEND_SHUTDOWN: u8 = 0x10;
 /// new to say (`Reports::should_send`): `unreliable_sent u32 LE`
 /// (unreliable messages the sender has sent so far) and `loss_seen u16 LE` (the fraction of
 /// the receiver's unreliable messages the sender did not get, in units of 1/10 000;
-/// [`LOSS_UNKNOWN`] if it cannot say). Unreliable on purpose: it travels exactly like the
+/// [`LOSS_UNKNOWN`] if it cannot say); then, since the datagram loss estimate,
+/// `datagrams_sent u32 LE` (datagrams the sender has sent on the connection so far, this
+/// report excluded), `datagram_loss u16 LE` (the fraction of the receiver's datagrams the
+/// sender did not get, 1/10 000 or [`LOSS_UNKNOWN`]) and `datagram_samples u16 LE` (the
+/// datagrams behind that figure). Unreliable on purpose: it travels exactly like the
 /// messages it counts, so a report is never late behind its own retransmission (a lost
 /// report only makes the next interval longer).
 pub(crate) const UNRELIABLE_QUALITY_REPORT: u8 = 0x11;
-/// Payload bytes of a version-1 quality report (a reader ignores any after them).
-pub(crate) const QUALITY_REPORT_LEN: usize = 6;
+/// Payload bytes of a quality report without the datagram fields (the first version): the
+/// least a reader accepts.
+pub(crate) const QUALITY_REPORT_MIN_LEN: usize = 6;
+/// Payload bytes of a quality report as this implementation writes it (a reader ignores any
+/// after them).
+pub(crate) const QUALITY_REPORT_LEN: usize = 14;
 /// `loss_seen` when the sender has no estimate (nothing was sent in the interval).
 pub(crate) const LOSS_UNKNOWN: u16 = 0xFFFF;
 /// Unreliable header (close reasons): the connection is closing, with a cause, a code and
@@ -262,22 +272,46 @@ pub(crate) fn parse_close(body: &[u8]) -> Result<(CloseCause, u32, &str), &'stat
     ))
 }
 
-/// The payload of a quality report.
-pub(crate) fn quality_report(unreliable_sent: u32, loss_seen: u16) -> [u8; QUALITY_REPORT_LEN] {
-    let s = unreliable_sent.to_le_bytes();
-    let l = loss_seen.to_le_bytes();
-    [s[0], s[1], s[2], s[3], l[0], l[1]]
+/// What a quality report says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct QualityReport {
+    /// Unreliable messages the sender has sent so far.
+    pub unreliable_sent: u32,
+    /// The fraction of the receiver's unreliable messages the sender did not get.
+    pub loss_seen: u16,
+    /// The datagram fields (absent in a first-version report): datagrams the sender has
+    /// sent so far, the fraction of the receiver's datagrams it did not get, and the
+    /// samples behind that fraction.
+    pub datagrams: Option<(u32, u16, u16)>,
 }
 
-/// Reads a quality report's payload (extra bytes of later versions are ignored).
-pub(crate) fn parse_quality_report(payload: &[u8]) -> Option<(u32, u16)> {
-    match payload {
-        [s0, s1, s2, s3, l0, l1, ..] => Some((
-            u32::from_le_bytes([*s0, *s1, *s2, *s3]),
-            u16::from_le_bytes([*l0, *l1]),
-        )),
-        _ => None,
+/// The payload of a quality report.
+pub(crate) fn quality_report(r: &QualityReport) -> [u8; QUALITY_REPORT_LEN] {
+    let mut out = [0u8; QUALITY_REPORT_LEN];
+    out[0..4].copy_from_slice(&r.unreliable_sent.to_le_bytes());
+    out[4..6].copy_from_slice(&r.loss_seen.to_le_bytes());
+    let (sent, loss, samples) = r.datagrams.unwrap_or((0, LOSS_UNKNOWN, 0));
+    out[6..10].copy_from_slice(&sent.to_le_bytes());
+    out[10..12].copy_from_slice(&loss.to_le_bytes());
+    out[12..14].copy_from_slice(&samples.to_le_bytes());
+    out
+}
+
+/// Reads a quality report's payload: at least [`QUALITY_REPORT_MIN_LEN`] bytes, the
+/// datagram fields if all of them are there, extra bytes of later versions ignored.
+pub(crate) fn parse_quality_report(payload: &[u8]) -> Option<QualityReport> {
+    let u32_at =
+        |i: usize| u32::from_le_bytes([payload[i], payload[i + 1], payload[i + 2], payload[i + 3]]);
+    let u16_at = |i: usize| u16::from_le_bytes([payload[i], payload[i + 1]]);
+    if payload.len() < QUALITY_REPORT_MIN_LEN {
+        return None;
     }
+    Some(QualityReport {
+        unreliable_sent: u32_at(0),
+        loss_seen: u16_at(4),
+        datagrams: (payload.len() >= QUALITY_REPORT_LEN)
+            .then(|| (u32_at(6), u16_at(10), u16_at(12))),
+    })
 }
 
 #[cfg(test)]
@@ -341,5 +375,30 @@ mod tests {
         long.extend_from_slice(&[b'a'; 200]);
         assert!(parse_close(&long).is_err());
         assert_eq!(CloseCause::from_u8(200), CloseCause::Unspecified);
+    }
+
+    #[test]
+    fn quality_reports_round_trip_and_read_the_first_version() {
+        let r = QualityReport {
+            unreliable_sent: 0x0403_0201,
+            loss_seen: 250,
+            datagrams: Some((0x0807_0605, 123, 4096)),
+        };
+        let b = quality_report(&r);
+        assert_eq!(b, [1, 2, 3, 4, 250, 0, 5, 6, 7, 8, 123, 0, 0x00, 0x10]);
+        assert_eq!(parse_quality_report(&b), Some(r));
+        // Later versions may append: ignored.
+        let mut later = b.to_vec();
+        later.extend_from_slice(&[9, 9, 9]);
+        assert_eq!(parse_quality_report(&later), Some(r));
+        // The first version (6 bytes), or a cut datagram field: no datagram figures.
+        for n in 6..QUALITY_REPORT_LEN {
+            let p = parse_quality_report(&b[..n]).unwrap();
+            assert_eq!(
+                (p.unreliable_sent, p.loss_seen, p.datagrams),
+                (0x0403_0201, 250, None)
+            );
+        }
+        assert_eq!(parse_quality_report(&b[..5]), None);
     }
 }

@@ -46,7 +46,7 @@ mod receive;
 mod secure;
 
 pub use extensions::Extensions;
-use quality::{PongLimiter, Reports, Window};
+use quality::{LossWindow, PongLimiter, Reports, Window};
 pub(crate) use secure::{SecureDrops, SecureLink};
 
 /// kcp2k sends its unreliable Disconnect this many times (no acknowledgement exists); a
@@ -318,6 +318,8 @@ pub(crate) struct Connection {
     window: Window,
     /// The quality-reports extension's state.
     reports: Reports,
+    /// KCP's retransmission ratio over recent segments (`ConnectionQuality::retransmit_ratio`).
+    retransmits: LossWindow,
 }
 
 impl Connection {
@@ -387,6 +389,7 @@ impl Connection {
             connected_at: now,
             window: Window::new(now),
             reports: Reports::default(),
+            retransmits: LossWindow::default(),
         }
     }
 

@@ -368,7 +368,8 @@ impl Connection {
     }
 
     /// Once per ping interval: give back what a burst left behind, Ping the peer (with
-    /// `ping`), take a round-trip sample and send a quality report.
+    /// `ping`), take a round-trip sample, count the retransmission ratio and send a quality
+    /// report.
     ///
     /// Trims once a whole ping interval passed without reliable messages. Not
     /// `Kcp::is_idle`: it also wants no pending ACKs, but the peer's Ping arrives in the very
@@ -384,6 +385,7 @@ impl Connection {
         {
             self.kcp.trim_memory(IDLE_POOL_BUFFERS);
         }
+        let active = activity != self.activity_at_ping;
         self.activity_at_ping = activity;
         if ping {
             let _ = self
@@ -393,7 +395,8 @@ impl Connection {
             // No Ping of ours, so no Pong: the ACK of our last Pong measured the round trip.
             self.rtt = Some(rtt);
         }
-        self.send_quality_report(ctx);
+        self.update_retransmit_ratio();
+        self.send_quality_report(ctx, active);
     }
 
     fn kcp_dead_link(&self) -> u32 {

@@ -19,8 +19,9 @@ pub const SERVER_CONNECTIONS: DiagnosticPath =
 pub const SERVER_RTT: DiagnosticPath = DiagnosticPath::const_new("kcpnet/server/rtt_ms");
 /// The highest KCP RTT among the server's connections, in ms.
 pub const SERVER_RTT_MAX: DiagnosticPath = DiagnosticPath::const_new("kcpnet/server/rtt_max_ms");
-/// KCP's outgoing loss estimate pooled over the server's connections (segments retransmitted
-/// ÷ sent in the quality window), in percent.
+/// The server's outgoing loss estimate pooled over its connections by samples
+/// ([`kcpnet::ConnectionQuality::loss_estimate`]: its datagrams the clients did not get,
+/// or the retransmission ratio with a kcp2k client), in percent.
 pub const SERVER_LOSS: DiagnosticPath = DiagnosticPath::const_new("kcpnet/server/loss_percent");
 /// Bytes per second the server received, summed over its connections (quality window).
 pub const SERVER_BYTES_IN: DiagnosticPath =
@@ -34,7 +35,8 @@ pub const CLIENT_CONNECTED: DiagnosticPath = DiagnosticPath::const_new("kcpnet/c
 pub const CLIENT_RTT: DiagnosticPath = DiagnosticPath::const_new("kcpnet/client/rtt_ms");
 /// The client's latest Ping/Pong round trip, in ms (once a Pong came).
 pub const CLIENT_PING_RTT: DiagnosticPath = DiagnosticPath::const_new("kcpnet/client/ping_rtt_ms");
-/// The client's KCP outgoing loss estimate, in percent (measured while connected).
+/// The client's outgoing loss estimate ([`kcpnet::ConnectionQuality::loss_estimate`]), in
+/// percent (measured while connected).
 pub const CLIENT_LOSS: DiagnosticPath = DiagnosticPath::const_new("kcpnet/client/loss_percent");
 /// Bytes per second the client received (measured while connected).
 pub const CLIENT_BYTES_IN: DiagnosticPath =
@@ -106,8 +108,9 @@ fn server_figures(server: &KcpServer) -> ServerFigures {
             rtt_n += 1;
             f.rtt_max = f.rtt_max.max(f64::from(q.kcp_rtt_ms));
         }
-        lost += f64::from(q.loss) * f64::from(q.loss_samples);
-        sent += u64::from(q.loss_samples);
+        let l = q.loss_estimate();
+        lost += f64::from(l.value) * f64::from(l.samples);
+        sent += u64::from(l.samples);
         f.bytes_in += f64::from(q.bytes_in_per_sec);
         f.bytes_out += f64::from(q.bytes_out_per_sec);
     }
@@ -155,7 +158,7 @@ fn measure_client(client: Res<KcpClient>, mut diagnostics: Diagnostics) {
     if let Some(ping) = q.ping_rtt_ms {
         diagnostics.add_measurement(&CLIENT_PING_RTT, || f64::from(ping));
     }
-    diagnostics.add_measurement(&CLIENT_LOSS, || 100.0 * f64::from(q.loss));
+    diagnostics.add_measurement(&CLIENT_LOSS, || 100.0 * f64::from(q.loss_estimate().value));
     diagnostics.add_measurement(&CLIENT_BYTES_IN, || f64::from(q.bytes_in_per_sec));
     diagnostics.add_measurement(&CLIENT_BYTES_OUT, || f64::from(q.bytes_out_per_sec));
 }

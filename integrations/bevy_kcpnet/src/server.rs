@@ -250,7 +250,8 @@ impl KcpServer {
     /// fn show_quality(server: Res<KcpServer>) {
     ///     for id in server.connections() {
     ///         if let Some(q) = server.connection_quality(id) {
-    ///             info!("{id}: rtt {} ms, loss {:.1}%", q.kcp_rtt_ms, q.loss * 100.0);
+    ///             let loss = q.loss_estimate().value;
+    ///             info!("{id}: rtt {} ms, loss {:.1}%", q.kcp_rtt_ms, loss * 100.0);
     ///         }
     ///     }
     /// }

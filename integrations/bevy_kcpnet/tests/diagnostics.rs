@@ -96,7 +96,7 @@ fn diagnostics_read_real_values_from_a_connected_client() {
     assert_eq!(value(&client, &CLIENT_LOSS), Some(0.0), "a lossless link");
     assert_eq!(value(&server, &SERVER_LOSS), Some(0.0));
 
-    // Loss on the client's link shows up as KCP loss on the client.
+    // Loss on the client's link shows up in the client's loss estimate.
     client.insert_resource(KcpLinkConditions::symmetric(
         Conditions::lossy(0.2).with_latency(Duration::from_millis(20)),
     ));

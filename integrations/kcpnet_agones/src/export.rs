@@ -20,7 +20,7 @@
 //! | `kcpnet_shared_buffer_bytes` | gauge | `shared_buffer_bytes` |
 //! | `kcpnet_send_queue_bytes{stat}` | gauge | `stat` = `sum`, `max`: `ConnectionQuality::pending_reliable_bytes` over connections |
 //! | `kcpnet_rtt_ms{quantile}` | gauge | `ConnectionQuality::kcp_rtt_ms` (KCP's smoothed RTT) across connections |
-//! | `kcpnet_loss_ratio{quantile}` | gauge | `ConnectionQuality::loss` (windowed retransmission ratio) across connections |
+//! | `kcpnet_loss_ratio{quantile}` | gauge | `ConnectionQuality::loss_estimate()` (outgoing datagram loss, or the retransmission ratio with a kcp2k peer) across connections |
 //! | `kcpnet_draining` | gauge | 1 once `Server::begin_drain` was called |
 //!
 //! The quantiles are `0` (minimum), `0.5`, `0.9`, `0.99` and `1` (maximum), nearest-rank,
@@ -118,8 +118,8 @@ impl ServerMetrics {
         for &id in &self.ids {
             if let Some(q) = server.connection_quality(id) {
                 self.rtts.push(q.kcp_rtt_ms);
-                self.losses
-                    .push(if q.loss.is_finite() { q.loss } else { 0.0 });
+                let loss = q.loss_estimate().value;
+                self.losses.push(if loss.is_finite() { loss } else { 0.0 });
                 queued += q.pending_reliable_bytes;
                 queued_max = queued_max.max(q.pending_reliable_bytes);
             }

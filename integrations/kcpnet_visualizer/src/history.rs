@@ -148,7 +148,8 @@ pub struct ConnectionSample {
     pub kcp_rtt_ms: f32,
     /// The latest Ping/Pong round trip, in ms (`None` until the first Pong).
     pub ping_rtt_ms: Option<f32>,
-    /// KCP's outgoing loss estimate, 0..=1 (segments retransmitted ÷ sent in its window).
+    /// The outgoing loss estimate, 0..=1 ([`ConnectionQuality::loss_estimate`]: this side's
+    /// datagrams the peer did not get, or KCP's retransmission ratio with a kcp2k peer).
     pub loss_out: f32,
     /// The peer-reported loss of this side's unreliable messages, 0..=1 (kcpnet peers only).
     pub unreliable_loss_out: Option<f32>,
@@ -182,7 +183,7 @@ impl ConnectionSample {
             t,
             kcp_rtt_ms: q.kcp_rtt_ms as f32,
             ping_rtt_ms: q.ping_rtt_ms.map(|v| v as f32),
-            loss_out: q.loss,
+            loss_out: q.loss_estimate().value,
             unreliable_loss_out: q.peer_unreliable_loss,
             unreliable_loss_in: q.unreliable_loss_in,
             bytes_in_per_sec: q.bytes_in_per_sec,

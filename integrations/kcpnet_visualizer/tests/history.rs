@@ -5,7 +5,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use kcpnet::io::{ManualClock, MemoryNetwork};
-use kcpnet::{Channel, Client, Config, ConnectionQuality, ConnectionStats, EndpointStats, Server};
+use kcpnet::{
+    Channel, Client, Config, ConnectionQuality, ConnectionStats, EndpointStats, LossEstimate,
+    Server,
+};
 use kcpnet_visualizer::{
     ConnectionKey, EndpointSample, HistoryConfig, NetworkHistory, Ring, SortBy, Timed,
 };
@@ -22,7 +25,7 @@ fn config(capacity: usize, max_connections: usize, max_closed: usize) -> History
 fn quality(kcp_rtt_ms: u32, loss: f32) -> ConnectionQuality {
     ConnectionQuality {
         kcp_rtt_ms,
-        loss,
+        loss_out: LossEstimate::new(loss, 1000),
         bytes_in_per_sec: 1000.0,
         ..ConnectionQuality::default()
     }

@@ -1,7 +1,7 @@
 //! Known samples for the rendering test and the screenshot example: 60 s of a server with
 //! three connections (one closes at 40 s), every value a fixed function of time.
 
-use kcpnet::{ConnectionQuality, ConnectionStats, EndpointStats};
+use kcpnet::{ConnectionQuality, ConnectionStats, EndpointStats, LossEstimate};
 use kcpnet_visualizer::{ConnectionKey, HistoryConfig, NetworkHistory};
 
 /// The fixed history: samples every 0.5 s from 0 to 60 s.
@@ -33,8 +33,9 @@ pub fn known_history() -> NetworkHistory {
                 kcp_rtt_ms: (base_rtt + 15.0 * wave) as u32,
                 kcp_rtt_var_ms: 5,
                 ping_rtt_ms: Some((base_rtt + 25.0 + 20.0 * wave.abs()) as u32),
-                loss,
-                loss_samples: 100,
+                loss_out: LossEstimate::new(loss, 500),
+                loss_in: LossEstimate::new(loss * 0.5, 500),
+                retransmit_ratio: LossEstimate::new(loss * 1.5, 300),
                 peer_unreliable_loss: Some(loss * 0.8),
                 unreliable_loss_in: (t > 5.0).then_some(loss * 0.5),
                 bytes_in_per_sec: (20_000.0 + 8_000.0 * wave) as f32,
@@ -47,6 +48,7 @@ pub fn known_history() -> NetworkHistory {
                 pending_reliable_bytes: (4_000.0 * (1.0 + (phase * 2.0).cos())) as usize,
                 pending_reliable_messages: 3,
                 peer_window: 4096,
+                ..ConnectionQuality::default()
             };
             let stats = ConnectionStats {
                 retransmits: retransmits[i],
