@@ -449,7 +449,13 @@ impl Connection {
                     .on_report(r.unreliable_sent, r.loss_seen, received);
                 if let Some((sent, loss, samples)) = r.datagrams {
                     // This report is not counted yet on either side.
-                    let received = self.link.stats.datagrams_received as u32;
+                    // What the link delivered: datagrams FEC rebuilt were lost on it.
+                    let received = self
+                        .link
+                        .stats
+                        .datagrams_received
+                        .wrapping_sub(self.fec_counters().recovered)
+                        as u32;
                     self.reports
                         .on_datagram_report(sent, received, loss, samples);
                 }
