@@ -170,16 +170,7 @@ impl Connection {
             if self.link.fec.is_some() || shape.is_none() {
                 return;
             }
-            let mtu = self.kcp.mtu().saturating_sub(FEC_OVERHEAD as u32);
-            let _ = self.kcp.set_mtu(mtu);
-            let overhead = FEC_OVERHEAD as u32;
-            let fragments = self.limits.receive_window.clamp(2, 255) - 1;
-            self.limits.mss -= overhead;
-            self.limits.reliable_max = self
-                .limits
-                .reliable_max
-                .saturating_sub(overhead * fragments);
-            self.limits.unreliable_max = self.limits.unreliable_max.saturating_sub(overhead);
+            self.shrink_room(FEC_OVERHEAD);
             self.link.fec = Some(Box::new(FecLink::new(shape)));
         }
     }

@@ -510,6 +510,23 @@ impl Connection {
         c
     }
 
+    /// Takes `overhead` bytes from every datagram's room, for a layer that wraps datagrams
+    /// (sealing, FEC): KCP's MTU and MSS and the message limits shrink so that the wrapped
+    /// datagram still fits `mtu`.
+    fn shrink_room(&mut self, overhead: usize) {
+        let _ = self
+            .kcp
+            .set_mtu(self.kcp.mtu().saturating_sub(overhead as u32));
+        let overhead = overhead as u32;
+        let fragments = self.limits.receive_window.clamp(2, 255) - 1;
+        self.limits.mss -= overhead;
+        self.limits.reliable_max = self
+            .limits
+            .reliable_max
+            .saturating_sub(overhead * fragments);
+        self.limits.unreliable_max = self.limits.unreliable_max.saturating_sub(overhead);
+    }
+
     pub(crate) fn state(&self) -> ConnectionState {
         self.state
     }

@@ -124,17 +124,7 @@ impl Connection {
     /// Makes this connection secure: KCP's MSS and the message limits shrink by the seal's
     /// overhead, so a sealed datagram is never larger than the MTU.
     pub(super) fn install_secure(&mut self, link: SecureLink) {
-        let _ = self
-            .kcp
-            .set_mtu((self.limits.mtu as usize - DATAGRAM_HEADER_LEN - SEAL_OVERHEAD) as u32);
-        let overhead = SEAL_OVERHEAD as u32;
-        let fragments = self.limits.receive_window.clamp(2, 255) - 1;
-        self.limits.mss -= overhead;
-        self.limits.reliable_max = self
-            .limits
-            .reliable_max
-            .saturating_sub(overhead * fragments);
-        self.limits.unreliable_max = self.limits.unreliable_max.saturating_sub(overhead);
+        self.shrink_room(SEAL_OVERHEAD);
         self.link.secure = Some(Box::new(link));
     }
 
