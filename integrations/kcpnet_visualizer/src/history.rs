@@ -168,6 +168,10 @@ pub struct ConnectionSample {
     /// KCP retransmissions per second (timeouts and fast resends) since the previous sample;
     /// `None` for the first sample and for samples taken from a quality alone.
     pub retransmits_per_sec: Option<f32>,
+    /// Datagrams rebuilt from FEC parity per second (`ConnectionStats::fec_recovered`) since
+    /// the previous sample: losses repaired without a retransmission. `None` as for
+    /// `retransmits_per_sec`.
+    pub fec_recovered_per_sec: Option<f32>,
 }
 
 impl Timed for ConnectionSample {
@@ -192,6 +196,7 @@ impl ConnectionSample {
             messages_out_per_sec: q.messages_out_per_sec,
             pending_reliable_bytes: q.pending_reliable_bytes as f32,
             retransmits_per_sec: None,
+            fec_recovered_per_sec: None,
         }
     }
 }
@@ -213,6 +218,12 @@ pub struct EndpointSample {
     pub datagrams_out_per_sec: f32,
     /// Datagrams dropped per second (unknown senders, invalid, over the limit, refused).
     pub dropped_per_sec: f32,
+    /// Secure sessions: what the endpoint refused per second — connect tokens (invalid,
+    /// expired, for another server, in use), Hellos without a token in `Required` mode, and
+    /// sealed datagrams that were forged, replayed or unsealed. 0 without `Config::security`.
+    pub security_refused_per_sec: f32,
+    /// Secure sessions: clients that moved to a new address so far (a total).
+    pub migrations: u64,
 }
 
 impl Timed for EndpointSample {
@@ -232,6 +243,8 @@ pub struct ConnectionHistory {
     pub closed_at: Option<f64>,
     /// Its retransmission counter at the previous sample: (time, retransmits + fast).
     last_retransmits: Option<(f64, u64)>,
+    /// Its FEC rebuilt-datagram counter at the previous sample: (time, total).
+    last_fec: Option<(f64, u64)>,
 }
 
 impl ConnectionHistory {
@@ -241,6 +254,7 @@ impl ConnectionHistory {
             last_seen: t,
             closed_at: None,
             last_retransmits: None,
+            last_fec: None,
         }
     }
 
@@ -363,6 +377,16 @@ impl NetworkHistory {
             let dt = t - t0;
             if dt > 0.0 {
                 let rate = |a: u64, b: u64| (a.saturating_sub(b) as f64 / dt) as f32;
+                let refused = |s: &EndpointStats| {
+                    s.tokens_invalid
+                        + s.tokens_expired
+                        + s.tokens_wrong_server
+                        + s.tokens_in_use
+                        + s.refused_unauthenticated
+                        + s.sealed_forged
+                        + s.sealed_replayed
+                        + s.unsealed_dropped
+                };
                 let dropped = |s: &EndpointStats| {
                     s.dropped_unknown
                         + s.dropped_after_close
@@ -378,6 +402,8 @@ impl NetworkHistory {
                     datagrams_in_per_sec: rate(stats.datagrams_received, prev.datagrams_received),
                     datagrams_out_per_sec: rate(stats.datagrams_sent, prev.datagrams_sent),
                     dropped_per_sec: rate(dropped(stats), dropped(&prev)),
+                    security_refused_per_sec: rate(refused(stats), refused(&prev)),
+                    migrations: stats.migrations,
                 });
             } else if dt < 0.0 {
                 return; // time went backwards: ignore
@@ -404,14 +430,21 @@ impl NetworkHistory {
     /// not tracked (the live bound is reached).
     pub fn record_stats(&mut self, t: f64, id: ConnectionKey, stats: &ConnectionStats) -> bool {
         let sample = ConnectionSample::from_quality(t, &stats.quality);
-        self.record_sample(id, sample, Some(stats.retransmits + stats.fast_retransmits))
+        self.record_sample(
+            id,
+            sample,
+            Some((
+                stats.retransmits + stats.fast_retransmits,
+                stats.fec_recovered,
+            )),
+        )
     }
 
     fn record_sample(
         &mut self,
         id: ConnectionKey,
         mut sample: ConnectionSample,
-        retransmits: Option<u64>,
+        counters: Option<(u64, u64)>,
     ) -> bool {
         let t = sample.t;
         if !self.connections.contains_key(&id) {
@@ -431,15 +464,17 @@ impl NetworkHistory {
             // Seen again (the caller's full sample had missed it): live once more.
             self.closed_order.retain(|c| *c != id);
         }
-        if let Some(total) = retransmits {
-            if let Some((t0, prev)) = h.last_retransmits {
-                let dt = t - t0;
-                if dt > 0.0 {
-                    sample.retransmits_per_sec =
-                        Some((total.saturating_sub(prev) as f64 / dt) as f32);
-                }
-            }
+        if let Some((total, fec)) = counters {
+            let per_sec = |last: Option<(f64, u64)>, now: u64| {
+                last.and_then(|(t0, prev)| {
+                    let dt = t - t0;
+                    (dt > 0.0).then(|| (now.saturating_sub(prev) as f64 / dt) as f32)
+                })
+            };
+            sample.retransmits_per_sec = per_sec(h.last_retransmits, total);
+            sample.fec_recovered_per_sec = per_sec(h.last_fec, fec);
             h.last_retransmits = Some((t, total));
+            h.last_fec = Some((t, fec));
         }
         h.last_seen = t;
         h.samples.push(sample);

@@ -105,8 +105,15 @@ impl Inspector {
             self.plot(
                 &mut cols[1],
                 "endpoint_connections",
-                "connections",
-                vec![("connections", THIRD, series(&|s| s.connections as f64))],
+                "connections, refused/s",
+                vec![
+                    ("connections", THIRD, series(&|s| s.connections as f64)),
+                    (
+                        "security",
+                        OUT,
+                        series(&|s| s.security_refused_per_sec as f64),
+                    ),
+                ],
             );
         });
     }
@@ -266,12 +273,19 @@ impl Inspector {
             self.plot(
                 &mut cols[1],
                 "rexmit",
-                "retransmits/s",
-                vec![(
-                    "KCP",
-                    OUT,
-                    series(&|s| s.retransmits_per_sec.map(f64::from)),
-                )],
+                "retransmits/s, FEC rebuilt/s",
+                vec![
+                    (
+                        "KCP",
+                        OUT,
+                        series(&|s| s.retransmits_per_sec.map(f64::from)),
+                    ),
+                    (
+                        "FEC",
+                        THIRD,
+                        series(&|s| s.fec_recovered_per_sec.map(f64::from)),
+                    ),
+                ],
             );
         });
     }

@@ -40,6 +40,8 @@ fn endpoint_at(t: f64) -> EndpointSample {
         datagrams_in_per_sec: 0.0,
         datagrams_out_per_sec: 0.0,
         dropped_per_sec: 0.0,
+        security_refused_per_sec: 0.0,
+        migrations: 0,
     }
 }
 
@@ -97,6 +99,23 @@ fn endpoint_rates_come_from_counter_differences() {
     assert_eq!(e.datagrams_in_per_sec, 60.0);
     assert_eq!(e.dropped_per_sec, 4.0);
     assert_eq!(e.connections, 3);
+    assert_eq!(e.security_refused_per_sec, 0.0);
+}
+
+#[test]
+fn security_refusals_and_migrations_from_endpoint_stats() {
+    let mut h = NetworkHistory::new(config(10, 4, 4));
+    let mut st = EndpointStats::default();
+    h.record_endpoint(1.0, &st);
+    st.tokens_invalid = 30;
+    st.tokens_expired = 5;
+    st.sealed_forged = 4;
+    st.unsealed_dropped = 1;
+    st.migrations = 2;
+    h.record_endpoint(1.5, &st);
+    let e = *h.endpoint().latest().unwrap();
+    assert_eq!(e.security_refused_per_sec, 80.0); // 40 / 0.5 s
+    assert_eq!(e.migrations, 2);
 }
 
 #[test]
@@ -120,10 +139,12 @@ fn retransmission_rate_from_stats() {
     );
     st.retransmits = 10;
     st.fast_retransmits = 5;
+    st.fec_recovered = 3;
     assert!(h.record_stats(2.5, k, &st));
     let latest = *h.connection(k).unwrap().samples.latest().unwrap();
     assert_eq!(latest.retransmits_per_sec, Some(20.0)); // (15 - 5) / 0.5 s
-                                                        // A quality alone has no retransmission figure.
+    assert_eq!(latest.fec_recovered_per_sec, Some(6.0)); // (3 - 0) / 0.5 s
+                                                         // A quality alone has no retransmission figure.
     assert!(h.record_quality(3.0, k, &quality(10, 0.0)));
     assert_eq!(
         h.connection(k)

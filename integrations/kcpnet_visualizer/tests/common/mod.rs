@@ -1,5 +1,7 @@
 //! Known samples for the rendering test and the screenshot example: 60 s of a server with
-//! three connections (one closes at 40 s), every value a fixed function of time.
+//! three connections (one closes at 40 s), every value a fixed function of time. Connection
+//! #1 gets FEC rebuilds after 15 s, and the endpoint refuses a burst of bad connect tokens
+//! between 20 s and 35 s.
 
 use kcpnet::{ConnectionQuality, ConnectionStats, EndpointStats, LossEstimate};
 use kcpnet_visualizer::{ConnectionKey, HistoryConfig, NetworkHistory};
@@ -17,6 +19,7 @@ pub fn known_history() -> NetworkHistory {
     ];
     let mut endpoint = EndpointStats::default();
     let mut retransmits = [0u64; 3];
+    let mut fec_recovered = [0u64; 3];
     for step in 0..=120u32 {
         let t = f64::from(step) * 0.5;
         let mut present = Vec::new();
@@ -29,6 +32,9 @@ pub fn known_history() -> NetworkHistory {
             let wave = phase.sin();
             let loss = (0.02 * (i as f64 + 1.0) * (1.0 + wave)) as f32;
             retransmits[i] += (5.0 * (1.0 + wave) * (i as f64 + 1.0)) as u64;
+            if i == 1 && t > 15.0 {
+                fec_recovered[i] += (4.0 * (1.0 + wave)) as u64;
+            }
             let quality = ConnectionQuality {
                 kcp_rtt_ms: (base_rtt + 15.0 * wave) as u32,
                 kcp_rtt_var_ms: 5,
@@ -52,6 +58,7 @@ pub fn known_history() -> NetworkHistory {
             };
             let stats = ConnectionStats {
                 retransmits: retransmits[i],
+                fec_recovered: fec_recovered[i],
                 quality,
                 ..ConnectionStats::default()
             };
@@ -60,6 +67,9 @@ pub fn known_history() -> NetworkHistory {
         }
         h.retain_present(t, &present, 0);
         endpoint.connections = present.len();
+        if (20.0..35.0).contains(&t) {
+            endpoint.tokens_invalid += 1 + u64::from(step % 3);
+        }
         endpoint.bytes_received += (50_000.0 + 10_000.0 * (t / 7.0).sin()) as u64 / 2;
         endpoint.bytes_sent += (70_000.0 - 10_000.0 * (t / 7.0).sin()) as u64 / 2;
         h.record_endpoint(t, &endpoint);
