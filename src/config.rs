@@ -121,9 +121,10 @@ pub struct Config {
     /// [`Fec::Fixed`], each group of up to `data` datagrams of an established connection
     /// gets `parity` Reed-Solomon parity datagrams, sent when the group is full or at the
     /// end of the tick that opened it, so a lost datagram is rebuilt by the peer without a
-    /// round trip. Only between kcpnet peers that negotiated it (a kcpnet end with the
-    /// feature always can decode); kcp2k peers never see it. Default [`Fec::Off`]: costs
-    /// nothing. See `docs/CONFIG.md`, "FEC".
+    /// round trip; [`Fec::Adaptive`] shapes the groups from the measured loss. Only between
+    /// kcpnet peers that negotiated it (a kcpnet end with the feature always can decode);
+    /// kcp2k peers never see it. Default [`Fec::Off`]: costs nothing. See
+    /// `docs/CONFIG.md`, "FEC".
     pub fec: Fec,
 }
 
@@ -140,14 +141,35 @@ pub enum Fec {
         /// Parity datagrams per group.
         parity: u8,
     },
+    /// Groups shaped by the measured loss of this end's datagrams
+    /// ([`ConnectionQuality::loss_out`](crate::stats::ConnectionQuality::loss_out) plus
+    /// half its margin; 5 % until the peer's first report): each group gets the fewest
+    /// parity datagrams, up to `parity`, that leave at most 0.1 % of its datagrams to
+    /// retransmission, and a full group is the size, up to `data`, that needs the least
+    /// parity for that. While the loss is surely (99 %) under 1 %, no parity is sent and
+    /// datagrams go out plain. The shape in use shows in
+    /// [`ConnectionStats::fec_shape`](crate::stats::ConnectionStats::fec_shape).
+    /// [`Fec::ADAPTIVE`] is the usual choice.
+    Adaptive {
+        /// Data datagrams per group at most (1..=16).
+        data: u8,
+        /// Parity datagrams per group at most (1..=4).
+        parity: u8,
+    },
 }
 
 impl Fec {
-    /// The group shape to encode with, `None` for [`Fec::Off`].
-    pub(crate) fn shape(self) -> Option<(u8, u8)> {
+    /// Adaptive FEC within the widest bounds: groups of up to 16 datagrams, up to 4 parity.
+    pub const ADAPTIVE: Fec = Fec::Adaptive {
+        data: 16,
+        parity: 4,
+    };
+
+    /// The bounds of a shape, `None` for [`Fec::Off`].
+    pub(crate) fn bounds(self) -> Option<(u8, u8)> {
         match self {
             Fec::Off => None,
-            Fec::Fixed { data, parity } => Some((data, parity)),
+            Fec::Fixed { data, parity } | Fec::Adaptive { data, parity } => Some((data, parity)),
         }
     }
 }
@@ -301,7 +323,7 @@ impl Config {
                 self.reliable_max_message_size() + 1
             ));
         }
-        if let Fec::Fixed { data, parity } = self.fec {
+        if let Some((data, parity)) = self.fec.bounds() {
             if !cfg!(feature = "fec") {
                 return bad("fec needs the `fec` cargo feature".into());
             }

@@ -276,6 +276,10 @@ pub struct ConnectionStats {
     pub fec_parity_bytes: u64,
     /// FEC: parity datagrams received from the peer.
     pub fec_parity_received: u64,
+    /// FEC: the shape this end encodes with now, `(data, parity)`: datagrams in a full
+    /// group and parity datagrams per group (with `Fec::Adaptive`, what the measured loss
+    /// asks for; parity 0 on a clean link). `None` when this end sends no FEC.
+    pub fec_shape: Option<(u8, u8)>,
 }
 
 /// Counters of a whole server (or client) endpoint.

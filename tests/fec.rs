@@ -234,3 +234,75 @@ fn fec_inside_a_secure_session() {
         2
     );
 }
+
+#[test]
+fn adaptive_fec_follows_the_measured_loss() {
+    let adaptive = Config {
+        fec: Fec::ADAPTIVE,
+        ..Config::default()
+    };
+    let mut net = Net::new(Config::default(), 31, 0.10, 20);
+    let c = net.add_plain("10.0.0.2:5000", adaptive);
+    assert!(net.run_until(10_000, |n| n.connected(c)));
+    let sid = net.server_id_of("10.0.0.2:5000".parse().unwrap()).unwrap();
+    let stats = |net: &Net| net.peers[c].ep.connection_stats(net.peers[c].id).unwrap();
+
+    // A 10 % link: the peer's reports bring an estimate near 10 %, and groups get parity
+    // for it.
+    let mut runs = vec![stream(&mut net, c, 20)];
+    let lossy = stats(&net);
+    let est = lossy.quality.loss_out;
+    assert!(
+        est.samples > 200 && (est.value - 0.10).abs() < 0.05,
+        "{est:?}"
+    );
+    let (k, m) = lossy.fec_shape.expect("an encoding end has a shape");
+    assert!((1..=16).contains(&k) && m >= 1, "{k}+{m}");
+    assert!(lossy.fec_parity_sent > 0);
+    let rebuilt = net.server.connection_stats(sid).unwrap().fec_recovered;
+    assert!(rebuilt > 20, "{rebuilt}");
+
+    // The link turns clean: once the estimate is sure of it, no more parity, and the
+    // datagrams go out plain (no shard header).
+    net.loss = 0.0;
+    runs.push(stream(&mut net, c, 60));
+    let clean = stats(&net);
+    assert_eq!(
+        clean.fec_shape.map(|s| s.1),
+        Some(0),
+        "{:?}",
+        clean.quality.loss_out
+    );
+    let parity_before = clean.fec_parity_sent;
+    net.tap.clear();
+    runs.push(stream(&mut net, c, 5));
+    assert_eq!(stats(&net).fec_parity_sent, parity_before);
+    let client_addr = net.peers[c].addr;
+    let from_client: Vec<u8> = net
+        .tap
+        .iter()
+        .filter(|(from, _, _)| *from == client_addr)
+        .map(|(_, _, d)| d[0])
+        .collect();
+    assert!(!from_client.is_empty() && from_client.iter().all(|&ch| ch == 1 || ch == 2));
+
+    // Loss again: parity comes back.
+    net.loss = 0.15;
+    runs.push(stream(&mut net, c, 20));
+    let again = stats(&net);
+    assert!(again.fec_parity_sent > parity_before, "{again:?}");
+    assert!(again.fec_shape.unwrap().1 >= 1);
+
+    // Through all of it, every reliable message arrived once and in order (each run
+    // numbers its messages from 0).
+    net.loss = 0.0;
+    net.run(5_000);
+    let want: Vec<u32> = runs.iter().flat_map(|&n| 0..n).collect();
+    let got = received(&net, Channel::Reliable);
+    assert!(
+        got == want,
+        "{} of {} reliable messages, in another order or lost",
+        got.len(),
+        want.len()
+    );
+}

@@ -10,11 +10,12 @@
 )]
 
 use super::{Connection, Ctx, Link, Tx};
+use crate::config::Fec;
 #[cfg(feature = "fec")]
 use crate::wire::datagram::DATAGRAM_HEADER_LEN;
 
 #[cfg(feature = "fec")]
-use crate::fec::{Decoder, Encoder, Shard};
+use crate::fec::{Decoder, Encoder, Policy, Shard};
 
 /// A connection's FEC state.
 #[cfg(feature = "fec")]
@@ -46,15 +47,21 @@ pub(crate) struct FecCounters {
     pub parity_sent: u64,
     pub parity_bytes: u64,
     pub parity_received: u64,
+    /// The encoder's current shape: data datagrams of a full group, parity per group.
+    pub shape: Option<(u8, u8)>,
 }
 
 #[cfg(feature = "fec")]
 impl FecLink {
-    /// FEC state for a negotiated connection: decoding always, encoding with `shape`
-    /// (data shards, parity shards) if given.
-    pub(crate) fn new(shape: Option<(u8, u8)>) -> FecLink {
+    /// FEC state for a negotiated connection: decoding always, encoding as `fec` says.
+    pub(crate) fn new(fec: Fec) -> FecLink {
+        let policy = match fec {
+            Fec::Fixed { data, parity } => Some(Policy::Fixed { k: data, m: parity }),
+            Fec::Adaptive { data, parity } => Some(Policy::Adaptive { k: data, m: parity }),
+            _ => None,
+        };
         FecLink {
-            enc: shape.map(|(k, m)| Encoder::new(k, m)),
+            enc: policy.map(Encoder::new),
             dec: Decoder::default(),
             out: Vec::new(),
             plain: Vec::new(),
@@ -67,6 +74,7 @@ impl FecLink {
             parity_sent: self.enc.as_ref().map_or(0, |e| e.parity_sent),
             parity_bytes: self.enc.as_ref().map_or(0, |e| e.parity_bytes),
             parity_received: self.dec.stats.parity_received,
+            shape: self.enc.as_ref().map(Encoder::shape),
         }
     }
 
@@ -100,7 +108,7 @@ impl Link {
             let Some(mut f) = self.fec.take() else {
                 return false;
             };
-            if !self.fec_encoding || f.enc.is_none() {
+            if !self.fec_encoding || f.enc.as_ref().is_none_or(Encoder::idle) {
                 self.fec = Some(f);
                 return false;
             }
@@ -160,18 +168,27 @@ impl Link {
 }
 
 impl Connection {
-    /// Starts FEC on a connection that negotiated it, if this end encodes (`shape`): KCP's
+    /// Starts FEC on a connection that negotiated it, if this end encodes (`fec`): KCP's
     /// MSS and the message limits shrink by [`FEC_OVERHEAD`], so data and parity shards fit
     /// the MTU. A connection that only decodes gets its state with the first shard (FEC off
     /// costs nothing).
-    pub(super) fn install_fec(&mut self, shape: Option<(u8, u8)>) {
+    pub(super) fn install_fec(&mut self, fec: Fec) {
         #[cfg(feature = "fec")]
         {
-            if self.link.fec.is_some() || shape.is_none() {
+            if self.link.fec.is_some() || fec.bounds().is_none() {
                 return;
             }
             self.shrink_room(FEC_OVERHEAD);
-            self.link.fec = Some(Box::new(FecLink::new(shape)));
+            self.link.fec = Some(Box::new(FecLink::new(fec)));
+        }
+    }
+
+    /// The peer measured the loss of our datagrams: an adaptive encoder plans its groups by
+    /// it.
+    pub(super) fn fec_loss_measured(&mut self, estimate: crate::stats::LossEstimate) {
+        #[cfg(feature = "fec")]
+        if let Some(enc) = self.link.fec.as_deref_mut().and_then(|f| f.enc.as_mut()) {
+            enc.set_loss((estimate.samples > 0).then_some((estimate.value, estimate.margin)));
         }
     }
 
@@ -201,7 +218,7 @@ impl Connection {
                 .link
                 .fec
                 .take()
-                .or_else(|| Some(Box::new(FecLink::new(None))));
+                .or_else(|| Some(Box::new(FecLink::new(Fec::Off))));
             let (Some(mut f), Some(shard), true) = (fec, Shard::parse(bytes), cookie_ok) else {
                 self.link.stats.datagrams_dropped += 1;
                 return;

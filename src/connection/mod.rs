@@ -150,7 +150,7 @@ struct Limits {
     max_pending_event_bytes: u32,
     flush_on_tick: bool,
     /// What this end sends as FEC once negotiated (`Config::fec`).
-    fec_shape: Option<(u8, u8)>,
+    fec: crate::config::Fec,
 }
 
 /// The counters a connection keeps itself (the rest of [`ConnectionStats`] is read from KCP
@@ -262,8 +262,14 @@ impl Link {
 
 /// The most a connection's FEC state holds, whatever the peer sends: the decoder's groups
 /// (4 × 20 shards of at most an MTU of 1500 bytes and their bookkeeping), the encoder's open
-/// group (16 shards) and two datagram buffers.
-const FEC_MEMORY_BOUND: usize = (4 * 20 + 16 + 2) * (1500 + 32) + 4096;
+/// group (16 shards), its parity (4 shards and a datagram), two datagram buffers, and the
+/// encoder's kept Reed-Solomon codecs.
+#[cfg(feature = "fec")]
+const FEC_MEMORY_BOUND: usize = (4 * 20 + 16 + 5 + 2) * (1500 + 32)
+    + crate::fec::CODECS_KEPT * crate::fec::CODEC_HEAP_BOUND
+    + 4096;
+#[cfg(not(feature = "fec"))]
+const FEC_MEMORY_BOUND: usize = 0;
 
 /// `n` as u32, saturated.
 fn sat32(n: usize) -> u32 {
@@ -370,7 +376,7 @@ impl Connection {
                 mss: sat32(config.kcp_mss()),
                 max_pending_event_bytes: sat32(config.max_pending_event_bytes),
                 flush_on_tick: config.flush_on_tick,
-                fec_shape: config.fec.shape(),
+                fec: config.fec,
             },
             last_receive: now,
             last_ping: now,
@@ -479,7 +485,7 @@ impl Connection {
         c.swap_output_buffer(output);
         c.ext = accepted;
         if accepted.contains(Extensions::FEC) {
-            c.install_fec(c.limits.fec_shape);
+            c.install_fec(c.limits.fec);
         }
         let mut hello = [0u8; SEGMENT_HEADER_LEN + 1];
         let header = SegmentHeader {
@@ -566,6 +572,7 @@ impl Connection {
         let s = self.kcp.snapshot();
         let retransmits = s.xmit as u64 + self.kcp.fast_retransmits();
         let c = self.link.stats;
+        let fec = self.fec_counters();
         ConnectionStats {
             datagrams_sent: c.datagrams_sent,
             datagrams_received: c.datagrams_received,
@@ -591,10 +598,11 @@ impl Connection {
             recv_buffer: s.nrcv_buf,
             remote_window: s.rmt_wnd,
             input_drops: self.kcp.input_drops(),
-            fec_recovered: self.fec_counters().recovered,
-            fec_parity_sent: self.fec_counters().parity_sent,
-            fec_parity_bytes: self.fec_counters().parity_bytes,
-            fec_parity_received: self.fec_counters().parity_received,
+            fec_recovered: fec.recovered,
+            fec_parity_sent: fec.parity_sent,
+            fec_parity_bytes: fec.parity_bytes,
+            fec_parity_received: fec.parity_received,
+            fec_shape: fec.shape,
         }
     }
 

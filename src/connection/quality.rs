@@ -458,6 +458,7 @@ impl Connection {
                         as u32;
                     self.reports
                         .on_datagram_report(sent, received, loss, samples);
+                    self.fec_loss_measured(self.reports.datagram_loss_out());
                 }
             }
             None => self.protocol_error(

@@ -594,7 +594,7 @@ impl Connection {
                     return;
                 }
                 if self.ext.contains(Extensions::FEC) {
-                    self.install_fec(self.limits.fec_shape);
+                    self.install_fec(self.limits.fec);
                 }
                 // Our proof of address: a reliable Ping, flushed now together with our ACK
                 // of the server's Hello. A kcpnet server creates our connection only when

@@ -19,6 +19,8 @@
 
 use reed_solomon_erasure::galois_8::ReedSolomon;
 
+pub(crate) mod adapt;
+
 /// Channel byte of a data shard.
 pub(crate) const DATA: u8 = 3;
 /// Channel byte of a parity shard.
@@ -99,38 +101,125 @@ fn newer(a: u16, b: u16) -> bool {
     a != b && a.wrapping_sub(b) < 0x8000
 }
 
+/// How an encoder shapes its groups (`Config::fec`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Policy {
+    /// Groups of up to `k` data datagrams with `m` parity datagrams each.
+    Fixed { k: u8, m: u8 },
+    /// Up to `k` and `m`, shaped by the measured loss ([`adapt`]).
+    Adaptive { k: u8, m: u8 },
+}
+
+/// Reed-Solomon codecs an encoder keeps, by shape: a tick-closed group's size varies, and
+/// building a codec inverts a matrix and allocates its decode cache.
+pub(crate) const CODECS_KEPT: usize = 3;
+/// The most heap one kept codec holds: `reed-solomon-erasure` 6 gives each codec an LRU
+/// cache of decode matrices whose table is allocated for 254 entries (about 8.7 KB, empty in
+/// an encoder), beside its encoding matrix of at most 20 × 16 bytes.
+pub(crate) const CODEC_HEAP_BOUND: usize = 10 * 1024;
+
 /// The sending side of a connection's FEC: the open group's shards.
 #[derive(Debug)]
 pub(crate) struct Encoder {
     group: u16,
+    policy: Policy,
+    /// Data datagrams that fill the next group (fixed, or from the loss).
     k: u8,
-    m: u8,
+    /// The loss the shape is planned for (adaptive).
+    loss: f64,
     /// The open group's shards (length prefix + inner datagram), unpadded; capacity kept.
     shards: Vec<Vec<u8>>,
     count: usize,
     longest: usize,
-    codec: Option<(usize, usize, ReedSolomon)>,
+    /// Recently used codecs, the latest last.
+    codecs: Vec<(usize, usize, ReedSolomon)>,
+    /// Parity shard buffers and the parity datagram being written; capacity kept.
+    parity: Vec<Vec<u8>>,
+    datagram: Vec<u8>,
     /// Parity datagrams sent so far.
     pub(crate) parity_sent: u64,
     /// Bytes of parity datagrams sent so far.
     pub(crate) parity_bytes: u64,
+    /// Groups closed so far, and those that went without parity (adaptive, clean link).
+    pub(crate) groups: u64,
+    pub(crate) groups_unprotected: u64,
 }
 
 impl Encoder {
-    /// An encoder closing groups at `k` data shards with `m` parity shards each (clamped to
-    /// 1..=16 and 1..=4).
-    pub(crate) fn new(k: u8, m: u8) -> Encoder {
-        Encoder {
+    /// An encoder with `policy`; its bounds are clamped to 1..=16 data and 1..=4 parity.
+    pub(crate) fn new(policy: Policy) -> Encoder {
+        let clamp = |k: u8, m: u8| {
+            (
+                k.clamp(1, MAX_DATA_SHARDS as u8),
+                m.clamp(1, MAX_PARITY_SHARDS as u8),
+            )
+        };
+        let policy = match policy {
+            Policy::Fixed { k, m } => {
+                let (k, m) = clamp(k, m);
+                Policy::Fixed { k, m }
+            }
+            Policy::Adaptive { k, m } => {
+                let (k, m) = clamp(k, m);
+                Policy::Adaptive { k, m }
+            }
+        };
+        let mut e = Encoder {
             group: 0,
-            k: k.clamp(1, MAX_DATA_SHARDS as u8),
-            m: m.clamp(1, MAX_PARITY_SHARDS as u8),
+            policy,
+            k: 1,
+            loss: adapt::PRIOR_LOSS,
             shards: Vec::new(),
             count: 0,
             longest: 0,
-            codec: None,
+            codecs: Vec::new(),
+            parity: Vec::new(),
+            datagram: Vec::new(),
             parity_sent: 0,
             parity_bytes: 0,
+            groups: 0,
+            groups_unprotected: 0,
+        };
+        e.plan();
+        e
+    }
+
+    /// The size of the next full group, from the policy and the loss.
+    fn plan(&mut self) {
+        self.k = match self.policy {
+            Policy::Fixed { k, .. } => k,
+            Policy::Adaptive { k, m } => adapt::group_size(k, m, self.loss),
+        };
+    }
+
+    /// The measured loss of this end's datagrams (`None`: no estimate): an adaptive encoder
+    /// shapes the groups it opens from now on, and the parity of the open one, by it.
+    pub(crate) fn set_loss(&mut self, estimate: Option<(f32, f32)>) {
+        self.loss = adapt::planning_loss(estimate);
+        if self.count == 0 {
+            self.plan();
         }
+    }
+
+    /// The current shape: data datagrams of a full group and the parity it gets.
+    pub(crate) fn shape(&self) -> (u8, u8) {
+        (self.k, self.parity_count(self.k))
+    }
+
+    /// Parity datagrams for a group closing with `n` data datagrams.
+    fn parity_count(&self, n: u8) -> u8 {
+        match self.policy {
+            Policy::Fixed { m, .. } => m,
+            Policy::Adaptive { m, .. } => adapt::parity_for(n, m, self.loss),
+        }
+    }
+
+    /// Whether the next datagram may skip FEC altogether: an adaptive encoder on a link
+    /// clean enough for no parity, with no group open.
+    pub(crate) fn idle(&self) -> bool {
+        self.count == 0
+            && matches!(self.policy, Policy::Adaptive { .. })
+            && self.loss <= adapt::TARGET_RESIDUAL
     }
 
     /// Whether a group is open (parity owed).
@@ -163,25 +252,61 @@ impl Encoder {
         self.count >= usize::from(self.k)
     }
 
+    /// The codec for `k` data and `m` parity shards, built once and kept among the latest
+    /// [`CODECS_KEPT`].
+    fn codec(&mut self, k: usize, m: usize) -> Option<&ReedSolomon> {
+        match self
+            .codecs
+            .iter()
+            .position(|(ck, cm, _)| (*ck, *cm) == (k, m))
+        {
+            Some(i) => {
+                let c = self.codecs.remove(i);
+                self.codecs.push(c);
+            }
+            None => {
+                let codec = ReedSolomon::new(k, m).ok()?;
+                if self.codecs.len() >= CODECS_KEPT {
+                    self.codecs.remove(0);
+                }
+                self.codecs.push((k, m, codec));
+            }
+        }
+        self.codecs.last().map(|(_, _, c)| c)
+    }
+
     /// Closes the open group: its parity datagrams go to `emit` (with `cookie`), and the
     /// next group starts. Nothing happens if no group is open.
     pub(crate) fn close(&mut self, cookie: u32, mut emit: impl FnMut(&[u8])) {
         if self.count == 0 {
             return;
         }
-        let (k, m, len) = (self.count, usize::from(self.m), self.longest);
-        if !matches!(self.codec, Some((ck, cm, _)) if ck == k && cm == m) {
-            self.codec = ReedSolomon::new(k, m).ok().map(|c| (k, m, c));
-        }
-        if let Some((_, _, codec)) = &self.codec {
+        let k = self.count;
+        let m = usize::from(self.parity_count(k as u8));
+        let len = self.longest;
+        self.groups += 1;
+        if m == 0 {
+            self.groups_unprotected += 1;
+        } else if self.codec(k, m).is_some() {
             for s in &mut self.shards[..k] {
                 s.resize(len, 0);
             }
-            let mut parity = vec![vec![0u8; len]; m];
-            let data: Vec<&[u8]> = self.shards[..k].iter().map(Vec::as_slice).collect();
-            if codec.encode_sep(&data, &mut parity).is_ok() {
-                let mut d = Vec::with_capacity(HEADER + 5 + len);
-                for (i, p) in parity.iter().enumerate() {
+            while self.parity.len() < m {
+                self.parity.push(Vec::new());
+            }
+            for p in &mut self.parity[..m] {
+                p.clear();
+                p.resize(len, 0);
+            }
+            let Some((_, _, codec)) = self.codecs.last() else {
+                unreachable!("codec() just kept it")
+            };
+            if codec
+                .encode_sep(&self.shards[..k], &mut self.parity[..m])
+                .is_ok()
+            {
+                let d = &mut self.datagram;
+                for (i, p) in self.parity[..m].iter().enumerate() {
                     d.clear();
                     d.push(PARITY);
                     d.extend_from_slice(&cookie.to_le_bytes());
@@ -190,19 +315,26 @@ impl Encoder {
                     d.extend_from_slice(p);
                     self.parity_sent += 1;
                     self.parity_bytes += d.len() as u64;
-                    emit(&d);
+                    emit(d);
                 }
             }
         }
         self.group = self.group.wrapping_add(1);
         self.count = 0;
         self.longest = 0;
+        self.plan();
     }
 
-    /// Heap bytes held (the open group's shard buffers).
+    /// Heap bytes held (the open group's shard buffers, parity buffers and codecs).
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.shards.iter().map(Vec::capacity).sum::<usize>()
-            + self.shards.capacity() * std::mem::size_of::<Vec<u8>>()
+        let vecs = |v: &Vec<Vec<u8>>| {
+            v.iter().map(Vec::capacity).sum::<usize>()
+                + v.capacity() * std::mem::size_of::<Vec<u8>>()
+        };
+        vecs(&self.shards)
+            + vecs(&self.parity)
+            + self.datagram.capacity()
+            + self.codecs.len() * CODEC_HEAP_BOUND
     }
 }
 
@@ -497,7 +629,7 @@ mod tests {
                 .map(|i| plain(1 + i % 2, &vec![i; 10 + 37 * usize::from(i)]))
                 .collect();
             for lost in 0..usize::from(k) {
-                let mut enc = Encoder::new(k, m);
+                let mut enc = Encoder::new(Policy::Fixed { k, m });
                 let mut dec = Decoder::default();
                 let (data, parity) = group(&mut enc, &msgs);
                 assert_eq!(parity.len(), usize::from(m));
@@ -520,7 +652,7 @@ mod tests {
 
     #[test]
     fn a_group_closed_early_is_protected_and_late_or_duplicate_shards_are_harmless() {
-        let mut enc = Encoder::new(8, 2);
+        let mut enc = Encoder::new(Policy::Fixed { k: 8, m: 2 });
         let mut dec = Decoder::default();
         let msgs = vec![plain(2, b"input 1"), plain(2, b"input 2, longer")];
         let (data, parity) = group(&mut enc, &msgs);
@@ -540,8 +672,54 @@ mod tests {
     }
 
     #[test]
+    fn an_adaptive_encoder_shapes_groups_by_the_loss_and_its_parity_rebuilds() {
+        let mut enc = Encoder::new(Policy::Adaptive { k: 16, m: 4 });
+        // Before any estimate: the prior (5 %), a lone datagram gets two copies.
+        assert!(!enc.idle());
+        let (_, parity) = group(&mut enc, &[plain(1, b"alone")]);
+        assert_eq!(parity.len(), 2);
+        // 10 % measured: a full group is as the rule says, with parity to match.
+        enc.set_loss(Some((0.1, 0.01)));
+        let p = adapt::planning_loss(Some((0.1, 0.01)));
+        let (k, m) = enc.shape();
+        assert_eq!(k, adapt::group_size(16, 4, p));
+        assert_eq!(m, adapt::parity_for(k, 4, p));
+        let msgs: Vec<Vec<u8>> = (0..k).map(|i| plain(1, &[i; 30])).collect();
+        let mut data = Vec::new();
+        let mut out = Vec::new();
+        for (i, msg) in msgs.iter().enumerate() {
+            let full = enc.wrap(msg, &mut out);
+            assert_eq!(full, i + 1 == usize::from(k));
+            data.push(out.clone());
+        }
+        let mut parity = Vec::new();
+        enc.close(7, |d| parity.push(d.to_vec()));
+        assert_eq!(parity.len(), usize::from(m));
+        // Lose as many data datagrams as there is parity: all rebuilt.
+        let mut dec = Decoder::default();
+        let arriving: Vec<&Vec<u8>> = data[usize::from(m)..].iter().chain(&parity).collect();
+        assert_eq!(feed(&mut dec, &arriving).len(), msgs.len());
+        assert_eq!(dec.stats.recovered, u64::from(m));
+        // A change of loss while a group is open reshapes the next group, and the open
+        // group's parity follows the new loss.
+        enc.wrap(&plain(1, b"open"), &mut out);
+        enc.set_loss(Some((0.3, 0.02)));
+        let mut parity = Vec::new();
+        enc.close(7, |d| parity.push(d.to_vec()));
+        assert_eq!(parity.len(), usize::from(adapt::parity_for(1, 4, 0.31)));
+        assert_eq!(enc.shape().0, adapt::group_size(16, 4, 0.31));
+        // Measured clean: no parity, and the encoder stands aside.
+        enc.set_loss(Some((0.0, 0.004)));
+        assert!(enc.idle());
+        assert_eq!(enc.shape().1, 0);
+        let (_, parity) = group(&mut enc, &[plain(1, b"x")]);
+        assert!(parity.is_empty());
+        assert_eq!((enc.groups, enc.groups_unprotected), (4, 1));
+    }
+
+    #[test]
     fn a_slot_reused_by_a_smaller_group_still_rebuilds() {
-        let mut enc = Encoder::new(8, 1);
+        let mut enc = Encoder::new(Policy::Fixed { k: 8, m: 1 });
         let mut dec = Decoder::default();
         // Group 0: three shards, all arrive. Groups 1-3: one each. Group 4 (group 0's
         // slot): one shard, lost; its parity must rebuild it.
@@ -563,7 +741,7 @@ mod tests {
 
     #[test]
     fn losses_beyond_the_parity_leave_the_rest_to_arq() {
-        let mut enc = Encoder::new(4, 1);
+        let mut enc = Encoder::new(Policy::Fixed { k: 4, m: 1 });
         let mut dec = Decoder::default();
         let msgs: Vec<Vec<u8>> = (0..4).map(|i| plain(1, &[i; 20])).collect();
         let (data, parity) = group(&mut enc, &msgs);

@@ -70,7 +70,7 @@ fn hostile(mut data: &[u8]) {
 fn honest(mode: u8, data: &[u8]) {
     let k = 1 + (mode >> 1) % MAX_DATA_SHARDS as u8;
     let m = 1 + (mode >> 5) % MAX_PARITY_SHARDS as u8;
-    let mut enc = Encoder::new(k, m);
+    let mut enc = Encoder::new(crate::fec::Policy::Fixed { k, m });
     let mut dec = Decoder::default();
     let mut wire: Vec<Vec<u8>> = Vec::new();
     let mut sent: Vec<Vec<u8>> = Vec::new();
