@@ -5,7 +5,8 @@
 //!
 //! `cargo bench` runs the quick profile (a few minutes on 2 cores); `cargo bench -- --full`
 //! runs the full sizes three times and reports medians; `--only W1a,W3` picks workloads
-//! (W1a W1b W2a W2b W3 W3s W4a W4b W5 W6; W3s is W3 with `SO_REUSEPORT` shards).
+//! (W1a W1b W2a W2b W3 W3s W4a W4b W4c W5 W6; W3s is W3 with `SO_REUSEPORT` shards);
+//! `--reps N` overrides the repetitions.
 //! W1–W4 run client and server as separate processes: this binary re-executes itself
 //! with `--role ...`. Everything uses loopback only. Results also go to
 //! `target/bench-results.json`.
@@ -92,6 +93,8 @@ struct Profile {
     w3s_ns: &'static [u64],
     w4a_count: u64,
     w4b_bytes: u64,
+    /// W4c: seconds of the 30 Hz stream per FEC setting.
+    w4c_secs: f64,
     w5_msgs: u64,
     w6_clients: usize,
     w6_steps: usize,
@@ -110,6 +113,7 @@ const QUICK: Profile = Profile {
     w3s_ns: &[10_000, 20_000],
     w4a_count: 200,
     w4b_bytes: 2 << 20,
+    w4c_secs: 20.0,
     w5_msgs: 500,
     w6_clients: 10_000,
     w6_steps: 300,
@@ -128,6 +132,7 @@ const FULL: Profile = Profile {
     w3s_ns: &[10_000, 20_000],
     w4a_count: 2_000,
     w4b_bytes: 8 << 20,
+    w4c_secs: 60.0,
     w5_msgs: 2_000,
     w6_clients: 10_000,
     w6_steps: 600,
@@ -340,6 +345,76 @@ fn w2(p: &Profile, id: &str, count: u64, tick_us: u64, impair: bool, impls: &[&s
     }
     if let (Some(a), Some(b)) = (secure_ratio(&out, "p50_us"), secure_ratio(&out, "p99_us")) {
         println!("kcpnet secure ÷ plain: p50 {a}, p99 {b}");
+    }
+    Value::Object(out)
+}
+
+/// W4a's FEC targets: p99 ≤ 1.5 × the 40 ms round trip, p50 unchanged.
+fn fec_summary_w4a(out: &Value) {
+    let us = |imp: &str, k: &str| out.get(imp).map_or(0.0, |v| f(v, k));
+    for imp in ["kcpnet-fec", "kcpnet-fecad"] {
+        println!(
+            "{imp}: p99 {:.1} ms = {:.2}× the 40 ms round trip (target ≤ 1.5×); p50 ÷ kcpnet {}",
+            us(imp, "p99_us") / 1000.0,
+            us(imp, "p99_us") / 40_000.0,
+            ratio(us(imp, "p50_us"), us("kcpnet", "p50_us"))
+        );
+    }
+}
+
+/// W4c: the 30 Hz input stream each way on W4's link, FEC off, fixed and adaptive, run one
+/// after the other (medians of the profile's repetitions by p99).
+fn w4c(p: &Profile) -> Value {
+    let settings = [
+        ("off", kcpnet::Fec::Off),
+        ("fixed-8+2", kcpnet::Fec::Fixed { data: 8, parity: 2 }),
+        ("adaptive", kcpnet::Fec::ADAPTIVE),
+    ];
+    let mut out = serde_json::Map::new();
+    for (i, (name, fec)) in settings.iter().enumerate() {
+        let v = median_run(
+            p.reps,
+            |v| f(v, "p99_ms"),
+            || common::stream::w4c(p.w4c_secs, *fec, 10 + i as u64),
+        );
+        out.insert(name.to_string(), v);
+    }
+    println!(
+        "\nW4c: 30 Hz 64-byte reliable messages each way for {} s, 20 ms one way + 5% loss each way",
+        p.w4c_secs
+    );
+    println!(
+        "{:<10} {:>8} {:>8} {:>9} {:>8} {:>11} {:>9} {:>9} {:>10}",
+        "fec", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "delivered", "kB/s", "÷off", "rebuilt"
+    );
+    let base = f(&out["off"], "bytes_per_s");
+    for (name, _) in &settings {
+        let v = &out[*name];
+        println!(
+            "{:<10} {:>8.1} {:>8.1} {:>9.1} {:>8.1} {:>11} {:>9.1} {:>9} {:>10}",
+            name,
+            f(v, "p50_ms"),
+            f(v, "p99_ms"),
+            f(v, "p999_ms"),
+            f(v, "max_ms"),
+            format!(
+                "{}/{}",
+                f(v, "delivered_to_server") + f(v, "delivered_to_client"),
+                2.0 * f(v, "sent_each_way")
+            ),
+            f(v, "bytes_per_s") / 1000.0,
+            ratio(f(v, "bytes_per_s"), base),
+            f(v, "fec_recovered"),
+        );
+    }
+    for (name, _) in &settings[1..] {
+        let v = &out[*name];
+        println!(
+            "{name}: p99 {:.2}× and p99.9 {:.2}× the 20 ms one-way latency (targets ≤ 1.5×, ≤ 2.5×); bandwidth {} of FEC off",
+            f(v, "p99_ms") / 20.0,
+            f(v, "p999_ms") / 20.0,
+            ratio(f(v, "bytes_per_s"), base)
+        );
     }
     Value::Object(out)
 }
@@ -838,11 +913,22 @@ fn main() {
         }
         return;
     }
-    let profile = if argv.iter().any(|a| a == "--full") {
+    let mut profile = if argv.iter().any(|a| a == "--full") {
         FULL
     } else {
         QUICK
     };
+    // `--reps N`: repetitions of every workload (the median is reported).
+    if let Some(n) = argv
+        .iter()
+        .position(|a| a == "--reps")
+        .and_then(|i| argv.get(i + 1))
+        .and_then(|n| n.parse::<usize>().ok())
+        .filter(|&n| n > 0)
+    {
+        profile.reps = n;
+        profile.reps_short = n;
+    }
     let only: Option<Vec<String>> = argv
         .iter()
         .position(|a| a == "--only")
@@ -923,9 +1009,10 @@ fn main() {
                 p.w4a_count,
                 500,
                 true,
-                &["kcp", "kcpnet", "kcpnet-fec"],
+                &["kcp", "kcpnet", "kcpnet-fec", "kcpnet-fecad"],
             ),
         );
+        fec_summary_w4a(&results["W4a"]);
     }
     if want("W4b") {
         let v = w1(
@@ -933,11 +1020,22 @@ fn main() {
             "W4b",
             p.w4b_bytes,
             1000,
-            &["udp", "kcp", "kcpnet", "kcpnet-fec"],
+            &["udp", "kcp", "kcpnet", "kcpnet-fec", "kcpnet-fecad"],
             true,
         );
         println!("(W4b: the udp row has no impairment; it is only the ceiling of the machine)");
+        for imp in ["kcpnet-fec", "kcpnet-fecad"] {
+            let mb = |i: &str| v.get(i).map_or(0.0, |x| f(x, "mb_per_s"));
+            println!(
+                "{imp}: ÷ kcp {} (target ≥ 2×), ÷ kcpnet {} (target ≥ 1.5×)",
+                ratio(mb(imp), mb("kcp")),
+                ratio(mb(imp), mb("kcpnet"))
+            );
+        }
         results.insert("W4b".into(), v);
+    }
+    if want("W4c") {
+        results.insert("W4c".into(), w4c(p));
     }
     if want("W5") {
         results.insert("W5".into(), w5(p));

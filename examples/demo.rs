@@ -7,7 +7,7 @@
 //! cargo run --release --example demo -- --help
 //! cargo run --release --example demo -- --report report.html  # the run as charts
 //! cargo run --release --example demo -- --secure          # the same link, encrypted
-//! cargo run --release --example demo -- --fec             # with forward error correction
+//! cargo run --release --example demo -- --fec             # with adaptive forward error correction
 //! ```
 //!
 //! One process starts a [`Server`] on `127.0.0.1` (port 0, real loopback UDP) and `--bots`
@@ -119,7 +119,7 @@ struct Options {
     quiet: bool,
     report: Option<PathBuf>,
     secure: bool,
-    fec: bool,
+    fec: Fec,
 }
 
 impl Default for Options {
@@ -135,7 +135,7 @@ impl Default for Options {
             quiet: false,
             report: None,
             secure: false,
-            fec: false,
+            fec: Fec::Off,
         }
     }
 }
@@ -183,10 +183,12 @@ OPTIONS:
                        (SecurityMode::Required), each bot connects with its own token and
                        every datagram is sealed; the summary adds the token and sealed-
                        datagram counters
-    --fec              forward error correction both ways (Fec::Fixed {{ data: 8,
-                       parity: 1 }}: one parity datagram per group of up to 8, sent at
-                       the latest at the end of each tick); the summary adds the
-                       datagrams rebuilt from parity and the bandwidth parity cost
+    --fec              adaptive forward error correction both ways (Fec::ADAPTIVE:
+                       parity per group from the measured loss, groups closed at the
+                       latest at the end of each tick); the summary adds the
+                       datagrams rebuilt from parity, the bandwidth parity cost and
+                       the shapes the bots ended with
+    --fec-fixed        the same with one fixed shape (Fec::Fixed {{ data: 8, parity: 1 }})
     -h, --help         print this help
 
 SOCKETS:
@@ -258,7 +260,8 @@ fn parse_args() -> Result<Command, String> {
             Long("quiet") | Short('q') => o.quiet = true,
             Long("report") => o.report = Some(parser.value().map_err(|e| e.to_string())?.into()),
             Long("secure") => o.secure = true,
-            Long("fec") => o.fec = true,
+            Long("fec") => o.fec = Fec::ADAPTIVE,
+            Long("fec-fixed") => o.fec = Fec::Fixed { data: 8, parity: 1 },
             Long("help") | Short('h') => return Ok(Command::Help),
             _ => return Err(arg.unexpected().to_string()),
         }
@@ -578,6 +581,31 @@ fn fec_totals(server: &Server, bots: &[Bot]) -> (u64, u64, u64) {
         })
 }
 
+/// The FEC shapes (data, parity) the bots encode with now, most common first, as
+/// "16+4 ×80, 8+2 ×20" (`ConnectionStats::fec_shape`).
+fn fec_shapes(bots: &[Bot]) -> String {
+    let mut counts: Vec<((u8, u8), usize)> = Vec::new();
+    for shape in bots
+        .iter()
+        .filter_map(|b| b.client.connection_stats().fec_shape)
+    {
+        match counts.iter_mut().find(|(s, _)| *s == shape) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((shape, 1)),
+        }
+    }
+    counts.sort_by(|a, b| b.1.cmp(&a.1));
+    let parts: Vec<String> = counts
+        .iter()
+        .map(|((k, m), n)| format!("{k}+{m} ×{n}"))
+        .collect();
+    if parts.is_empty() {
+        "-".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
 /// Retransmissions summed over both ends (server connections and bots).
 fn retransmits(server: &Server, bots: &[Bot]) -> u64 {
     let server_side: u64 = server
@@ -727,11 +755,7 @@ fn run(o: &Options) -> Result<bool, String> {
 
     // --secure: the key the token issuer (a matchmaker) shares with the server.
     let secure_key = o.secure.then(PrivateKey::generate);
-    let fec = if o.fec {
-        Fec::Fixed { data: 8, parity: 1 }
-    } else {
-        Fec::Off
-    };
+    let fec = o.fec;
     let server_config = Config {
         fec,
         // The bound address (127.0.0.1:port) is added to the public addresses by `bind`.
@@ -770,10 +794,14 @@ fn run(o: &Options) -> Result<bool, String> {
             "link: loss {}%, latency {} ms, jitter 0..={} ms on each one-way path (bot sockets); seed {}",
             o.loss_pct, o.latency_ms, o.jitter_ms, o.seed
         );
-        if o.fec {
-            println!(
-                "fec: both ways, 1 parity datagram per group of up to 8 (closed at the end of each tick)"
-            );
+        match o.fec {
+            Fec::Off => {}
+            Fec::Fixed { data, parity } => println!(
+                "fec: both ways, {parity} parity datagram(s) per group of up to {data} (closed at the end of each tick)"
+            ),
+            _ => println!(
+                "fec: both ways, adaptive: parity per group from the measured loss (closed at the end of each tick)"
+            ),
         }
         if o.secure {
             println!(
@@ -1060,6 +1088,7 @@ fn run(o: &Options) -> Result<bool, String> {
     // --------------------------------------------- snapshot before shutting down
     let rexmit_total = retransmits(&server, &bots);
     let fec_total = fec_totals(&server, &bots);
+    let shapes = fec_shapes(&bots);
     let mut rtts: Vec<u32> = bots.iter().filter_map(|b| b.client.rtt()).collect();
     rtts.sort_unstable();
     let mut srtts: Vec<u32> = bots
@@ -1259,7 +1288,7 @@ fn run(o: &Options) -> Result<bool, String> {
         "            KCP retransmissions {rexmit_total} (both ends); echo send errors {}; error events {}",
         srv.send_errors, srv.errors
     );
-    if o.fec {
+    if o.fec != Fec::Off {
         let (recovered, parity, parity_bytes) = fec_total;
         let total = server_stats.bytes_sent + server_stats.bytes_received;
         say!(
@@ -1267,6 +1296,7 @@ fn run(o: &Options) -> Result<bool, String> {
             parity_bytes as f64 / 1e6,
             100.0 * parity_bytes as f64 / total.max(1) as f64
         );
+        say!("            bots' shapes at the end (data+parity per full group): {shapes}");
     }
     say!(
         "rtt         Ping/Pong p50 {} ms, p99 {} ms, max {} ms; KCP srtt p50 {} ms, p99 {} ms",

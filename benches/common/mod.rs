@@ -5,6 +5,7 @@
 
 pub mod inproc;
 pub mod roles;
+pub mod stream;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -39,10 +40,13 @@ const BENCH_KEY: [u8; 32] = [0x5a; 32];
 
 /// `config` for implementation `imp`: `kcpnet-secure` is kcpnet (batched, GSO/GRO) with
 /// secure sessions required (every datagram sealed); `kcpnet-fec` is kcpnet with FEC both
-/// ways (`Fec::Fixed { data: 8, parity: 2 }`); the others are unchanged.
+/// ways (`Fec::Fixed { data: 8, parity: 2 }`), `kcpnet-fecad` with adaptive FEC both ways
+/// (`Fec::ADAPTIVE`); the others are unchanged.
 pub fn secured(imp: &str, mut config: Config) -> Config {
-    if imp == "kcpnet-fec" {
-        config.fec = kcpnet::Fec::Fixed { data: 8, parity: 2 };
+    match imp {
+        "kcpnet-fec" => config.fec = kcpnet::Fec::Fixed { data: 8, parity: 2 },
+        "kcpnet-fecad" => config.fec = kcpnet::Fec::ADAPTIVE,
+        _ => {}
     }
     if imp == "kcpnet-secure" {
         config.security = Some(SecureConfig::required(

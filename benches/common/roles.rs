@@ -3,6 +3,7 @@
 //! Implementations (`--impl`): `kcpnet` (batched socket I/O with UDP GSO/GRO, the
 //! defaults), `kcpnet-secure` (the same with secure sessions: every datagram sealed),
 //! `kcpnet-fec` (the same with FEC both ways, groups of up to 8 with 2 parity),
+//! `kcpnet-fecad` (the same with adaptive FEC both ways, `Fec::ADAPTIVE`),
 //! `kcpnet-nogso` (batched, GSO/GRO off), `kcpnet-plain` (batching off), `udp`
 //! (raw UDP, std sockets, one syscall per datagram), `udp-batch` (raw UDP through kcpnet's
 //! batching `UdpTransport`, GSO/GRO off as in earlier runs), `kcp` (the `kcp` crate driven
@@ -173,7 +174,8 @@ pub fn w1_server(p: &Params) {
     };
     let mut last = Instant::now();
     match imp {
-        "kcpnet" | "kcpnet-nogso" | "kcpnet-plain" | "kcpnet-secure" | "kcpnet-fec" => {
+        "kcpnet" | "kcpnet-nogso" | "kcpnet-plain" | "kcpnet-secure" | "kcpnet-fec"
+        | "kcpnet-fecad" => {
             let mut s = kcpnet_server(io_of(imp), impair, secured(imp, bench_config()));
             say(&format!("PORT {}", s.local_addr().unwrap().port()));
             while !stopped() {
@@ -286,11 +288,12 @@ pub fn w1_client(p: &Params) {
     let start = Instant::now();
     let mut sent = 0u64;
     match imp {
-        "kcpnet" | "kcpnet-nogso" | "kcpnet-plain" | "kcpnet-secure" | "kcpnet-fec" => {
+        "kcpnet" | "kcpnet-nogso" | "kcpnet-plain" | "kcpnet-secure" | "kcpnet-fec"
+        | "kcpnet-fecad" => {
             let mut c = with_token(
                 imp,
                 port,
-                kcpnet_client(port, io_of(imp), impair, 2, bench_config()),
+                kcpnet_client(port, io_of(imp), impair, 2, secured(imp, bench_config())),
             );
             while !c.is_connected() && Instant::now() < deadline {
                 c.tick_incoming();
@@ -376,7 +379,8 @@ pub fn w2_server(p: &Params) {
     let impair = p.flag("impair");
     let tick_us = p.n("tick-us");
     match imp {
-        "kcpnet" | "kcpnet-nogso" | "kcpnet-plain" | "kcpnet-secure" | "kcpnet-fec" => {
+        "kcpnet" | "kcpnet-nogso" | "kcpnet-plain" | "kcpnet-secure" | "kcpnet-fec"
+        | "kcpnet-fecad" => {
             let mut s = kcpnet_server(io_of(imp), impair, secured(imp, bench_config()));
             say(&format!("PORT {}", s.local_addr().unwrap().port()));
             while !stopped() {
@@ -441,11 +445,12 @@ pub fn w2_client(p: &Params) {
     let mut rtts: Vec<f64> = Vec::with_capacity(count);
     let mut lost = 0u64;
     match imp {
-        "kcpnet" | "kcpnet-nogso" | "kcpnet-plain" | "kcpnet-secure" | "kcpnet-fec" => {
+        "kcpnet" | "kcpnet-nogso" | "kcpnet-plain" | "kcpnet-secure" | "kcpnet-fec"
+        | "kcpnet-fecad" => {
             let mut c = with_token(
                 imp,
                 port,
-                kcpnet_client(port, io_of(imp), impair, 2, bench_config()),
+                kcpnet_client(port, io_of(imp), impair, 2, secured(imp, bench_config())),
             );
             while !c.is_connected() && Instant::now() < deadline {
                 c.tick_incoming();
@@ -549,7 +554,8 @@ pub fn w3_server(p: &Params) {
         let _ = conns;
     };
     match imp {
-        "kcpnet" | "kcpnet-nogso" | "kcpnet-plain" | "kcpnet-secure" | "kcpnet-fec" => {
+        "kcpnet" | "kcpnet-nogso" | "kcpnet-plain" | "kcpnet-secure" | "kcpnet-fec"
+        | "kcpnet-fecad" => {
             let config = Config {
                 max_connections: 100_000,
                 ..bench_config()
@@ -815,7 +821,8 @@ pub fn w3_client(p: &Params) {
         Some((epoch.elapsed().as_micros() as u64).saturating_sub(t) as f64 / 1000.0)
     };
     match imp {
-        "kcpnet" | "kcpnet-nogso" | "kcpnet-plain" | "kcpnet-secure" | "kcpnet-fec" => {
+        "kcpnet" | "kcpnet-nogso" | "kcpnet-plain" | "kcpnet-secure" | "kcpnet-fec"
+        | "kcpnet-fecad" => {
             // The clients' sockets never batch: the switch under test is the server's.
             let mut clients: Vec<kcpnet::Client> = (0..n)
                 .map(|i| {

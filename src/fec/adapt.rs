@@ -16,7 +16,7 @@
 //!   and datagrams go out plain, without even the shard header;
 //! - if even the most parity misses the target (very high loss), a group gets the most
 //!   parity, and a full group is the size with the lowest residual among those whose
-//!   parity is at most its data (at most doubling the traffic of a bulk transfer).
+//!   parity is at most its data.
 //!
 //! `p` is the estimate plus half its margin (the margin being half the 99 % Wilson
 //! interval), at most 0.5, so a young estimate errs toward parity; [`PRIOR_LOSS`] until
@@ -91,16 +91,17 @@ pub fn parity_for(n: u8, max_m: u8, p: f64) -> u8 {
         .unwrap_or(max_m)
 }
 
-/// The size of a full group (data datagrams, 1..=`max_k`) at loss `p`: the least parity per
-/// data datagram that meets the target (ties: the smaller group, which rebuilds sooner);
-/// when none does, the lowest residual among sizes whose parity is at most their data.
+/// The size of a full group (data datagrams, 1..=`max_k`) at loss `p`: among sizes whose
+/// parity is at most their data (FEC never more than doubles a bulk transfer), the least
+/// parity per data datagram that meets the target (ties: the smaller group, which rebuilds
+/// sooner); when none does, the lowest residual among them with the most parity.
 pub fn group_size(max_k: u8, max_m: u8, p: f64) -> u8 {
     let max_k = max_k.clamp(1, MAX_DATA_SHARDS as u8);
     let max_m = max_m.clamp(1, MAX_PARITY_SHARDS as u8);
     let mut best: Option<(f64, u8)> = None;
     for k in 1..=max_k {
         let m = parity_for(k, max_m, p);
-        if residual(k, m, p) <= TARGET_RESIDUAL {
+        if m <= k && residual(k, m, p) <= TARGET_RESIDUAL {
             let per = f64::from(m) / f64::from(k);
             if best.is_none_or(|(b, _)| per < b - 1e-12) {
                 best = Some((per, k));
@@ -192,6 +193,10 @@ mod tests {
         // Out of reach: a shape whose parity is at most its data.
         let k = group_size(16, 2, 0.4);
         assert!(k >= 2);
+        // 20 %: only a lone datagram with 4 copies meets the target; a full group still
+        // has no more parity than data.
+        let k = group_size(16, 4, 0.2);
+        assert!(k >= parity_for(k, 4, 0.2), "{k}");
         // Bounds respected, and nonsense bounds clamped.
         assert!(group_size(3, 1, 0.01) <= 3);
         assert!((1..=16).contains(&group_size(200, 9, 0.01)));
