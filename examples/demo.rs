@@ -594,7 +594,7 @@ fn fec_shapes(bots: &[Bot]) -> String {
             None => counts.push((shape, 1)),
         }
     }
-    counts.sort_by(|a, b| b.1.cmp(&a.1));
+    counts.sort_by_key(|c| std::cmp::Reverse(c.1));
     let parts: Vec<String> = counts
         .iter()
         .map(|((k, m), n)| format!("{k}+{m} ×{n}"))
