@@ -13,6 +13,7 @@ use crate::driver::{first_addr, socket_options, EventDrain, Io};
 use crate::endpoint::Endpoint;
 use crate::error::Error;
 use crate::event::{ConnectionId, Event};
+use crate::flags::SendFlags;
 use crate::io::{
     Clock, ConditionerHandle, Conditions, Direction, LinkConditioner, SystemClock, Transport,
     UdpTransport,
@@ -231,6 +232,31 @@ impl Client {
         let id = self.id;
         self.io.request(&mut self.endpoint, false, |e, now, out| {
             e.send(now, id, data, channel, out)
+        })
+    }
+
+    /// [`Client::send`] with [`SendFlags`] (see [`crate::Server::send_with`]): `FLUSH`
+    /// sends the message and what was queued before it within the call; `NO_DELAY` drops
+    /// and counts an unreliable message while the handshake is not complete instead of
+    /// returning [`Error::NotConnected`].
+    ///
+    /// ```no_run
+    /// # use kcpnet::{Channel, Client, Config, SendFlags};
+    /// # let mut client = Client::connect("127.0.0.1:7777", Config::default())?;
+    /// // The player's input of this frame: now, and never queued behind the handshake.
+    /// client.send_with(b"input", Channel::Unreliable, SendFlags::FLUSH | SendFlags::NO_DELAY)?;
+    /// # Ok::<(), kcpnet::Error>(())
+    /// ```
+    pub fn send_with(
+        &mut self,
+        data: &[u8],
+        channel: Channel,
+        flags: SendFlags,
+    ) -> Result<(), Error> {
+        let id = self.id;
+        let release = flags.contains(SendFlags::FLUSH);
+        self.io.request(&mut self.endpoint, release, |e, now, out| {
+            e.send_with(now, id, data, channel, flags, out)
         })
     }
 

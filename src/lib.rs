@@ -267,6 +267,7 @@ pub mod error;
 pub mod event;
 #[cfg(feature = "fec")]
 pub(crate) mod fec;
+pub mod flags;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
@@ -283,6 +284,7 @@ pub use connection::{ConnectionState, Extensions};
 pub use driver::EventDrain;
 pub use error::{Error, ErrorCode};
 pub use event::{CloseMessage, ConnectionId, DisconnectReason, Event, OwnedEvent};
+pub use flags::SendFlags;
 pub use server::{Server, ServerCtx};
 pub use stats::{ConnectionQuality, ConnectionStats, EndpointStats, LossConfidence, LossEstimate};
 pub use wire::datagram::Channel;

@@ -14,6 +14,7 @@ use crate::driver::{first_addr, socket_options, EventDrain, Io};
 use crate::endpoint::Endpoint;
 use crate::error::Error;
 use crate::event::{ConnectionId, Event};
+use crate::flags::SendFlags;
 use crate::io::{
     Clock, ConditionerHandle, Conditions, Direction, LinkConditioner, SystemClock, Transport,
     UdpTransport,
@@ -154,6 +155,40 @@ impl Server {
     pub fn send(&mut self, id: ConnectionId, data: &[u8], channel: Channel) -> Result<(), Error> {
         self.io.request(&mut self.endpoint, false, |e, now, out| {
             e.send(now, id, data, channel, out)
+        })
+    }
+
+    /// [`Server::send`] with [`SendFlags`]:
+    /// - [`SendFlags::FLUSH`]: the message, and all the connection has queued before it,
+    ///   leaves the socket within the call (KCP flushes as far as its window allows, an open
+    ///   FEC group's parity goes too, and a batching socket sends what it holds) instead of
+    ///   at the next [`Server::tick_outgoing`];
+    /// - [`SendFlags::NO_DELAY`] (unreliable only): if the peer's handshake is not
+    ///   complete, the message is dropped and counted
+    ///   ([`ConnectionStats::unreliable_dropped_no_delay`](crate::ConnectionStats)) and the
+    ///   call returns `Ok`, where [`Server::send`] returns [`Error::NotConnected`].
+    ///
+    /// The errors of [`Server::send`], and [`Error::InvalidArgument`] for `NO_DELAY` on the
+    /// reliable channel.
+    ///
+    /// ```no_run
+    /// # use kcpnet::{Channel, Config, SendFlags, Server};
+    /// # let mut server = Server::bind("[::]:7777", Config::default())?;
+    /// # let id = server.connections().next().unwrap();
+    /// // A hit confirmation: out now, not at the end of the frame.
+    /// server.send_with(id, b"hit", Channel::Reliable, SendFlags::FLUSH)?;
+    /// # Ok::<(), kcpnet::Error>(())
+    /// ```
+    pub fn send_with(
+        &mut self,
+        id: ConnectionId,
+        data: &[u8],
+        channel: Channel,
+        flags: SendFlags,
+    ) -> Result<(), Error> {
+        let release = flags.contains(SendFlags::FLUSH);
+        self.io.request(&mut self.endpoint, release, |e, now, out| {
+            e.send_with(now, id, data, channel, flags, out)
         })
     }
 

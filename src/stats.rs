@@ -238,6 +238,9 @@ pub struct ConnectionStats {
     pub reliable_received: u64,
     /// Unreliable messages sent.
     pub unreliable_sent: u64,
+    /// Unreliable messages sent with [`SendFlags::NO_DELAY`](crate::SendFlags::NO_DELAY)
+    /// that could not leave at once (the handshake was not complete) and were dropped.
+    pub unreliable_dropped_no_delay: u64,
     /// Unreliable messages delivered to the application.
     pub unreliable_received: u64,
     /// KCP segments retransmitted after a timeout.

@@ -32,6 +32,7 @@ use log::{debug, trace};
 use crate::config::{Config, PING_INTERVAL_MS};
 use crate::error::Error;
 use crate::event::{CloseMessage, ConnectionId, DisconnectReason, EventQueue};
+use crate::flags::SendFlags;
 use crate::kcp::{time_diff, FragmentLimit, Kcp};
 use crate::stats::ConnectionStats;
 use crate::wire::datagram::{Channel, ReliableHeader, UnreliableHeader, DATAGRAM_HEADER_LEN};
@@ -164,6 +165,7 @@ struct Counters {
     reliable_sent: u64,
     reliable_received: u64,
     unreliable_sent: u64,
+    unreliable_dropped_no_delay: u64,
     unreliable_received: u64,
     datagrams_dropped: u64,
     sends_dropped: u64,
@@ -581,6 +583,7 @@ impl Connection {
             reliable_sent: c.reliable_sent,
             reliable_received: c.reliable_received,
             unreliable_sent: c.unreliable_sent,
+            unreliable_dropped_no_delay: c.unreliable_dropped_no_delay,
             unreliable_received: c.unreliable_received,
             datagrams_dropped: c.datagrams_dropped,
             sends_dropped: c.sends_dropped,
@@ -786,9 +789,30 @@ impl Connection {
         ctx: &mut Ctx<'_>,
         data: &[u8],
         channel: Channel,
+        flags: SendFlags,
     ) -> Result<(), Error> {
+        let no_delay = flags.contains(SendFlags::NO_DELAY);
+        if no_delay && channel == Channel::Reliable {
+            return Err(Error::InvalidArgument(
+                "SendFlags::NO_DELAY applies to unreliable messages only".into(),
+            ));
+        }
         match self.state {
             ConnectionState::Connected | ConnectionState::PeerSendClosed => {}
+            ConnectionState::Connecting if no_delay => {
+                // It cannot leave now: dropped and counted, as the flag asks.
+                if data.is_empty() {
+                    return Err(Error::EmptyMessage);
+                }
+                if data.len() > (self.limits.unreliable_max as usize) {
+                    return Err(Error::MessageTooLarge {
+                        size: data.len(),
+                        max: self.limits.unreliable_max as usize,
+                    });
+                }
+                self.link.stats.unreliable_dropped_no_delay += 1;
+                return Ok(());
+            }
             ConnectionState::Disconnected => return Err(Error::ConnectionClosed),
             ConnectionState::SendClosed => return Err(Error::SendClosed),
             ConnectionState::Disconnecting if self.fin_sent => return Err(Error::SendClosed),
@@ -831,6 +855,26 @@ impl Connection {
             }
         }
         Ok(())
+    }
+
+    /// Sends what the connection holds now ([`SendFlags::FLUSH`]): KCP's ACKs and the data
+    /// its window admits, whatever its interval, and an open FEC group's parity.
+    pub(crate) fn flush_now(&mut self, ctx: &mut Ctx<'_>) {
+        if !matches!(
+            self.state,
+            ConnectionState::Connected
+                | ConnectionState::PeerSendClosed
+                | ConnectionState::SendClosed
+                | ConnectionState::Disconnecting
+        ) {
+            return;
+        }
+        self.roll_window(ctx.now);
+        let link = &mut self.link;
+        let tx = &mut *ctx.tx;
+        self.kcp
+            .flush_at(ctx.now, |buf| link.transmit_reliable(tx, buf));
+        self.link.close_fec_group(&mut *ctx.tx);
     }
 
     /// The absolute time (ms) by which [`Connection::process`] / [`Connection::flush`]

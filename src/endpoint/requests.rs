@@ -7,6 +7,7 @@ use super::{Endpoint, Transmit};
 use crate::connection::{Connection, ConnectionState, Ctx};
 use crate::error::Error;
 use crate::event::{CloseMessage, ConnectionId, DisconnectReason};
+use crate::flags::SendFlags;
 use crate::wire::datagram::Channel;
 
 impl Endpoint {
@@ -43,12 +44,33 @@ impl Endpoint {
         channel: Channel,
         out: &mut dyn Transmit,
     ) -> Result<(), Error> {
+        self.send_with(now, id, data, channel, SendFlags::NONE, out)
+    }
+
+    /// [`Endpoint::send`] with [`SendFlags`]: with [`SendFlags::FLUSH`] the connection's
+    /// reliable data and FEC parity go to `out` within the call (the caller then sends what
+    /// `out` holds); with [`SendFlags::NO_DELAY`] an unreliable message that cannot leave
+    /// now is dropped and counted instead of refused. Errors as [`crate::Server::send_with`].
+    pub fn send_with(
+        &mut self,
+        now: Duration,
+        id: ConnectionId,
+        data: &[u8],
+        channel: Channel,
+        flags: SendFlags,
+        out: &mut dyn Transmit,
+    ) -> Result<(), Error> {
         self.shared.advance(now);
         let idx = self.table.index_of(id)?;
+        let flush = flags.contains(SendFlags::FLUSH);
         let result = self
             .table
             .with_conn(&mut self.shared, out, idx, |c, ctx| {
-                c.send(ctx, data, channel)
+                let sent = c.send(ctx, data, channel, flags);
+                if sent.is_ok() && flush {
+                    c.flush_now(ctx);
+                }
+                sent
             })
             .unwrap_or(Err(Error::ConnectionClosed));
         let fec_open = self
@@ -56,9 +78,13 @@ impl Endpoint {
             .slots
             .get(idx)
             .is_some_and(|s| s.conn.fec_group_open());
-        if result.is_ok() && (channel == Channel::Reliable || fec_open) {
+        if result.is_ok() && ((channel == Channel::Reliable && !flush) || fec_open) {
             // Reliable data waits for the flush, and so does an open FEC group's parity.
             self.table.mark_dirty(idx);
+        }
+        if flush {
+            // What the flush sent reschedules the connection's timers.
+            self.table.settle(&mut self.shared, idx, !self.listening);
         }
         result
     }
