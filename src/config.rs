@@ -126,6 +126,14 @@ pub struct Config {
     /// kcp2k peers never see it. Default [`Fec::Off`]: costs nothing. See
     /// `docs/CONFIG.md`, "FEC".
     pub fec: Fec,
+    /// Between kcpnet peers, the small unreliable messages sent to a peer within one tick
+    /// share datagrams up to the MTU (each still arrives as its own message, and is lost
+    /// with its datagram): fewer datagrams and headers for a game's many small updates.
+    /// They then leave at the end of the tick (`tick_outgoing` / `Endpoint::flush`, or a
+    /// `SendFlags::FLUSH` send) rather than at the send call — with a batching socket they
+    /// did not leave earlier anyway. kcp2k peers get one datagram per message. Default
+    /// `true`. See `docs/PROTOCOL.md`, "Coalesced unreliable messages".
+    pub coalesce_unreliable: bool,
 }
 
 /// What this end sends as forward error correction ([`Config::fec`]).
@@ -210,6 +218,7 @@ impl Default for Config {
             #[cfg(feature = "secure")]
             security: None,
             fec: Fec::Off,
+            coalesce_unreliable: true,
         }
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use kcpnet::endpoint::{Endpoint, Outbox};
 use kcpnet::secure::{ConnectToken, PrivateKey, SecureConfig, SecurityMode, TokenParams};
-use kcpnet::{Channel, Config, DisconnectReason, OwnedEvent};
+use kcpnet::{Channel, Config, DisconnectReason, OwnedEvent, SendFlags};
 use net::{Net, SERVER, UNIX0};
 
 const PROTOCOL: u64 = 0x6b63_706e_6574_0001;
@@ -229,7 +229,14 @@ fn altered_and_replayed_sealed_datagrams_are_dropped() {
     let mut out = Outbox::new();
     net.peers[c]
         .ep
-        .send(now, id, b"once", Channel::Unreliable, &mut out)
+        .send_with(
+            now,
+            id,
+            b"once",
+            Channel::Unreliable,
+            SendFlags::FLUSH,
+            &mut out,
+        )
         .unwrap();
     let (_, sealed) = out.pop().unwrap();
     let sealed = sealed.to_vec();

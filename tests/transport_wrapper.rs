@@ -223,7 +223,11 @@ fn drops_and_refusals_reported_by_poll_reach_the_driver() {
         Box::new(flaky),
         Box::new(clock.clone()),
         server_addr,
-        Config::default(),
+        // One datagram per message, so that the drops below are countable.
+        Config {
+            coalesce_unreliable: false,
+            ..Config::default()
+        },
     )
     .unwrap();
     assert!(

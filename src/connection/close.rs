@@ -41,8 +41,12 @@ impl Connection {
             return;
         }
         if notify_peer {
+            // Unreliable messages sent before the close go before its datagrams.
+            self.flush_unreliable(ctx);
             let text = error.as_ref().map_or("", |(_, m)| m);
             self.notify_close(ctx, reason, text);
+        } else {
+            self.discard_unreliable();
         }
         if self.established || self.role == Role::Client {
             if let Some((code, message)) = error {

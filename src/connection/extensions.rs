@@ -21,6 +21,7 @@
 //!   0x11 QualityReport     (quality reports)   unreliable_sent u32 LE, loss_seen u16 LE,
 //!                                              [datagrams_sent u32 LE, datagram_loss u16 LE,
 //!                                               datagram_samples u16 LE]
+//!   0x14 Batch             (coalescing)        { len u16 LE, message } × n (`wire::batch`)
 //! ```
 
 use std::ops::{BitAnd, BitOr};
@@ -91,21 +92,25 @@ impl Extensions {
     /// sends parity if its `Config::fec` says so). Offered and accepted by every kcpnet end
     /// built with the `fec` feature.
     pub const FEC: Extensions = Extensions(1 << 5);
+    /// Bit 6: coalesced unreliable messages (this end decodes datagrams that carry several
+    /// unreliable messages; each end sends them if its `Config::coalesce_unreliable` says
+    /// so). Offered and accepted by every kcpnet end.
+    pub const COALESCE: Extensions = Extensions(1 << 6);
     /// Every extension a client without a token offers: close reasons, half-close, quality
-    /// reports, and FEC with the `fec` feature.
+    /// reports, coalescing, and FEC with the `fec` feature.
     #[cfg(feature = "fec")]
-    pub const ALL: Extensions = Extensions(0b10_0111);
-    /// Every extension a client without a token offers: close reasons, half-close and
-    /// quality reports (and FEC with the `fec` feature).
+    pub const ALL: Extensions = Extensions(0b110_0111);
+    /// Every extension a client without a token offers: close reasons, half-close, quality
+    /// reports and coalescing (and FEC with the `fec` feature).
     #[cfg(not(feature = "fec"))]
-    pub const ALL: Extensions = Extensions(0b111);
+    pub const ALL: Extensions = Extensions(0b100_0111);
     /// Bit 4, with [`Extensions::SECURE`] only: the session seals with AES-256-GCM instead of
     /// ChaCha20-Poly1305 (offered by every token client; accepted as
     /// `SecureConfig::cipher` says).
     pub const AES_GCM: Extensions = Extensions(1 << 4);
     /// Every bit this version knows, [`Extensions::SECURE`] and [`Extensions::AES_GCM`]
     /// included.
-    pub(crate) const KNOWN: Extensions = Extensions(0b11_1111);
+    pub(crate) const KNOWN: Extensions = Extensions(0b111_1111);
 
     /// The bit set as on the wire.
     pub const fn bits(self) -> u32 {

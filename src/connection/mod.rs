@@ -39,6 +39,7 @@ use crate::wire::datagram::{Channel, ReliableHeader, UnreliableHeader, DATAGRAM_
 use crate::wire::segment::{Command, SegmentHeader, SEGMENT_HEADER_LEN};
 
 mod close;
+mod coalesce;
 pub(crate) mod extensions;
 mod fec;
 pub(crate) mod handshake;
@@ -152,6 +153,8 @@ struct Limits {
     flush_on_tick: bool,
     /// What this end sends as FEC once negotiated (`Config::fec`).
     fec: crate::config::Fec,
+    /// Unreliable messages share datagrams once negotiated (`Config::coalesce_unreliable`).
+    coalesce: bool,
 }
 
 /// The counters a connection keeps itself (the rest of [`ConnectionStats`] is read from KCP
@@ -294,6 +297,8 @@ pub(crate) struct Connection {
     kcp: Kcp,
     link: Link,
     limits: Limits,
+    /// Unreliable messages waiting to share a datagram (coalescing).
+    batch: coalesce::Batch,
     last_receive: u32,
     /// When the once-per-ping-interval work last ran (with or without our Ping).
     last_ping: u32,
@@ -379,7 +384,9 @@ impl Connection {
                 max_pending_event_bytes: sat32(config.max_pending_event_bytes),
                 flush_on_tick: config.flush_on_tick,
                 fec: config.fec,
+                coalesce: config.coalesce_unreliable,
             },
+            batch: coalesce::Batch::default(),
             last_receive: now,
             last_ping: now,
             last_pong: now.wrapping_sub(PING_ANSWER_WINDOW_MS),
@@ -683,6 +690,7 @@ impl Connection {
                 .as_deref()
                 .map_or(0, SecureLink::heap_bytes)
             + self.link.fec.as_deref().map_or(0, fec::FecLink::heap_bytes)
+            + self.batch.heap_bytes()
     }
 
     /// The most [`Connection::memory_bytes`] can reach, whatever the peer sends: the KCP
@@ -704,6 +712,8 @@ impl Connection {
             } else {
                 0
             }
+            // The unreliable batch: at most one datagram.
+            + self.limits.mtu as usize
     }
 
     /// KCP segments queued or in flight (for backpressure decisions by the app).
@@ -761,7 +771,9 @@ impl Connection {
             self.kcp
                 .flush_at(ctx.now, |buf| link.transmit_reliable(tx, buf));
         }
-        // The end of the tick: an open FEC group's parity goes out now.
+        // The end of the tick: coalesced unreliable messages, then an open FEC group's
+        // parity, go out now.
+        self.flush_unreliable(ctx);
         self.link.close_fec_group(&mut *ctx.tx);
         if self.state == ConnectionState::Disconnecting
             && (self.kcp.wait_snd() == 0 || time_diff(ctx.now, self.deadline) >= 0)
@@ -849,8 +861,7 @@ impl Connection {
                         max: self.limits.unreliable_max as usize,
                     });
                 }
-                let head = self.link.unreliable_header(UnreliableHeader::Data);
-                self.link.transmit(ctx.tx, &head, data);
+                self.send_unreliable(ctx, data);
                 self.link.stats.unreliable_sent += 1;
             }
         }
@@ -874,6 +885,7 @@ impl Connection {
         let tx = &mut *ctx.tx;
         self.kcp
             .flush_at(ctx.now, |buf| link.transmit_reliable(tx, buf));
+        self.flush_unreliable(ctx);
         self.link.close_fec_group(&mut *ctx.tx);
     }
 

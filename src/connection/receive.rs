@@ -18,6 +18,7 @@ use crate::error::ErrorCode;
 use crate::event::DisconnectReason;
 use crate::kcp::{time_diff, KcpError};
 use crate::secure::is_sealed;
+use crate::wire::batch::BATCH_HEADER;
 use crate::wire::datagram::{
     parse_u32_payload, parse_unreliable, Channel, Datagram, ReliableHeader, UnreliableHeader,
 };
@@ -175,6 +176,16 @@ impl Connection {
                 self.note_received(ctx, wire_len);
                 return;
             }
+            Channel::Unreliable
+                if dgram.payload.first() == Some(&BATCH_HEADER)
+                    && self.ext.contains(Extensions::COALESCE) =>
+            {
+                if self.awaiting_admission {
+                    // Data with the server's cookie: as for a single message below.
+                    self.on_admitted(ctx);
+                }
+                self.on_batch(ctx, &dgram.payload[1..]);
+            }
             Channel::Unreliable => match parse_unreliable(dgram.payload) {
                 Ok((UnreliableHeader::Data, payload)) => {
                     if self.awaiting_admission {
@@ -183,20 +194,7 @@ impl Connection {
                         // our proof may be late or lost). `Connected` comes first.
                         self.on_admitted(ctx);
                     }
-                    // After the peer's SendShutdown, unreliable data it sent before (and
-                    // that was reordered behind it) is dropped: nothing follows the event.
-                    if self.receives_data() {
-                        if ctx.events.pending_bytes() + payload.len()
-                            > (self.limits.max_pending_event_bytes as usize)
-                        {
-                            // The application is not draining events: unreliable data may
-                            // be lost, so drop it rather than grow without bound.
-                            self.link.stats.datagrams_dropped += 1;
-                        } else {
-                            self.link.stats.unreliable_received += 1;
-                            ctx.events.push_data(ctx.id, Channel::Unreliable, payload);
-                        }
-                    }
+                    self.deliver_unreliable(ctx, payload);
                 }
                 Ok((UnreliableHeader::Disconnect, _)) => {
                     self.note_received(ctx, wire_len);
@@ -220,6 +218,25 @@ impl Connection {
             },
         }
         self.note_received(ctx, wire_len);
+    }
+
+    /// An unreliable message from the peer, alone or out of a coalesced datagram.
+    pub(super) fn deliver_unreliable(&mut self, ctx: &mut Ctx<'_>, payload: &[u8]) {
+        // After the peer's SendShutdown, unreliable data it sent before (and that was
+        // reordered behind it) is dropped: nothing follows the event.
+        if !self.receives_data() {
+            return;
+        }
+        if ctx.events.pending_bytes() + payload.len()
+            > (self.limits.max_pending_event_bytes as usize)
+        {
+            // The application is not draining events: unreliable data may be lost, so
+            // drop it rather than grow without bound.
+            self.link.stats.datagrams_dropped += 1;
+        } else {
+            self.link.stats.unreliable_received += 1;
+            ctx.events.push_data(ctx.id, Channel::Unreliable, payload);
+        }
     }
 
     pub(super) fn note_received(&mut self, ctx: &Ctx<'_>, len: usize) {

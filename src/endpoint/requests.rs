@@ -73,13 +73,14 @@ impl Endpoint {
                 sent
             })
             .unwrap_or(Err(Error::ConnectionClosed));
-        let fec_open = self
+        let owed = self
             .table
             .slots
             .get(idx)
-            .is_some_and(|s| s.conn.fec_group_open());
-        if result.is_ok() && ((channel == Channel::Reliable && !flush) || fec_open) {
-            // Reliable data waits for the flush, and so does an open FEC group's parity.
+            .is_some_and(|s| s.conn.fec_group_open() || s.conn.unreliable_pending());
+        if result.is_ok() && ((channel == Channel::Reliable && !flush) || owed) {
+            // Reliable data waits for the flush, and so do coalesced unreliable messages and
+            // an open FEC group's parity.
             self.table.mark_dirty(idx);
         }
         if flush {

@@ -21,6 +21,7 @@
 
 use std::fmt;
 
+pub mod batch;
 pub mod datagram;
 pub mod segment;
 
@@ -56,6 +57,9 @@ pub enum WireError {
         /// How many bytes the buffer has.
         available: usize,
     },
+    /// A coalesced unreliable datagram ([`batch`]) whose message lengths do not tile its
+    /// payload: a length of 0, a length past the end, or a dangling byte.
+    BadBatch,
 }
 
 impl fmt::Display for WireError {
@@ -72,6 +76,9 @@ impl fmt::Display for WireError {
             WireError::BufferTooSmall { needed, available } => write!(
                 f,
                 "buffer too small: {needed} bytes needed, {available} available"
+            ),
+            WireError::BadBatch => f.write_str(
+                "coalesced unreliable datagram: a message length of 0, past the end, or a dangling byte",
             ),
         }
     }
