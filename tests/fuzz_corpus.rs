@@ -5,6 +5,8 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+#[path = "../fuzz/harness/batch.rs"]
+mod batch;
 #[path = "../fuzz/harness/endpoints.rs"]
 mod endpoints;
 #[path = "../fuzz/harness/kcp.rs"]
@@ -76,6 +78,11 @@ fn secure_corpus() {
     assert!(replay("secure", secure::run) > 0);
 }
 
+#[test]
+fn batch_corpus() {
+    assert!(replay("batch", batch::run) > 0);
+}
+
 /// The empty input is a valid case of every target (a session with no operations).
 #[test]
 fn empty_inputs() {
@@ -83,6 +90,7 @@ fn empty_inputs() {
     kcp::run(&[]);
     kcpnet::fuzzing::connection_session(&[]);
     endpoints::run(&[]);
+    batch::run(&[]);
     #[cfg(feature = "secure")]
     secure::run(&[]);
 }
