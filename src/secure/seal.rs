@@ -1,6 +1,7 @@
 //! Sealed datagrams: every datagram of a secure session, after the Hello exchange, is
-//! authenticated and encrypted with ChaCha20-Poly1305 under the key of its direction
-//! (`docs/PROTOCOL.md` "Secure sessions").
+//! authenticated and encrypted with AES-256-GCM or ChaCha20-Poly1305 (the negotiated
+//! [`CipherSuite`], both `ring`'s) under the key of its direction (`docs/PROTOCOL.md`
+//! "Secure sessions").
 //!
 //! ```text
 //! 0   1  0x80 | channel (0x81 reliable, 0x82 unreliable); | 0x40 when a token blob follows
@@ -9,57 +10,58 @@
 //! [5 555 token blob, with 0x40 only]
 //! +0  8  packet number, u64 LE, per direction from 0
 //! +8  …  ciphertext of the kcp2k payload (what follows the cookie in a plain datagram)
-//! end 16 Poly1305 tag
+//! end 16 tag (GCM or Poly1305)
 //! nonce: packet number u64 LE ++ 4 zero bytes; associated data: channel byte, cookie,
 //! packet number (13 bytes; the token blob is authenticated by its own AEAD)
 //! ```
 
-use aes_gcm::Aes256Gcm;
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
-use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce, Tag, XChaCha20Poly1305, XNonce};
+use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
+use ring::aead::{Aad, LessSafeKey, Nonce, Tag, UnboundKey, AES_256_GCM, CHACHA20_POLY1305};
 
 /// The AEAD that seals a session's datagrams, negotiated in the Hello (the
 /// `AES_GCM` extension bit, accepted by the server when its `SecureConfig::cipher` says so).
+/// Both are `ring`'s (BoringSSL's assembly, CPU features detected at run time).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CipherSuite {
-    /// AES-256-GCM (RustCrypto `aes-gcm`, AES-NI and CLMUL detected at run time): the
-    /// default, 0.2 µs to seal a small datagram on x86-64 with AES-NI where ChaCha20-Poly1305
-    /// takes 2.3 µs (`docs/SECURITY.md`, "Amplification, cost and memory").
+    /// AES-256-GCM: the default, 0.2 µs to seal a 1,200-byte datagram (as much to open it)
+    /// on x86-64 with AES-NI and CLMUL, where ChaCha20-Poly1305 takes 0.7 µs
+    /// (`docs/SECURITY.md`, "Amplification, cost and memory").
     #[default]
     Aes256Gcm,
     /// ChaCha20-Poly1305 (RFC 8439): for hosts without AES instructions.
     ChaCha20Poly1305,
 }
 
-/// One direction's cipher.
+/// One direction's cipher: the expanded key, inline (the session lives in the connection's
+/// boxed secure state, whose size `SecureLink::heap_bytes` counts).
 #[derive(Clone)]
-enum Cipher {
-    Aes(Box<Aes256Gcm>),
-    ChaCha(ChaCha20Poly1305),
-}
+struct Cipher(LessSafeKey);
 
 impl Cipher {
     fn new(suite: CipherSuite, key: &[u8; 32]) -> Cipher {
-        match suite {
-            CipherSuite::Aes256Gcm => Cipher::Aes(Box::new(Aes256Gcm::new(key.into()))),
-            CipherSuite::ChaCha20Poly1305 => {
-                Cipher::ChaCha(ChaCha20Poly1305::new(Key::from_slice(key)))
-            }
-        }
+        let algorithm = match suite {
+            CipherSuite::Aes256Gcm => &AES_256_GCM,
+            CipherSuite::ChaCha20Poly1305 => &CHACHA20_POLY1305,
+        };
+        // Both algorithms take exactly 32-byte keys, the only reason `new` can fail.
+        let key = UnboundKey::new(algorithm, key).expect("a 32-byte key");
+        Cipher(LessSafeKey::new(key))
     }
 
-    fn seal(&self, nonce: &Nonce, aad: &[u8], buf: &mut [u8]) -> Option<Tag> {
-        match self {
-            Cipher::Aes(c) => c.encrypt_in_place_detached(nonce, aad, buf).ok(),
-            Cipher::ChaCha(c) => c.encrypt_in_place_detached(nonce, aad, buf).ok(),
-        }
+    /// Encrypts `buf` in place; the tag, or `None` if `buf` is beyond the AEAD's limit
+    /// (which no datagram reaches).
+    fn seal(&self, nonce: Nonce, aad: &[u8], buf: &mut [u8]) -> Option<Tag> {
+        self.0
+            .seal_in_place_separate_tag(nonce, Aad::from(aad), buf)
+            .ok()
     }
 
-    fn open(&self, nonce: &Nonce, aad: &[u8], buf: &mut [u8], tag: &Tag) -> bool {
-        match self {
-            Cipher::Aes(c) => c.decrypt_in_place_detached(nonce, aad, buf, tag).is_ok(),
-            Cipher::ChaCha(c) => c.decrypt_in_place_detached(nonce, aad, buf, tag).is_ok(),
-        }
+    /// Decrypts `buf` in place; false (and `buf` not the plaintext) if the tag does not verify.
+    fn open(&self, nonce: Nonce, aad: &[u8], buf: &mut [u8], tag: Tag) -> bool {
+        self.0
+            .open_in_place_separate_tag(nonce, Aad::from(aad), tag, buf, 0..)
+            .is_ok()
     }
 }
 
@@ -92,7 +94,7 @@ pub(crate) const SEALED: u8 = 0x80;
 pub(crate) const WITH_TOKEN: u8 = 0x40;
 /// Bytes of the packet number.
 pub(crate) const PN_BYTES: usize = 8;
-/// Bytes of the Poly1305 tag.
+/// Bytes of the AEAD's tag (GCM or Poly1305).
 pub(crate) const TAG_BYTES: usize = 16;
 /// What sealing adds to a datagram (without a token blob): the packet number and the tag.
 pub const SEAL_OVERHEAD: usize = PN_BYTES + TAG_BYTES;
@@ -152,10 +154,12 @@ impl<'a> Sealed<'a> {
     }
 }
 
+/// The nonce of packet number `pn`: `pn` u64 LE ++ 4 zero bytes. Unique per key: packet
+/// numbers only grow, and every session has its own keys.
 fn nonce(pn: u64) -> Nonce {
     let mut n = [0u8; 12];
     n[..8].copy_from_slice(&pn.to_le_bytes());
-    *Nonce::from_slice(&n)
+    Nonce::assume_unique_for_key(n)
 }
 
 fn aad(first: u8, cookie: u32, pn: u64) -> [u8; 13] {
@@ -307,10 +311,10 @@ impl Session {
         out.extend_from_slice(body);
         match self
             .send
-            .seal(&nonce(pn), &aad(first, cookie, pn), &mut out[start..])
+            .seal(nonce(pn), &aad(first, cookie, pn), &mut out[start..])
         {
             Some(tag) => {
-                out.extend_from_slice(&tag);
+                out.extend_from_slice(tag.as_ref());
                 true
             }
             None => false,
@@ -332,15 +336,17 @@ impl Session {
             return Err(OpenError::Replayed);
         }
         let ct_len = d.body.len() - TAG_BYTES;
+        let mut tag = [0u8; TAG_BYTES];
+        tag.copy_from_slice(&d.body[ct_len..]);
         out.clear();
         out.push(d.channel);
         out.extend_from_slice(&d.cookie.to_le_bytes());
         out.extend_from_slice(&d.body[..ct_len]);
         if !self.recv.open(
-            &nonce(d.pn),
+            nonce(d.pn),
             &aad(d.first, d.cookie, d.pn),
             &mut out[HEADER..],
-            Tag::from_slice(&d.body[ct_len..]),
+            Tag::from(tag),
         ) {
             out.clear();
             return Err(OpenError::Forged);
@@ -461,6 +467,18 @@ mod tests {
         assert_ne!(a, session_key(&k, &[2; SALT_BYTES]));
         assert_ne!(a, session_key(&[4; 32], &[1; SALT_BYTES]));
         assert_eq!(a, session_key(&k, &[1; SALT_BYTES]));
+    }
+
+    #[test]
+    fn the_expanded_keys_live_inside_the_session() {
+        // Inline, not boxed: `SecureLink::heap_bytes` counts `size_of` of the secure state,
+        // so a key kept elsewhere would escape `Server::connection_memory`.
+        let key = std::mem::size_of::<LessSafeKey>();
+        assert!(
+            key >= 15 * 16,
+            "AES-256's 15 round keys are in it ({key} bytes)"
+        );
+        assert!(std::mem::size_of::<Session>() >= 2 * key);
     }
 
     #[test]
