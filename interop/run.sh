@@ -43,7 +43,7 @@ while [ $# -gt 0 ]; do
         --work) work="${2:-}"; shift 2 ;;
         --count) count="${2:-}"; shift 2 ;;
         --port-base) port_base="${2:-}"; shift 2 ;;
-        -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument $1 (try --help)" ;;
     esac
 done
