@@ -49,7 +49,8 @@ while [ $# -gt 0 ]; do
 done
 [ -n "$kcp2k_dir" ] || die "--kcp2k DIR is required (a kcp2k checkout or bare git dir)"
 [ -d "$kcp2k_dir" ] || die "--kcp2k: no such directory: $kcp2k_dir"
-mkdir -p "$work/logs" || die "cannot create $work"
+# Fresh logs: wait_listening must never see a previous run's "listening on" line.
+rm -rf "$work/logs" && mkdir -p "$work/logs" || die "cannot create $work/logs"
 
 # (a) Mono ------------------------------------------------------------------------------
 if ! command -v mono >/dev/null || ! command -v mcs >/dev/null || ! command -v sn >/dev/null \
@@ -212,6 +213,7 @@ record() {
 case_kcp2k_client() {
     local preset="$1" port="$2" name="kcpnet echo_server <- kcp2k client ($1 config)"
     local tag="kcpnet-server-$1" slog="$work/logs/kcpnet-server-$1.log"
+    : >"$slog" # truncated before the server starts, not by its (asynchronous) redirection
     "$kbin/echo_server" --bind 127.0.0.1 --port "$port" --preset "$preset" \
         --max-seconds "$case_timeout" >"$slog" 2>&1 &
     local spid=$!
@@ -240,6 +242,7 @@ case_kcp2k_client() {
 case_kcp2k_server() {
     local preset="$1" port="$2" name="kcp2k server <- kcpnet echo_client ($1 config)"
     local tag="kcp2k-server-$1" slog="$work/logs/kcp2k-server-$1.log"
+    : >"$slog" # truncated before the server starts, not by its (asynchronous) redirection
     mono "$bin/KcpEchoServer.exe" --port "$port" --preset "$preset" --clients 2 \
         --max-seconds "$case_timeout" >"$slog" 2>&1 &
     local spid=$!
