@@ -64,6 +64,14 @@ namespace KcpnetInterop
             return m.Take(len).ToArray();
         }
 
+        // kcp2k's Ping/Pong RTT (rttInMilliseconds, since the "rtt" change after V1.41), read by
+        // reflection so that this program also builds against V1.41 and older.
+        static string Rtt(KcpClient client)
+        {
+            var p = typeof(KcpPeer).GetProperty("rttInMilliseconds");
+            return p == null ? "n/a (this kcp2k has no rttInMilliseconds)" : p.GetValue(client, null) + " ms";
+        }
+
         static int Main(string[] args)
         {
             var a = Cli.Parse(args, new[] { "kick" }, Usage);
@@ -250,8 +258,8 @@ namespace KcpnetInterop
             Console.WriteLine("summary:");
             Console.WriteLine("  reliable:    sent {0} messages, echoed {1} ({2} bytes)", reliableSent, reliableEchoed, reliableBytes);
             Console.WriteLine("  unreliable:  sent {0} messages, echoed {1}, lost {2}", fixedUnreliable.Length, unreliableEchoed, unreliablePending.Count);
-            Console.WriteLine("  elapsed:     {0:F1} ms total (connect {1:F1} ms, echoes {2:F1} ms), rtt {3} ms",
-                              watch.Elapsed.TotalMilliseconds, connectMs, echoMs, client.rttInMilliseconds);
+            Console.WriteLine("  elapsed:     {0:F1} ms total (connect {1:F1} ms, echoes {2:F1} ms), rtt {3}",
+                              watch.Elapsed.TotalMilliseconds, connectMs, echoMs, Rtt(client));
             Console.WriteLine("  errors:      {0}", errors.Count == 0 ? "none" : string.Join("; ", errors));
             if (failure != null)
             {
