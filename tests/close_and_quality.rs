@@ -1160,16 +1160,17 @@ fn the_kcp_rtt_matches_the_configured_delay_and_ping_rtt_shows_queueing() {
         "the same estimator as ConnectionStats::srtt_ms"
     );
 
-    // A backlog of 800 segments: with a 32-segment window and a 100 ms round trip it takes
-    // 2.5 s to drain, and the pings queued behind it wait that long.
-    for k in 0..800 {
+    // A backlog of 1,600 segments: with a 32-segment window and a 100 ms round trip it takes
+    // 5 s to drain, and the pings queued behind it wait that long (between kcpnet ends a
+    // busy connection pings every 2.25–3 s: at least one Ping joins the queue early).
+    for k in 0..1_600 {
         sim.clients[0]
             .send(&payload(9, k, 1100), Channel::Reliable)
             .unwrap();
     }
     let mut max_ping = 0;
     let mut kcp = Vec::new();
-    for t in 0..4_000u64 {
+    for t in 0..7_000u64 {
         sim.step();
         if t % 100 == 0 {
             let q = sim.clients[0].connection_quality();
@@ -1259,14 +1260,18 @@ fn the_rates_match_the_traffic() {
     assert!(close(q.bytes_out_per_sec, 50.0 * 306.0 + 20.0 * 530.0));
 }
 
-/// Every 4-byte Ping is answered (kcp2k's sample rate), even when jitter brings two Pings
-/// less than a second apart; the limit only stops floods (unit-tested in `quality.rs`).
+/// Every 4-byte Ping is answered (kcp2k's sample rate: a kcp2k-style client, which pings
+/// every second), even when jitter brings two Pings less than a second apart; the limit
+/// only stops floods (unit-tested in `quality.rs`).
 #[test]
 fn every_ping_gets_a_pong() {
     let (mut sim, _, log) = tapped_pair(
         62,
         Config::default(),
-        Config::default(),
+        Config {
+            kcpnet_extensions: false,
+            ..Config::default()
+        },
         Conditions::lossy(0.0)
             .with_latency(ms(40))
             .with_jitter(ms(30)),

@@ -590,16 +590,21 @@ fn step_noting_rx(sim: &mut Sim, last_rx: &mut (u64, u64)) -> u64 {
     before
 }
 
-/// An idle kcpnet pair exchanges three datagrams per second: the client's Ping, the
-/// server's ACK + Pong, the client's ACK. The server sends no Ping of its own while the
-/// client pings (its Pong is the client's keepalive) and quality reports stop once they have
-/// nothing new to say; when the client's Pings stop arriving the server pings again.
-#[test]
-fn an_idle_pair_exchanges_three_datagrams_per_second_and_the_server_pings_a_silent_client() {
-    let (mut sim, id) = connected_sim(Config::default(), 23);
+/// An idle pair with `config` on both ends, for 10 s after the quality reports settled:
+/// the server sent `server` datagrams and the client `client`; both measure the RTT. Then
+/// the client's datagrams stop: the server's own Ping (a new segment) comes `ping_after`
+/// ms (±100) after the client's last datagram, and the connection survives the silence.
+fn idle_pair(
+    config: Config,
+    seed: u64,
+    server: std::ops::RangeInclusive<u64>,
+    client: std::ops::RangeInclusive<u64>,
+    ping_after: u64,
+) {
+    let (mut sim, id) = connected_sim(config, seed);
     let cid = sim.clients[0].id();
     // Quality reports go out until four identical ones were sent: let that pass.
-    sim.run_for(Duration::from_secs(8));
+    sim.run_for(Duration::from_secs(14));
     let (s0, c0) = (
         sim.server.stats().datagrams_sent,
         sim.clients[0].stats().datagrams_sent,
@@ -611,11 +616,8 @@ fn an_idle_pair_exchanges_three_datagrams_per_second_and_the_server_pings_a_sile
     let server_sent = sim.server.stats().datagrams_sent - s0;
     let client_sent = sim.clients[0].stats().datagrams_sent - c0;
     println!("in 10 s idle: server sent {server_sent} datagrams, client {client_sent}");
-    assert!((9..=11).contains(&server_sent), "server sent {server_sent}");
-    assert!(
-        (18..=22).contains(&client_sent),
-        "client sent {client_sent}"
-    );
+    assert!(server.contains(&server_sent), "server sent {server_sent}");
+    assert!(client.contains(&client_sent), "client sent {client_sent}");
     let rtt = sim
         .server
         .rtt(id)
@@ -623,9 +625,9 @@ fn an_idle_pair_exchanges_three_datagrams_per_second_and_the_server_pings_a_sile
     assert!(rtt <= 10, "{rtt} ms over a perfect link ticked every ms");
     assert!(sim.clients[0].rtt().is_some());
 
-    // The client's datagrams stop arriving (3 s, well under the 10 s timeout): the server
-    // no longer hears Pings, so 2 s after the last one it sends a Ping of its own (a new
-    // segment; until then it only retransmits its unacknowledged Pong).
+    // The client's datagrams stop arriving (well under the 10 s timeout): the server no
+    // longer hears Pings, so some time after the last one it sends a Ping of its own (a
+    // new segment; until then it only retransmits its unacknowledged Pong).
     let new_segments = |sim: &Sim| {
         let st = sim.server.connection_stats(id).unwrap();
         st.segments_sent - st.retransmits - st.fast_retransmits
@@ -635,7 +637,7 @@ fn an_idle_pair_exchanges_three_datagrams_per_second_and_the_server_pings_a_sile
         .unwrap();
     let mut segments = new_segments(&sim);
     let mut first_ping_at = None;
-    for _ in 0..3_000 {
+    for _ in 0..(ping_after + 2_000) {
         let before = step_noting_rx(&mut sim, &mut last_rx);
         let n = new_segments(&sim);
         if n != segments {
@@ -646,11 +648,14 @@ fn an_idle_pair_exchanges_three_datagrams_per_second_and_the_server_pings_a_sile
             }
             segments = n;
         }
+        if first_ping_at.is_some() {
+            break;
+        }
     }
     let first_ping_at = first_ping_at.expect("the server pings a client whose Pings stopped");
     let after = first_ping_at - last_rx.1;
     assert!(
-        (1_900..=2_100).contains(&after),
+        (ping_after - 100..=ping_after + 100).contains(&after),
         "the server's own Ping came {after} ms after the client's last datagram"
     );
     sim.clients[0]
@@ -661,6 +666,72 @@ fn an_idle_pair_exchanges_three_datagrams_per_second_and_the_server_pings_a_sile
     assert!(sim.clients[0].is_connected());
     assert!(disconnects(&sim.server_events, id).is_empty());
     assert!(disconnects(&sim.client_events[0], cid).is_empty());
+}
+
+/// An idle kcpnet pair negotiates the slow keepalive: every 3 s (the default 10 s timeout
+/// ÷ 3) the client's Ping, the server's ACK + Pong, the client's ACK — one datagram a
+/// second, a third of kcp2k's rate. The server sends no Ping of its own while the client
+/// pings (its Pong is the client's keepalive) and quality reports stop once they have
+/// nothing new to say; when the client's Pings stop arriving the server pings 6 s (two
+/// keepalive intervals) after the last one.
+#[test]
+fn an_idle_kcpnet_pair_exchanges_one_datagram_per_second_and_the_server_pings_a_silent_client() {
+    idle_pair(Config::default(), 23, 3..=4, 6..=8, 6_000);
+}
+
+/// Against a kcp2k-style client (no extensions) kcp2k's rate holds: three datagrams per
+/// second (the client's Ping every second, the server's ACK + Pong, the client's ACK), and
+/// the server pings 2 s after the client's last datagram.
+#[test]
+fn an_idle_kcp2k_client_keeps_kcp2ks_keepalive_rate() {
+    let kcp2k = Config {
+        kcpnet_extensions: false,
+        ..Config::default()
+    };
+    idle_pair(kcp2k, 23, 9..=11, 18..=22, 2_000);
+}
+
+/// A dead peer is still found within the configured timeout with the slow keepalive: the
+/// client falls silent for good, the server reports `Timeout` between `timeout_ms` and
+/// `timeout_ms` + 1.5 s after the last datagram it received.
+#[test]
+fn a_silent_peer_times_out_within_the_timeout_with_the_slow_keepalive() {
+    for timeout_ms in [4_000u32, 10_000] {
+        let config = Config {
+            timeout_ms,
+            ..Config::default()
+        };
+        let (mut sim, id) = connected_sim(config, 41);
+        assert!(sim
+            .server
+            .extensions(id)
+            .unwrap()
+            .contains(kcpnet::Extensions::SLOW_KEEPALIVE));
+        let mut last_rx = (sim.server.stats().datagrams_received, now_ms(&sim));
+        for _ in 0..12_000 {
+            step_noting_rx(&mut sim, &mut last_rx);
+        }
+        sim.clients[0]
+            .set_conditions(Direction::Send, Conditions::lossy(1.0))
+            .unwrap();
+        let mut closed_at = None;
+        for _ in 0..(u64::from(timeout_ms) + 5_000) {
+            let before = step_noting_rx(&mut sim, &mut last_rx);
+            if closed_at.is_none() && !disconnects(&sim.server_events, id).is_empty() {
+                closed_at = Some(before);
+            }
+        }
+        let closed_at = closed_at.expect("the silent client timed out");
+        let since = closed_at - last_rx.1;
+        assert!(
+            (u64::from(timeout_ms)..=u64::from(timeout_ms) + 1_500).contains(&since),
+            "timeout {timeout_ms}: closed {since} ms after the last datagram"
+        );
+        assert_eq!(
+            disconnects(&sim.server_events, id),
+            vec![DisconnectReason::Timeout]
+        );
+    }
 }
 
 // ======================================================================= 6. dead link
@@ -1523,9 +1594,10 @@ fn idle_connection_memory_is_small() {
             .send(id, &payload(17, k, 5000), Channel::Reliable)
             .unwrap();
     }
-    sim.run_for(Duration::from_secs(3));
+    // Idle again: trimmed at the second keepalive interval (3 s) without messages.
+    sim.run_for(Duration::from_secs(8));
     let after_burst = sim.server.connection_memory(id).unwrap();
-    println!("connection memory: {after_burst} bytes 3 s after a 100 KB burst");
+    println!("connection memory: {after_burst} bytes 8 s after a 100 KB burst");
     assert!(after_burst <= 2 * 1024, "{after_burst}");
 }
 

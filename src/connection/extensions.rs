@@ -96,21 +96,26 @@ impl Extensions {
     /// unreliable messages; each end sends them if its `Config::coalesce_unreliable` says
     /// so). Offered and accepted by every kcpnet end.
     pub const COALESCE: Extensions = Extensions(1 << 6);
+    /// Bit 7: the slow keepalive. An idle connection pings every
+    /// `min(3 s, timeout / 3)` (at least 1 s) instead of kcp2k's every second, its
+    /// once-a-second work waits as long while idle, and the server answers with Pongs as
+    /// before: a third of the idle datagrams. Offered and accepted by every kcpnet end.
+    pub const SLOW_KEEPALIVE: Extensions = Extensions(1 << 7);
     /// Every extension a client without a token offers: close reasons, half-close, quality
-    /// reports, coalescing, and FEC with the `fec` feature.
+    /// reports, coalescing, the slow keepalive, and FEC with the `fec` feature.
     #[cfg(feature = "fec")]
-    pub const ALL: Extensions = Extensions(0b110_0111);
+    pub const ALL: Extensions = Extensions(0b1110_0111);
     /// Every extension a client without a token offers: close reasons, half-close, quality
-    /// reports and coalescing (and FEC with the `fec` feature).
+    /// reports, coalescing and the slow keepalive (and FEC with the `fec` feature).
     #[cfg(not(feature = "fec"))]
-    pub const ALL: Extensions = Extensions(0b100_0111);
+    pub const ALL: Extensions = Extensions(0b1100_0111);
     /// Bit 4, with [`Extensions::SECURE`] only: the session seals with AES-256-GCM instead of
     /// ChaCha20-Poly1305 (offered by every token client; accepted as
     /// `SecureConfig::cipher` says).
     pub const AES_GCM: Extensions = Extensions(1 << 4);
     /// Every bit this version knows, [`Extensions::SECURE`] and [`Extensions::AES_GCM`]
     /// included.
-    pub(crate) const KNOWN: Extensions = Extensions(0b111_1111);
+    pub(crate) const KNOWN: Extensions = Extensions(0b1111_1111);
 
     /// The bit set as on the wire.
     pub const fn bits(self) -> u32 {

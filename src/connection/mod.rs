@@ -72,6 +72,8 @@ const PING_ANSWER_WINDOW_MS: u32 = 2 * PING_INTERVAL_MS;
 /// client's Ping if at least this long passed since it last ran (a client pings about every
 /// second, with its tick's and the network's jitter).
 const PING_WORK_MIN_MS: u32 = PING_INTERVAL_MS * 3 / 4;
+/// The longest keepalive interval of the slow keepalive (`Extensions::SLOW_KEEPALIVE`).
+const SLOW_KEEPALIVE_MAX_MS: u32 = 3 * PING_INTERVAL_MS;
 
 /// Where a connection stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -304,6 +306,8 @@ pub(crate) struct Connection {
     last_ping: u32,
     /// Server: when we last answered the client's Ping with a Pong.
     last_pong: u32,
+    /// When we last sent a Ping of our own.
+    last_ping_sent: u32,
     pongs: PongLimiter,
     rtt: Option<u32>,
     /// Handshake deadline while connecting, linger deadline while disconnecting.
@@ -389,6 +393,7 @@ impl Connection {
             batch: coalesce::Batch::default(),
             last_receive: now,
             last_ping: now,
+            last_ping_sent: now,
             last_pong: now.wrapping_sub(PING_ANSWER_WINDOW_MS),
             pongs: PongLimiter::default(),
             rtt: None,
@@ -623,21 +628,76 @@ impl Connection {
     /// never in the handshake's first moments, whatever the cookie.
     fn start_ping_clock(&mut self, now: u32) {
         self.last_ping = now.wrapping_sub(self.link.cookie % (PING_INTERVAL_MS / 2));
+        self.last_ping_sent = self.last_ping;
         self.connected_at = now;
     }
 
     /// When the ping interval's work is due: a second after it last ran, or, on a server
     /// whose client pings (and gets Pongs), only once the client's pings stopped for
     /// [`PING_ANSWER_WINDOW_MS`] (until then that work rides on the client's Pings).
+    ///
+    /// With the slow keepalive an idle connection's work waits [`Connection::keepalive`]
+    /// (its Ping goes with it), and a server whose client pings waits twice that; an active
+    /// one still works every second (quality reports), without an extra Ping.
     fn ping_due(&self) -> u32 {
-        let own = self.last_ping.wrapping_add(PING_INTERVAL_MS);
-        if self.role == Role::Server {
-            let answered = self.last_pong.wrapping_add(PING_ANSWER_WINDOW_MS);
+        let slow = self.ext.contains(Extensions::SLOW_KEEPALIVE);
+        // Busy: messages moved since the work last ran, or data still unacknowledged.
+        let active = self.app_messages() != self.activity_at_ping || self.kcp.wait_snd() > 0;
+        let interval = if slow && !active && !self.first_ping_pending() {
+            self.keepalive()
+        } else {
+            PING_INTERVAL_MS
+        };
+        let own = self.last_ping.wrapping_add(interval);
+        if self.role == Role::Server && !(slow && active) {
+            let answered = self.last_pong.wrapping_add(self.ping_answer_window());
             if time_diff(answered, own) > 0 {
                 return answered;
             }
         }
         own
+    }
+
+    /// No Ping of ours since the connection was established (its first goes out half a
+    /// second to a second after it, with or without the slow keepalive).
+    fn first_ping_pending(&self) -> bool {
+        time_diff(self.last_ping_sent, self.connected_at) <= 0
+    }
+
+    /// How often this connection pings: kcp2k's second, or with the slow keepalive
+    /// `timeout / 3` within 1–3 s.
+    pub(crate) fn keepalive(&self) -> u32 {
+        if self.ext.contains(Extensions::SLOW_KEEPALIVE) {
+            (self.limits.timeout / 3).clamp(PING_INTERVAL_MS, SLOW_KEEPALIVE_MAX_MS)
+        } else {
+            PING_INTERVAL_MS
+        }
+    }
+
+    /// A server sends no Ping of its own while its client's Pings came within this.
+    fn ping_answer_window(&self) -> u32 {
+        if self.ext.contains(Extensions::SLOW_KEEPALIVE) {
+            2 * self.keepalive()
+        } else {
+            PING_ANSWER_WINDOW_MS
+        }
+    }
+
+    /// Whether the interval work at `now` sends our Ping: a keepalive interval (less a
+    /// quarter, for the ticks' jitter) since our last one, and, on a server, not while the
+    /// client's Pings (answered with Pongs) keep the connection alive.
+    fn ping_wanted(&self, now: u32) -> bool {
+        if self.first_ping_pending() {
+            // The first Ping keeps kcp2k's time (and brings the first round-trip sample).
+            return true;
+        }
+        let keepalive = self.keepalive();
+        if time_diff(now, self.last_ping_sent) < (keepalive - keepalive / 4) as i32 {
+            return false;
+        }
+        !(self.role == Role::Server
+            && self.ext.contains(Extensions::SLOW_KEEPALIVE)
+            && time_diff(now, self.last_pong) < self.ping_answer_window() as i32)
     }
 
     /// Connected and at least one direction open: pings, pongs and reports flow.

@@ -321,6 +321,7 @@ impl Connection {
                     // (the Hello's retransmissions are what reaches it). After, it adds to
                     // the proof of address KCP is already retransmitting.
                     self.last_ping = now;
+                    self.last_ping_sent = now;
                     let _ = self
                         .kcp
                         .send_with_header(&[ReliableHeader::Ping.as_u8()], &now.to_le_bytes());
@@ -404,7 +405,8 @@ impl Connection {
         }
         let active = activity != self.activity_at_ping;
         self.activity_at_ping = activity;
-        if ping {
+        if ping && self.ping_wanted(now) {
+            self.last_ping_sent = now;
             let _ = self
                 .kcp
                 .send_with_header(&[ReliableHeader::Ping.as_u8()], &now.to_le_bytes());
@@ -620,6 +622,7 @@ impl Connection {
                 // the server acknowledges it, so a lost proof costs one RTO, not the wait
                 // for our first keepalive Ping. A kcp2k server answers it with a Pong.
                 self.last_ping = ctx.now;
+                self.last_ping_sent = ctx.now;
                 let _ = self
                     .kcp
                     .send_with_header(&[ReliableHeader::Ping.as_u8()], &ctx.now.to_le_bytes());
