@@ -116,7 +116,7 @@ const QUICK: Profile = Profile {
     w4c_secs: 20.0,
     w5_msgs: 500,
     w6_clients: 10_000,
-    w6_steps: 300,
+    w6_steps: 360,
 };
 
 const FULL: Profile = Profile {
@@ -135,7 +135,7 @@ const FULL: Profile = Profile {
     w4c_secs: 60.0,
     w5_msgs: 2_000,
     w6_clients: 10_000,
-    w6_steps: 600,
+    w6_steps: 720,
 };
 
 // ------------------------------------------------------------------ running pairs
@@ -740,7 +740,8 @@ fn w6(p: &Profile) -> Value {
     let raw = median_run(
         p.reps,
         |v| f(v, "mean_us"),
-        || common::inproc::w6_raw_udp(n, p.w6_steps),
+        // The slow keepalive between kcpnet ends: a Ping every 3 s (180 ticks).
+        || common::inproc::w6_raw_udp(n, p.w6_steps, 180),
     );
     let mem = median_run(
         p.reps,

@@ -653,3 +653,91 @@ fn a_draining_server_delivers_then_closes_and_admits_nobody() {
     assert!(p.out.is_empty(), "a draining server answered a kcp2k Hello");
     assert_eq!(p.server.stats().refused_draining, refused + 1);
 }
+
+/// A kcp2k datagram carrying one KCP segment (`payload` after the 24-byte header).
+fn kcp2k_segment(
+    cookie: [u8; 4],
+    cmd: kcpnet::wire::Command,
+    ts: u32,
+    sn: u32,
+    una: u32,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut d = vec![1];
+    d.extend_from_slice(&cookie);
+    let header = kcpnet::wire::SegmentHeader {
+        conv: 0,
+        cmd,
+        frg: 0,
+        wnd: 128,
+        ts,
+        sn,
+        una,
+        len: payload.len() as u32,
+    };
+    let mut h = [0u8; kcpnet::wire::SEGMENT_HEADER_LEN];
+    header.emit(&mut h).unwrap();
+    d.extend_from_slice(&h);
+    d.extend_from_slice(payload);
+    d
+}
+
+/// The real kcp2k client (seen with `interop/run.sh`) reports `Connected` on the server's
+/// Hello reply and sends unreliable messages at once, straight to the socket, while its
+/// reliable ACK of the Hello leaves only at its next tick. A kcpnet server admits it on the
+/// first datagram whose cookie verifies — that unreliable one — and delivers the messages;
+/// the ACK that follows completes the handshake. Written byte for byte as kcp2k sends it.
+#[test]
+fn a_kcp2k_clients_unreliable_messages_ahead_of_its_ack_are_delivered() {
+    use kcpnet::wire::Command;
+    let from: SocketAddr = CLIENT.parse().unwrap();
+    let mut server = Endpoint::server(Config::default()).unwrap();
+    let mut out = Outbox::new();
+    let now = Duration::from_secs(1);
+    // kcp2k's bare Hello: a reliable PUSH sn 0 of the one byte 01, cookie 0.
+    let hello = kcp2k_segment([0; 4], Command::Push, 0, 0, 0, &[1]);
+    server.handle_datagram(now, from, &hello, &mut out);
+    let (_, reply) = out.pop().expect("the stateless Hello reply");
+    let cookie: [u8; 4] = reply[1..5].try_into().unwrap();
+    assert!(out.pop().is_none());
+    assert_eq!(
+        server.connection_count(),
+        0,
+        "nothing stored before the proof"
+    );
+    // Three unreliable messages ahead of the ACK.
+    for m in [&b"first"[..], b"second", b"third"] {
+        let mut d = vec![2];
+        d.extend_from_slice(&cookie);
+        d.push(4);
+        d.extend_from_slice(m);
+        server.handle_datagram(now, from, &d, &mut out);
+    }
+    // Then the reliable ACK of the server's Hello (sn 0), at kcp2k's next tick.
+    let later = now + Duration::from_millis(10);
+    let ack = kcp2k_segment(cookie, Command::Ack, 0, 0, 1, &[]);
+    server.handle_datagram(later, from, &ack, &mut out);
+    server.handle_timeout(later, &mut out);
+    let mut events = Vec::new();
+    while let Some(e) = server.poll_event() {
+        events.push(e.to_owned_event());
+    }
+    let data: Vec<&[u8]> = events
+        .iter()
+        .filter_map(|e| match e {
+            OwnedEvent::Data { data, .. } => Some(&data[..]),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        matches!(events.first(), Some(OwnedEvent::Connected { .. })),
+        "{events:?}"
+    );
+    assert_eq!(data, vec![&b"first"[..], b"second", b"third"]);
+    assert_eq!(server.connection_count(), 1);
+    let st = server.stats();
+    assert_eq!((st.dropped_unknown, st.connections_accepted), (0, 1));
+    // The ACK acknowledged the server's Hello: nothing in flight.
+    let id = server.connections().next().unwrap();
+    assert_eq!(server.connection_stats(id).unwrap().in_flight, 0);
+}

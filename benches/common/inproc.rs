@@ -155,10 +155,11 @@ fn w6_run(
         }
     }
     let connected = server.connection_count();
-    // Let the handshake traffic settle for six virtual seconds: idle traffic reaches its
-    // steady state (quality reports stop once they have nothing new to say).
+    // Let the handshake traffic settle for fifteen virtual seconds: idle traffic reaches its
+    // steady state (quality reports stop once four identical ones went out: 12 s at the
+    // slow keepalive's 3 s).
     let tick = Duration::from_micros(16_667);
-    for _ in 0..360 {
+    for _ in 0..900 {
         tick_all(&mut server, &mut clients);
         clock.advance(tick);
     }
@@ -257,12 +258,13 @@ pub fn w6_udp(n: usize, steps: usize, io: super::SocketIo) -> Value {
 
 /// W6's baseline: the same datagrams with no protocol, over loopback with std sockets. `n`
 /// client sockets; each client sends what an idle kcpnet client sends in steady state
-/// (a 34-byte "Ping" once a second at its own phase, a 29-byte "ACK" one tick later) and
-/// the server answers each Ping with one 58-byte datagram (kcpnet's ACK + Pong), so the
-/// server sees the kcpnet row's datagrams in and out per tick. Only the server's work is
-/// timed: reading every queued datagram (one `recv_from` each) and sending its answers
-/// (one `send_to` each). The floor W6 over UDP cannot go below on this machine.
-pub fn w6_raw_udp(n: usize, steps: usize) -> Value {
+/// (a 34-byte "Ping" every `period` ticks at its own phase — 60 for kcp2k's second, 180 for
+/// the slow keepalive's 3 s — and a 29-byte "ACK" one tick later) and the server answers
+/// each Ping with one 58-byte datagram (kcpnet's ACK + Pong), so the server sees the kcpnet
+/// row's datagrams in and out per tick. Only the server's work is timed: reading every
+/// queued datagram (one `recv_from` each) and sending its answers (one `send_to` each). The
+/// floor W6 over UDP cannot go below on this machine.
+pub fn w6_raw_udp(n: usize, steps: usize, period: usize) -> Value {
     use std::net::UdpSocket;
     let server = UdpSocket::bind("127.0.0.1:0").expect("bind");
     server.set_nonblocking(true).unwrap();
@@ -283,7 +285,7 @@ pub fn w6_raw_udp(n: usize, steps: usize) -> Value {
     let mut buf = [0u8; 2048];
     let mut us = Vec::with_capacity(steps);
     let (mut received, mut sent) = (0u64, 0u64);
-    let ticks_per_second = 60;
+    let ticks_per_second = period.max(2);
     let client_tick = |clients: &[UdpSocket], tick: usize, buf: &mut [u8]| {
         for (i, c) in clients.iter().enumerate() {
             while c.recv(buf).is_ok() {}
@@ -295,7 +297,7 @@ pub fn w6_raw_udp(n: usize, steps: usize) -> Value {
             }
         }
     };
-    // One second to warm up (every client sends once), then the measured ticks.
+    // One period to warm up (every client sends once), then the measured ticks.
     for tick in 0..ticks_per_second + steps {
         client_tick(&clients, tick, &mut buf);
         let t = Instant::now();

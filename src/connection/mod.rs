@@ -308,6 +308,8 @@ pub(crate) struct Connection {
     last_pong: u32,
     /// When we last sent a Ping of our own.
     last_ping_sent: u32,
+    /// Our first Ping since the connection was established went out.
+    first_ping_done: bool,
     pongs: PongLimiter,
     rtt: Option<u32>,
     /// Handshake deadline while connecting, linger deadline while disconnecting.
@@ -394,6 +396,7 @@ impl Connection {
             last_receive: now,
             last_ping: now,
             last_ping_sent: now,
+            first_ping_done: false,
             last_pong: now.wrapping_sub(PING_ANSWER_WINDOW_MS),
             pongs: PongLimiter::default(),
             rtt: None,
@@ -629,6 +632,7 @@ impl Connection {
     fn start_ping_clock(&mut self, now: u32) {
         self.last_ping = now.wrapping_sub(self.link.cookie % (PING_INTERVAL_MS / 2));
         self.last_ping_sent = self.last_ping;
+        self.first_ping_done = false;
         self.connected_at = now;
     }
 
@@ -660,8 +664,22 @@ impl Connection {
 
     /// No Ping of ours since the connection was established (its first goes out half a
     /// second to a second after it, with or without the slow keepalive).
-    fn first_ping_pending(&self) -> bool {
-        time_diff(self.last_ping_sent, self.connected_at) <= 0
+    pub(super) fn first_ping_pending(&self) -> bool {
+        !self.first_ping_done
+    }
+
+    /// After the first Ping, with the slow keepalive: the schedule moves back by a phase
+    /// drawn from the cookie, up to the keepalive less a second, so that the Pings of peers
+    /// that connected together spread over the whole keepalive interval (the first Ping's
+    /// own phase only spreads them over half a second).
+    pub(super) fn spread_keepalive(&mut self, now: u32) {
+        let spread = self.keepalive() - PING_INTERVAL_MS;
+        if spread == 0 {
+            return;
+        }
+        let back = self.link.cookie.rotate_right(11) % spread;
+        self.last_ping = now.wrapping_sub(back);
+        self.last_ping_sent = self.last_ping;
     }
 
     /// How often this connection pings: kcp2k's second, or with the slow keepalive

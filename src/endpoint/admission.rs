@@ -17,7 +17,7 @@ use crate::connection::handshake::{
 };
 use crate::connection::{Connection, Extensions};
 use crate::io::AddrKey;
-use crate::wire::datagram::{Channel, Datagram};
+use crate::wire::datagram::{Channel, Datagram, UnreliableHeader};
 
 /// How long the endpoint remembers a closed connection's address and cookie: the peer's
 /// redundant close datagrams (kcp2k sends five at once) and data already in flight arrive
@@ -120,7 +120,18 @@ pub(super) fn on_stranger(
         shared.stats.dropped_unknown += 1;
         return;
     }
-    if d.channel == Channel::Reliable && is_handshake_reply(d.payload) {
+    // The proof of address: the client's reliable reply to our Hello, or — a kcp2k client
+    // reports `Connected` on our Hello reply and may send unreliable messages before the
+    // reliable ACK leaves at its next tick — an unreliable Data datagram. Either carries a
+    // cookie only the source address could have learnt; admitting on the first keeps those
+    // messages (the ACK that follows then acknowledges our Hello).
+    let proof = match d.channel {
+        Channel::Reliable => is_handshake_reply(d.payload),
+        Channel::Unreliable => {
+            d.payload.first() == Some(&UnreliableHeader::Data.as_u8()) && shared.draining.is_none()
+        }
+    };
+    if proof {
         if let Some(accepted) = shared.key.verify_ext(&from, d.cookie, shared.now.ms) {
             if accepted.contains(Extensions::SECURE) || !shared.config.admits_unauthenticated() {
                 // A secure handshake's proof comes sealed, with its token.
