@@ -648,9 +648,9 @@ fn print_summary(run: &Run, out: &Outcome, client: &Client, started: Instant) {
         q.kcp_rtt_ms,
         q.kcp_rtt_var_ms,
         loss_text(&q),
-        q.window_ms,
         q.bytes_out_per_sec,
         q.bytes_in_per_sec,
+        q.window_ms,
         q.pending_reliable_bytes,
         q.peer_window
     );
