@@ -668,20 +668,6 @@ impl Connection {
         !self.first_ping_done
     }
 
-    /// After the first Ping, with the slow keepalive: the schedule moves back by a phase
-    /// drawn from the cookie, up to the keepalive less a second, so that the Pings of peers
-    /// that connected together spread over the whole keepalive interval (the first Ping's
-    /// own phase only spreads them over half a second).
-    pub(super) fn spread_keepalive(&mut self, now: u32) {
-        let spread = self.keepalive() - PING_INTERVAL_MS;
-        if spread == 0 {
-            return;
-        }
-        let back = self.link.cookie.rotate_right(11) % spread;
-        self.last_ping = now.wrapping_sub(back);
-        self.last_ping_sent = self.last_ping;
-    }
-
     /// How often this connection pings: kcp2k's second, or with the slow keepalive
     /// `timeout / 3` within 1–3 s.
     pub(crate) fn keepalive(&self) -> u32 {

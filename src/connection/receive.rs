@@ -406,15 +406,11 @@ impl Connection {
         let active = activity != self.activity_at_ping;
         self.activity_at_ping = activity;
         if ping && self.ping_wanted(now) {
-            let first = self.first_ping_pending();
             self.first_ping_done = true;
             self.last_ping_sent = now;
             let _ = self
                 .kcp
                 .send_with_header(&[ReliableHeader::Ping.as_u8()], &now.to_le_bytes());
-            if first {
-                self.spread_keepalive(now);
-            }
         } else if let Some(rtt) = self.kcp.last_rtt_sample() {
             // No Ping of ours, so no Pong: the ACK of our last Pong measured the round trip.
             self.rtt = Some(rtt);
