@@ -128,7 +128,10 @@ fn scraped_metrics_match_the_endpoint_stats_while_clients_play() {
     // 4 players × 20 reliable and 20 unreliable messages: the unreliable ones of a tick
     // share a datagram (coalescing) and KCP packs the reliable ones, so a few datagrams
     // each, plus the handshakes.
-    assert!(stats.datagrams_received > 8 && stats.bytes_sent > 0, "{stats:?}");
+    assert!(
+        stats.datagrams_received > 8 && stats.bytes_sent > 0,
+        "{stats:?}"
+    );
     let (status, body) = scrape(http.local_addr(), "/metrics");
     assert_eq!(status, "HTTP/1.1 200 OK");
     let m = parse(&body);
