@@ -209,6 +209,26 @@ impl Client {
         self.endpoint.send_capacity(self.id).unwrap_or(0)
     }
 
+    /// Caps what the client sends at `rate` bytes per second, or lifts the cap with `None`
+    /// (see [`crate::Server::set_send_rate`]). The default comes from
+    /// [`Config::send_rate_limit`](crate::Config::send_rate_limit); this works from the
+    /// first call on, connected or not.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a cap below one datagram (`mtu` bytes) per second;
+    /// [`Error::ConnectionClosed`] once the connection is gone.
+    pub fn set_send_rate(&mut self, rate: Option<u32>) -> Result<(), Error> {
+        let id = self.id;
+        self.io.request(&mut self.endpoint, false, |e, now, out| {
+            e.set_send_rate(now, id, rate, out)
+        })
+    }
+
+    /// The send-rate cap in bytes per second (`None`: no cap).
+    pub fn send_rate(&self) -> Option<u32> {
+        self.endpoint.send_rate(self.id)
+    }
+
     /// Bytes of memory the connection holds (its state plus its buffers).
     pub fn connection_memory(&self) -> usize {
         self.endpoint.conn(self.id).map_or(0, |c| c.memory_bytes())

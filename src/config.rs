@@ -134,6 +134,17 @@ pub struct Config {
     /// did not leave earlier anyway. kcp2k peers get one datagram per message. Default
     /// `true`. See `docs/PROTOCOL.md`, "Coalesced unreliable messages".
     pub coalesce_unreliable: bool,
+    /// A cap on what each connection sends, in bytes per second of whole datagrams (ACKs,
+    /// retransmissions and FEC parity included), or `None` (the default) for no cap. Reliable
+    /// data is paced to it: a bulk transfer waits in the send queue instead of filling the
+    /// peer's downlink ahead of the game's real-time traffic. Unreliable messages go first
+    /// within the cap; one that finds the cap reached waits for the next flush (a quarter
+    /// second of the cap at most, then it is dropped and counted), or is dropped at once
+    /// with `SendFlags::NO_DELAY`. Change it per connection with `Server::set_send_rate` /
+    /// `Client::set_send_rate`; `ConnectionQuality::send_queue_ms` tells how long what is
+    /// queued takes at the cap. At least `mtu` bytes per second. Works with every peer (it
+    /// is local: nothing on the wire). See `docs/CONFIG.md`, "Send-rate cap".
+    pub send_rate_limit: Option<u32>,
 }
 
 /// What this end sends as forward error correction ([`Config::fec`]).
@@ -219,6 +230,7 @@ impl Default for Config {
             security: None,
             fec: Fec::Off,
             coalesce_unreliable: true,
+            send_rate_limit: None,
         }
     }
 }
@@ -281,6 +293,15 @@ impl Config {
         }
         if self.interval_ms == 0 {
             return bad("interval_ms must be at least 1 (KCP raises it to 10)".into());
+        }
+        if let Some(rate) = self.send_rate_limit {
+            if rate < self.mtu as u32 {
+                return bad(format!(
+                    "send_rate_limit {rate} bytes/s is below one datagram (mtu {}) per second; \
+                     None means no cap",
+                    self.mtu
+                ));
+            }
         }
         if self.timeout_ms == 0 {
             return bad("timeout_ms must be positive".into());

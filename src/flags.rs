@@ -24,7 +24,8 @@ impl SendFlags {
     /// flush).
     pub const FLUSH: SendFlags = SendFlags(1);
     /// For unreliable messages: if the message cannot leave now — the connection is not
-    /// established yet (or is closing), or the socket refused it — it is dropped and counted
+    /// established yet (or is closing), the connection's send-rate cap is reached
+    /// (`Config::send_rate_limit`), or the socket refused it — it is dropped and counted
     /// (`ConnectionStats::unreliable_dropped_no_delay`) and `send_with` returns `Ok`, instead
     /// of an error. Never waits, never queues (GameNetworkingSockets' `NoDelay`): for
     /// positions and other state the next update replaces. A reliable send with it is

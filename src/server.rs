@@ -420,6 +420,39 @@ impl Server {
         self.endpoint.send_capacity(id)
     }
 
+    /// Caps what a connection sends at `rate` bytes per second of whole datagrams, or lifts
+    /// its cap with `None` (the default comes from [`Config::send_rate_limit`]): reliable
+    /// data is paced to the cap, unreliable messages go first within it (see the config
+    /// field for what waits and what is dropped). [`ConnectionQuality::send_rate_limit`]
+    /// and [`ConnectionQuality::send_queue_ms`] show the cap and how long the backlog takes
+    /// under it.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a cap below one datagram (`mtu` bytes) per second;
+    /// [`Error::UnknownConnection`] / [`Error::ConnectionClosed`] for an id that is not
+    /// open.
+    ///
+    /// ```no_run
+    /// # fn f(server: &mut kcpnet::Server, id: kcpnet::ConnectionId) -> Result<(), kcpnet::Error> {
+    /// server.set_send_rate(id, Some(64 * 1024))?; // 64 KiB/s for this player
+    /// let q = server.connection_quality(id).expect("open");
+    /// assert_eq!(q.send_rate_limit, Some(64 * 1024));
+    /// if q.send_queue_ms.unwrap_or(0) > 500 {
+    ///     // more than half a second of data waits: hold back the map download
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn set_send_rate(&mut self, id: ConnectionId, rate: Option<u32>) -> Result<(), Error> {
+        self.io.request(&mut self.endpoint, false, |e, now, out| {
+            e.set_send_rate(now, id, rate, out)
+        })
+    }
+
+    /// A connection's send-rate cap in bytes per second (`None`: none, or an unknown id).
+    pub fn send_rate(&self, id: ConnectionId) -> Option<u32> {
+        self.endpoint.send_rate(id)
+    }
+
     /// Bytes of memory one connection holds (its state plus its buffers).
     pub fn connection_memory(&self, id: ConnectionId) -> Option<usize> {
         self.endpoint.connection_memory(id)

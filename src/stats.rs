@@ -94,6 +94,14 @@ pub struct ConnectionQuality {
     pub pending_reliable_messages: usize,
     /// The peer's last advertised free receive window, in segments.
     pub peer_window: u32,
+    /// The connection's send-rate cap in bytes per second (`Config::send_rate_limit`,
+    /// `Server::set_send_rate`); `None` without one.
+    pub send_rate_limit: Option<u32>,
+    /// Under a send-rate cap, how long what waits to leave takes at the cap, in ms:
+    /// reliable data not yet admitted to the send window, unreliable messages held back,
+    /// and the bucket's debt. `None` without a cap. A game can hold back its own bulk
+    /// traffic (or lower its update rate) when this grows.
+    pub send_queue_ms: Option<u32>,
 }
 
 impl ConnectionQuality {
@@ -239,8 +247,13 @@ pub struct ConnectionStats {
     /// Unreliable messages sent.
     pub unreliable_sent: u64,
     /// Unreliable messages sent with [`SendFlags::NO_DELAY`](crate::SendFlags::NO_DELAY)
-    /// that could not leave at once (the handshake was not complete) and were dropped.
+    /// that could not leave at once (the handshake was not complete, or the send-rate cap
+    /// held traffic back) and were dropped.
     pub unreliable_dropped_no_delay: u64,
+    /// Unreliable messages the send-rate cap dropped: held back while more than a quarter
+    /// second of the cap (at least two datagrams) already waited, or held when the
+    /// connection closed.
+    pub unreliable_dropped_rate: u64,
     /// Unreliable messages delivered to the application.
     pub unreliable_received: u64,
     /// KCP segments retransmitted after a timeout.

@@ -40,6 +40,8 @@ impl Connection {
         if self.state == ConnectionState::Disconnected {
             return;
         }
+        // What the rate cap held back cannot leave within it any more.
+        self.pace_discard();
         if notify_peer {
             // Unreliable messages sent before the close go before its datagrams.
             self.flush_unreliable(ctx);

@@ -53,10 +53,19 @@ impl Connection {
         }
     }
 
-    /// Whether unreliable messages wait in the batch (the connection must be flushed this
-    /// tick).
+    /// Whether unreliable messages wait in the batch or behind the rate cap (the connection
+    /// must be flushed this tick).
     pub(crate) fn unreliable_pending(&self) -> bool {
-        self.batch.count > 0
+        self.batch.count > 0 || self.pace_holds()
+    }
+
+    /// The size of the datagram the batch would make now (0 when empty).
+    pub(super) fn batch_bytes(&self) -> usize {
+        match self.batch.count {
+            0 => 0,
+            1 => self.batch.bytes.len() - ENTRY_OVERHEAD + DATAGRAM_HEADER_LEN + 1,
+            _ => self.batch.bytes.len() + DATAGRAM_HEADER_LEN + 1,
+        }
     }
 
     /// Sends the batch: as one coalesced datagram, or as a plain kcp2k datagram when it

@@ -43,6 +43,7 @@ mod coalesce;
 pub(crate) mod extensions;
 mod fec;
 pub(crate) mod handshake;
+mod pacing;
 mod quality;
 mod receive;
 mod secure;
@@ -171,6 +172,7 @@ struct Counters {
     reliable_received: u64,
     unreliable_sent: u64,
     unreliable_dropped_no_delay: u64,
+    unreliable_dropped_rate: u64,
     unreliable_received: u64,
     datagrams_dropped: u64,
     sends_dropped: u64,
@@ -192,6 +194,8 @@ struct Link {
     fec: Option<Box<fec::FecLink>>,
     /// The connection is established: FEC may wrap its datagrams (the handshake's never).
     fec_encoding: bool,
+    /// The send-rate cap, if any (`Config::send_rate_limit`, `set_send_rate`).
+    pacer: Option<Box<pacing::Pacer>>,
 }
 
 impl Link {
@@ -242,6 +246,9 @@ impl Link {
             Some(n) => {
                 self.stats.bytes_sent += n as u64;
                 self.stats.datagrams_sent += 1;
+                if let Some(p) = self.pacer.as_deref_mut() {
+                    p.spend(n);
+                }
             }
             None => self.stats.sends_dropped += 1,
         }
@@ -375,6 +382,9 @@ impl Connection {
                 secure: None,
                 fec: None,
                 fec_encoding: false,
+                pacer: config
+                    .send_rate_limit
+                    .map(|rate| Box::new(pacing::Pacer::new(rate, sat32(config.mtu), now))),
             },
             limits: Limits {
                 mtu: sat32(config.mtu),
@@ -599,6 +609,7 @@ impl Connection {
             reliable_received: c.reliable_received,
             unreliable_sent: c.unreliable_sent,
             unreliable_dropped_no_delay: c.unreliable_dropped_no_delay,
+            unreliable_dropped_rate: c.unreliable_dropped_rate,
             unreliable_received: c.unreliable_received,
             datagrams_dropped: c.datagrams_dropped,
             sends_dropped: c.sends_dropped,
@@ -755,6 +766,11 @@ impl Connection {
                 .map_or(0, SecureLink::heap_bytes)
             + self.link.fec.as_deref().map_or(0, fec::FecLink::heap_bytes)
             + self.batch.heap_bytes()
+            + self
+                .link
+                .pacer
+                .as_deref()
+                .map_or(0, pacing::Pacer::heap_bytes)
     }
 
     /// The most [`Connection::memory_bytes`] can reach, whatever the peer sends: the KCP
@@ -778,6 +794,7 @@ impl Connection {
             }
             // The unreliable batch: at most one datagram.
             + self.limits.mtu as usize
+            + self.link.pacer.as_deref().map_or(0, pacing::Pacer::memory_bound)
     }
 
     /// KCP segments queued or in flight (for backpressure decisions by the app).
@@ -827,6 +844,7 @@ impl Connection {
             return;
         }
         self.roll_window(ctx.now);
+        self.pace_flush(ctx);
         let link = &mut self.link;
         let tx = &mut *ctx.tx;
         self.kcp
@@ -925,8 +943,12 @@ impl Connection {
                         max: self.limits.unreliable_max as usize,
                     });
                 }
-                self.send_unreliable(ctx, data);
-                self.link.stats.unreliable_sent += 1;
+                // Under a rate cap it may be held back for a later flush (counted as sent
+                // when it leaves) or dropped (counted as such).
+                if self.pace_unreliable(ctx.now, data, no_delay) {
+                    self.send_unreliable(ctx, data);
+                    self.link.stats.unreliable_sent += 1;
+                }
             }
         }
         Ok(())
@@ -945,6 +967,7 @@ impl Connection {
             return;
         }
         self.roll_window(ctx.now);
+        self.pace_flush(ctx);
         let link = &mut self.link;
         let tx = &mut *ctx.tx;
         self.kcp
@@ -983,6 +1006,9 @@ impl Connection {
         }
         if !self.kcp.is_idle() {
             take(self.kcp.check(now));
+        }
+        if let Some(ms) = self.pace_ready_in() {
+            take(now.wrapping_add(ms));
         }
         due
     }

@@ -382,6 +382,7 @@ impl Connection {
             (d.segments_retransmitted as f32 / d.segments_sent as f32).min(1.0)
         };
         let (pending_bytes, pending_messages) = self.kcp.pending_send();
+        let (send_rate_limit, send_queue_ms) = self.pace_quality(self.kcp.queued_wire_bytes());
         #[allow(deprecated)] // `loss` and `loss_samples` are still filled in
         ConnectionQuality {
             kcp_rtt_ms: k.rx_srtt.max(0) as u32,
@@ -408,6 +409,8 @@ impl Connection {
             pending_reliable_bytes: pending_bytes,
             pending_reliable_messages: pending_messages,
             peer_window: k.rmt_wnd,
+            send_rate_limit,
+            send_queue_ms,
         }
     }
 

@@ -543,6 +543,11 @@ impl Endpoint {
         self.conn(id).map(Connection::wait_snd)
     }
 
+    /// A connection's send-rate cap in bytes per second (`None`: no cap, or an unknown id).
+    pub fn send_rate(&self, id: ConnectionId) -> Option<u32> {
+        self.conn(id).and_then(Connection::send_rate)
+    }
+
     /// Bytes of reliable data the application can still queue on a connection; see
     /// [`crate::Server::send_capacity`].
     pub fn send_capacity(&self, id: ConnectionId) -> Option<usize> {

@@ -90,6 +90,25 @@ impl Endpoint {
         result
     }
 
+    /// Caps what connection `id` sends at `rate` bytes per second, or lifts its cap
+    /// (`None`); see [`crate::Server::set_send_rate`]. Takes effect at once for the
+    /// decisions it governs (an unreliable message leaves or waits, KCP admits new data);
+    /// nothing is sent within the call.
+    pub fn set_send_rate(
+        &mut self,
+        now: Duration,
+        id: ConnectionId,
+        rate: Option<u32>,
+        out: &mut dyn Transmit,
+    ) -> Result<(), Error> {
+        self.request(now, id, out, true, |c, ctx| {
+            if c.state() == ConnectionState::Disconnected {
+                return Err(Error::ConnectionClosed);
+            }
+            c.set_send_rate(rate, ctx.now)
+        })
+    }
+
     /// Sends a message to every connected peer; how many accepted it (a connection whose
     /// send fails, with [`Error::SendQueueFull`] for instance, is skipped).
     pub fn broadcast(

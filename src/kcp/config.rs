@@ -144,6 +144,15 @@ impl Kcp {
         self.peak.ack_limit = Peaks::raise(self.peak.ack_limit, self.ack_limit, in_use);
     }
 
+    /// Limits how much new data the following flushes move from the send queue into the
+    /// send window: `Some(bytes)` admits a segment only while the budget covers its size
+    /// (payload plus the 24-byte header), and each admission spends that size. ACKs, probes and retransmissions are never held back. `None` (the default)
+    /// removes the limit: admission is ikcp's, bounded by the windows alone. A rate cap
+    /// above KCP sets this before each flush (see `connection::pacing`).
+    pub fn set_admit_budget(&mut self, bytes: Option<i64>) {
+        self.admit_budget = bytes;
+    }
+
     /// Caps how many free segment buffers are kept for reuse. The default,
     /// `snd_wnd + rcv_wnd + 256`, follows [`Kcp::set_wndsize`] until this is called: enough
     /// for a full send window, a full receive window and one message of the largest

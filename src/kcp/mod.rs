@@ -345,6 +345,9 @@ pub struct Kcp {
     fragment_limit: FragmentLimit,
     reserved: usize,
     ack_limit: usize,
+    /// Bytes of new data (segment headers included) the next flushes may still admit into
+    /// the send window, for a rate cap above KCP (`None`: no cap, ikcp's behaviour).
+    admit_budget: Option<i64>,
     drops: InputDrops,
     /// The largest settings so far, which bound the capacities (see `memory_bound`).
     peak: Peaks,
@@ -419,6 +422,7 @@ impl Kcp {
             fragment_limit: FragmentLimit::Classic,
             reserved: 0,
             ack_limit: 8192,
+            admit_budget: None,
             drops: InputDrops::default(),
             peak: Peaks {
                 mss: MTU_DEF - OVERHEAD,
@@ -472,6 +476,15 @@ impl Kcp {
             .fold((0, 0), |(bytes, messages), s| {
                 (bytes + s.data.len(), messages + usize::from(s.frg == 0))
             })
+    }
+
+    /// Bytes waiting in the send queue, not admitted to the window yet, as they will go on
+    /// the wire (payload and segment header): O(segments queued).
+    pub fn queued_wire_bytes(&self) -> usize {
+        self.snd_queue
+            .iter()
+            .map(|s| s.data.len() + crate::wire::segment::SEGMENT_HEADER_LEN)
+            .sum()
     }
 
     /// Segments waiting in the send queue, in flight, received in order and received out of
@@ -539,7 +552,7 @@ impl Kcp {
     }
 
     /// True when a flush now would send something: pending ACKs or probes, or queued data
-    /// the window admits. Drivers use it to flush early instead of waiting for the interval.
+    /// the window (and the admission budget, if set) admits. Drivers use it to flush early instead of waiting for the interval.
     pub fn has_pending_output(&self) -> bool {
         if !self.updated {
             return false;
@@ -548,6 +561,11 @@ impl Kcp {
             return true;
         }
         !self.snd_queue.is_empty()
+            && self.admit_budget.is_none_or(|b| {
+                self.snd_queue
+                    .front()
+                    .is_some_and(|s| b >= (s.data.len() + SEGMENT_HEADER_LEN) as i64)
+            })
             && time_diff(
                 self.snd_nxt,
                 self.snd_una.wrapping_add(self.effective_window()),

@@ -141,6 +141,16 @@ impl Kcp {
         let cwnd = self.effective_window();
         let mut admitted = false;
         while time_diff(self.snd_nxt, self.snd_una.wrapping_add(cwnd)) < 0 {
+            if let Some(budget) = self.admit_budget.as_mut() {
+                let Some(next) = self.snd_queue.front() else {
+                    break;
+                };
+                let cost = (next.data.len() + SEGMENT_HEADER_LEN) as i64;
+                if *budget < cost {
+                    break;
+                }
+                *budget -= cost;
+            }
             let Some(mut seg) = self.snd_queue.pop_front() else {
                 break;
             };
