@@ -1226,3 +1226,40 @@ mod stall {
         assert!(!Kcp::new(1).is_recv_stalled(), "empty queue");
     }
 }
+
+mod admit_budget {
+    use super::*;
+
+    /// Data segments in the datagrams `k` emits at `t`.
+    fn pushes(k: &mut Kcp, t: u32) -> Vec<u32> {
+        out(k, t)
+            .iter()
+            .flat_map(|d| parse_all(d))
+            .filter(|(h, _)| h.cmd == Command::Push)
+            .map(|(h, _)| h.sn)
+            .collect()
+    }
+
+    #[test]
+    fn a_budget_admits_whole_segments_it_covers_and_none_admits_all() {
+        let mut k = Kcp::new(CONV);
+        turbo(&mut k);
+        k.set_wndsize(64, 64);
+        for _ in 0..10 {
+            k.send(&[1u8; 100]).unwrap();
+        }
+        // 124 bytes a segment: 300 covers two, not three.
+        k.set_admit_budget(Some(300));
+        assert!(k.has_pending_output() || !k.updated);
+        assert_eq!(pushes(&mut k, 0), vec![0, 1]);
+        // What is left (52) covers nothing: no pending output, nothing admitted.
+        assert!(!k.has_pending_output());
+        assert!(pushes(&mut k, 10).is_empty());
+        k.set_admit_budget(Some(124));
+        assert!(k.has_pending_output());
+        assert_eq!(pushes(&mut k, 20), vec![2]);
+        // No budget: ikcp's admission, the window alone.
+        k.set_admit_budget(None);
+        assert_eq!(pushes(&mut k, 30), (3..10).collect::<Vec<_>>());
+    }
+}
