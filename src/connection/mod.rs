@@ -22,20 +22,17 @@
 //! Submodules: `handshake` (the server's stateless handshake), `extensions` (the kcpnet
 //! extensions' wire format), `close` (close reasons, graceful close, half-close), `quality`
 //! (windowed rates and loss, the Pong limit, quality reports), `receive` (datagrams in,
-//! timers, messages out of KCP). This file holds the state, its construction and queries,
-//! and the sending side (flush, send, deadlines).
+//! timers, messages out of KCP), `send` (flush, send, deadlines), `link` (the datagram
+//! output: `Tx`, `Link`), `pacing` (the send-rate cap), `coalesce`, `fec` and `secure`.
+//! This file holds the state, its construction and queries.
 
 use std::net::SocketAddr;
 
-use log::{debug, trace};
-
 use crate::config::{Config, PING_INTERVAL_MS};
-use crate::error::Error;
-use crate::event::{CloseMessage, ConnectionId, DisconnectReason, EventQueue};
-use crate::flags::SendFlags;
+use crate::event::{CloseMessage, ConnectionId, EventQueue};
 use crate::kcp::{time_diff, FragmentLimit, Kcp};
 use crate::stats::ConnectionStats;
-use crate::wire::datagram::{Channel, ReliableHeader, UnreliableHeader, DATAGRAM_HEADER_LEN};
+use crate::wire::datagram::{ReliableHeader, DATAGRAM_HEADER_LEN};
 use crate::wire::segment::{Command, SegmentHeader, SEGMENT_HEADER_LEN};
 
 mod close;
@@ -43,20 +40,22 @@ mod coalesce;
 pub(crate) mod extensions;
 mod fec;
 pub(crate) mod handshake;
+mod link;
 mod pacing;
 mod quality;
 mod receive;
 mod secure;
+mod send;
 
 pub use extensions::Extensions;
+pub(crate) use link::Tx;
+use link::{Counters, Link};
 use quality::{LossWindow, PongLimiter, Reports, Window};
 pub(crate) use secure::{SecureDrops, SecureLink};
 
 /// kcp2k sends its unreliable Disconnect this many times (no acknowledgement exists); a
 /// kcpnet Close is sent as many times.
 const DISCONNECT_REPEAT: usize = 5;
-/// A half-open server peer may be sent at most this many times the bytes it sent us.
-const AMPLIFICATION_FACTOR: u64 = 3;
 /// Free segment buffers an idle connection keeps: none, the driver lends them per call.
 const IDLE_POOL_BUFFERS: usize = 0;
 /// An idle connection whose KCP queues and rings hold more storage than this (capacity left
@@ -87,7 +86,7 @@ pub enum ConnectionState {
     /// Handshake complete; both channels open.
     Connected,
     /// Half-closed by this side (`shutdown_send`, kcpnet peers): sends fail with
-    /// [`Error::SendClosed`], queued messages are still delivered, and the peer's messages
+    /// [`Error::SendClosed`](crate::Error::SendClosed), queued messages are still delivered, and the peer's messages
     /// still arrive until it shuts down too.
     SendClosed,
     /// Half-closed by the peer (it called `shutdown_send`; [`crate::Event::PeerSendClosed`]
@@ -105,24 +104,6 @@ pub enum ConnectionState {
 pub(crate) enum Role {
     Client,
     Server,
-}
-
-/// Datagram output of a connection, implemented by the drivers.
-pub(crate) trait Tx {
-    /// Sends `head ++ body` to `to`. Returns false if it was not sent.
-    fn send(&mut self, head: &[u8], body: &[u8], to: SocketAddr) -> bool;
-
-    /// Seals the plain datagram `head ++ body` with `session` (and `token` after the
-    /// cookie, if given) and sends it to `to`. Returns the bytes sent, `None` if it was not
-    /// sent.
-    fn send_sealed(
-        &mut self,
-        head: &[u8],
-        body: &[u8],
-        to: SocketAddr,
-        session: &mut crate::secure::Session,
-        token: Option<&[u8]>,
-    ) -> Option<usize>;
 }
 
 /// What a connection needs from its driver for one call.
@@ -158,120 +139,6 @@ struct Limits {
     fec: crate::config::Fec,
     /// Unreliable messages share datagrams once negotiated (`Config::coalesce_unreliable`).
     coalesce: bool,
-}
-
-/// The counters a connection keeps itself (the rest of [`ConnectionStats`] is read from KCP
-/// when asked).
-#[derive(Debug, Default, Clone, Copy)]
-struct Counters {
-    datagrams_sent: u64,
-    datagrams_received: u64,
-    bytes_sent: u64,
-    bytes_received: u64,
-    reliable_sent: u64,
-    reliable_received: u64,
-    unreliable_sent: u64,
-    unreliable_dropped_no_delay: u64,
-    unreliable_dropped_rate: u64,
-    unreliable_received: u64,
-    datagrams_dropped: u64,
-    sends_dropped: u64,
-}
-
-/// The remote end: address, cookie, byte accounting and the half-open send budget.
-#[derive(Debug)]
-struct Link {
-    remote: SocketAddr,
-    cookie: u32,
-    /// Server half-open: sends limited to `AMPLIFICATION_FACTOR ×` received bytes.
-    budgeted: bool,
-    /// The largest datagram (a client attaches its token only where it fits).
-    mtu: u32,
-    stats: Counters,
-    /// A secure session's keys and state (`None`: plain kcp2k on the wire).
-    secure: Option<Box<SecureLink>>,
-    /// FEC state, once negotiated (`None`: no FEC).
-    fec: Option<Box<fec::FecLink>>,
-    /// The connection is established: FEC may wrap its datagrams (the handshake's never).
-    fec_encoding: bool,
-    /// The send-rate cap, if any (`Config::send_rate_limit`, `set_send_rate`).
-    pacer: Option<Box<pacing::Pacer>>,
-}
-
-impl Link {
-    fn transmit(&mut self, tx: &mut dyn Tx, head: &[u8], body: &[u8]) {
-        if self.fec.is_some() && self.transmit_fec(tx, head, body) {
-            return;
-        }
-        let to = self.remote;
-        self.send_raw(tx, head, body, to);
-    }
-
-    /// Sends `head ++ body` to `to` (not through FEC: a path challenge).
-    fn transmit_to(&mut self, tx: &mut dyn Tx, head: &[u8], body: &[u8], to: SocketAddr) {
-        self.send_raw(tx, head, body, to);
-    }
-
-    /// Sends `head ++ body` to `to`, sealed if the session is secure.
-    fn send_raw(&mut self, tx: &mut dyn Tx, head: &[u8], body: &[u8], to: SocketAddr) {
-        let plain = head.len() + body.len();
-        let sealed = self.secure.as_deref().is_some_and(|s| s.active);
-        let len = (plain
-            + if sealed {
-                crate::secure::SEAL_OVERHEAD
-            } else {
-                0
-            }) as u64;
-        if self.budgeted
-            && self.stats.bytes_sent + len > AMPLIFICATION_FACTOR * self.stats.bytes_received
-        {
-            trace!(
-                "{}: half-open send budget exhausted, dropping {len} bytes",
-                self.remote
-            );
-            self.stats.sends_dropped += 1;
-            return;
-        }
-        let sent = match self.secure.as_deref_mut().filter(|s| s.active) {
-            Some(SecureLink { session, token, .. }) => {
-                let mtu = self.mtu as usize;
-                let token = token
-                    .as_deref()
-                    .filter(|t| plain + crate::secure::SEAL_OVERHEAD + t.len() <= mtu);
-                tx.send_sealed(head, body, to, session, token)
-            }
-            None => tx.send(head, body, to).then_some(plain),
-        };
-        match sent {
-            Some(n) => {
-                self.stats.bytes_sent += n as u64;
-                self.stats.datagrams_sent += 1;
-                if let Some(p) = self.pacer.as_deref_mut() {
-                    p.spend(n);
-                }
-            }
-            None => self.stats.sends_dropped += 1,
-        }
-    }
-
-    /// KCP output: fills in the reserved kcp2k header and sends.
-    fn transmit_reliable(&mut self, tx: &mut dyn Tx, buf: &mut [u8]) {
-        buf[0] = Channel::Reliable.as_u8();
-        buf[1..DATAGRAM_HEADER_LEN].copy_from_slice(&self.cookie.to_le_bytes());
-        self.transmit(tx, buf, &[]);
-    }
-
-    fn unreliable_header(&self, header: UnreliableHeader) -> [u8; DATAGRAM_HEADER_LEN + 1] {
-        let c = self.cookie.to_le_bytes();
-        [
-            Channel::Unreliable.as_u8(),
-            c[0],
-            c[1],
-            c[2],
-            c[3],
-            header.as_u8(),
-        ]
-    }
 }
 
 /// The most a connection's FEC state holds, whatever the peer sends: the decoder's groups
@@ -833,183 +700,5 @@ impl Connection {
             return 0;
         }
         (self.limits.send_queue_limit as usize).saturating_sub(self.send_queued_bytes())
-    }
-
-    // ----------------------------------------------------------------- output
-
-    /// Flushes KCP: on the interval, and at once when ACKs or data are pending and
-    /// `flush_on_tick` is set. Completes a graceful disconnect once everything is acked.
-    pub(crate) fn flush(&mut self, ctx: &mut Ctx<'_>) {
-        if self.state == ConnectionState::Disconnected {
-            return;
-        }
-        self.roll_window(ctx.now);
-        self.pace_flush(ctx);
-        let link = &mut self.link;
-        let tx = &mut *ctx.tx;
-        self.kcp
-            .update(ctx.now, |buf| link.transmit_reliable(tx, buf));
-        if self.limits.flush_on_tick && self.kcp.has_pending_output() {
-            self.kcp
-                .flush_at(ctx.now, |buf| link.transmit_reliable(tx, buf));
-        }
-        // The end of the tick: coalesced unreliable messages, then an open FEC group's
-        // parity, go out now.
-        self.flush_unreliable(ctx);
-        self.link.close_fec_group(&mut *ctx.tx);
-        if self.state == ConnectionState::Disconnecting
-            && (self.kcp.wait_snd() == 0 || time_diff(ctx.now, self.deadline) >= 0)
-        {
-            let reason = if self.kcp.wait_snd() > 0 {
-                debug!(
-                    "{}: linger timeout with {} segments unacknowledged",
-                    ctx.id,
-                    self.kcp.wait_snd()
-                );
-                DisconnectReason::Local
-            } else if self.fin_sent && self.fin_received {
-                DisconnectReason::Finished
-            } else {
-                DisconnectReason::Local
-            };
-            self.close(ctx, reason, None, true);
-        }
-    }
-
-    /// Sends a message. Reliable messages are queued in KCP (sent at the next flush);
-    /// unreliable ones go out at once.
-    pub(crate) fn send(
-        &mut self,
-        ctx: &mut Ctx<'_>,
-        data: &[u8],
-        channel: Channel,
-        flags: SendFlags,
-    ) -> Result<(), Error> {
-        let no_delay = flags.contains(SendFlags::NO_DELAY);
-        if no_delay && channel == Channel::Reliable {
-            return Err(Error::InvalidArgument(
-                "SendFlags::NO_DELAY applies to unreliable messages only".into(),
-            ));
-        }
-        match self.state {
-            ConnectionState::Connected | ConnectionState::PeerSendClosed => {}
-            ConnectionState::Connecting if no_delay => {
-                // It cannot leave now: dropped and counted, as the flag asks.
-                if data.is_empty() {
-                    return Err(Error::EmptyMessage);
-                }
-                if data.len() > (self.limits.unreliable_max as usize) {
-                    return Err(Error::MessageTooLarge {
-                        size: data.len(),
-                        max: self.limits.unreliable_max as usize,
-                    });
-                }
-                self.link.stats.unreliable_dropped_no_delay += 1;
-                return Ok(());
-            }
-            ConnectionState::Disconnected => return Err(Error::ConnectionClosed),
-            ConnectionState::SendClosed => return Err(Error::SendClosed),
-            ConnectionState::Disconnecting if self.fin_sent => return Err(Error::SendClosed),
-            _ => return Err(Error::NotConnected),
-        }
-        self.roll_window(ctx.now);
-        if data.is_empty() {
-            return Err(Error::EmptyMessage);
-        }
-        match channel {
-            Channel::Reliable => {
-                if data.len() > (self.limits.reliable_max as usize) {
-                    return Err(Error::MessageTooLarge {
-                        size: data.len(),
-                        max: self.limits.reliable_max as usize,
-                    });
-                }
-                let queued = self.send_queued_bytes();
-                if queued >= (self.limits.send_queue_limit as usize) {
-                    return Err(Error::SendQueueFull {
-                        queued,
-                        limit: self.limits.send_queue_limit as usize,
-                    });
-                }
-                self.kcp
-                    .send_with_header(&[ReliableHeader::Data.as_u8()], data)
-                    .map_err(|e| Error::InvalidArgument(e.to_string()))?;
-                self.link.stats.reliable_sent += 1;
-            }
-            Channel::Unreliable => {
-                if data.len() > (self.limits.unreliable_max as usize) {
-                    return Err(Error::MessageTooLarge {
-                        size: data.len(),
-                        max: self.limits.unreliable_max as usize,
-                    });
-                }
-                // Under a rate cap it may be held back for a later flush (counted as sent
-                // when it leaves) or dropped (counted as such).
-                if self.pace_unreliable(ctx.now, data, no_delay) {
-                    self.send_unreliable(ctx, data);
-                    self.link.stats.unreliable_sent += 1;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Sends what the connection holds now ([`SendFlags::FLUSH`]): KCP's ACKs and the data
-    /// its window admits, whatever its interval, and an open FEC group's parity.
-    pub(crate) fn flush_now(&mut self, ctx: &mut Ctx<'_>) {
-        if !matches!(
-            self.state,
-            ConnectionState::Connected
-                | ConnectionState::PeerSendClosed
-                | ConnectionState::SendClosed
-                | ConnectionState::Disconnecting
-        ) {
-            return;
-        }
-        self.roll_window(ctx.now);
-        self.pace_flush(ctx);
-        let link = &mut self.link;
-        let tx = &mut *ctx.tx;
-        self.kcp
-            .flush_at(ctx.now, |buf| link.transmit_reliable(tx, buf));
-        self.flush_unreliable(ctx);
-        self.link.close_fec_group(&mut *ctx.tx);
-    }
-
-    /// The absolute time (ms) by which [`Connection::process`] / [`Connection::flush`]
-    /// must run again.
-    pub(crate) fn next_deadline(&self, now: u32) -> u32 {
-        let mut due = now.wrapping_add(60_000);
-        let mut take = |t: u32| {
-            if time_diff(t, due) < 0 {
-                due = t;
-            }
-        };
-        match self.state {
-            ConnectionState::Disconnected => return now,
-            ConnectionState::Connecting => {
-                take(self.deadline);
-                if self.role == Role::Client {
-                    take(self.last_ping.wrapping_add(PING_INTERVAL_MS));
-                }
-            }
-            ConnectionState::Connected
-            | ConnectionState::SendClosed
-            | ConnectionState::PeerSendClosed => {
-                take(self.last_receive.wrapping_add(self.limits.timeout));
-                take(self.ping_due());
-            }
-            ConnectionState::Disconnecting => {
-                take(self.deadline);
-                take(self.last_receive.wrapping_add(self.limits.timeout));
-            }
-        }
-        if !self.kcp.is_idle() {
-            take(self.kcp.check(now));
-        }
-        if let Some(ms) = self.pace_ready_in() {
-            take(now.wrapping_add(ms));
-        }
-        due
     }
 }
