@@ -165,6 +165,12 @@ pub struct ConnectionSample {
     pub messages_out_per_sec: f32,
     /// Reliable bytes queued or in flight, not yet acknowledged.
     pub pending_reliable_bytes: f32,
+    /// The connection's send-rate cap in bytes per second
+    /// ([`ConnectionQuality::send_rate_limit`]); `None` without one.
+    pub send_rate_limit: Option<f32>,
+    /// How long what waits behind the cap takes to leave, in ms
+    /// ([`ConnectionQuality::send_queue_ms`]); `None` without a cap.
+    pub send_queue_ms: Option<f32>,
     /// KCP retransmissions per second (timeouts and fast resends) since the previous sample;
     /// `None` for the first sample and for samples taken from a quality alone.
     pub retransmits_per_sec: Option<f32>,
@@ -195,6 +201,8 @@ impl ConnectionSample {
             messages_in_per_sec: q.messages_in_per_sec,
             messages_out_per_sec: q.messages_out_per_sec,
             pending_reliable_bytes: q.pending_reliable_bytes as f32,
+            send_rate_limit: q.send_rate_limit.map(|v| v as f32),
+            send_queue_ms: q.send_queue_ms.map(|v| v as f32),
             retransmits_per_sec: None,
             fec_recovered_per_sec: None,
         }

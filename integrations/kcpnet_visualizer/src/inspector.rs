@@ -247,6 +247,11 @@ impl Inspector {
                         OUT,
                         series(&|s| Some(s.bytes_out_per_sec as f64 / 1000.0)),
                     ),
+                    (
+                        "send cap",
+                        THIRD,
+                        series(&|s| s.send_rate_limit.map(|v| v as f64 / 1000.0)),
+                    ),
                 ],
             );
             self.plot(
@@ -302,7 +307,8 @@ impl Inspector {
             .allow_zoom(false)
             .allow_scroll(false)
             .show(ui, |p| {
-                for (name, color, points) in lines {
+                // A series with no point (no FEC, no send cap) stays out of the legend.
+                for (name, color, points) in lines.into_iter().filter(|l| !l.2.is_empty()) {
                     p.line(Line::new(name, PlotPoints::from(points)).color(color));
                 }
             });

@@ -274,7 +274,11 @@ fn samples_a_real_server_and_client() {
         Box::new(net.bind(client_addr).unwrap()),
         Box::new(clock.clone()),
         server_addr,
-        Config::default(),
+        // A send-rate cap well above what the client sends: it shows in the samples.
+        Config {
+            send_rate_limit: Some(64_000),
+            ..Config::default()
+        },
     )
     .unwrap();
     let mut server_h = NetworkHistory::new(config(64, 8, 2));
@@ -319,6 +323,10 @@ fn samples_a_real_server_and_client() {
     let cs = c.samples.latest().unwrap();
     assert!(cs.kcp_rtt_ms > 0.0, "{cs:?}");
     assert!(cs.messages_out_per_sec > 20.0, "{cs:?}");
+    assert_eq!(cs.send_rate_limit, Some(64_000.0));
+    assert!(cs.send_queue_ms.is_some_and(|ms| ms < 100.0), "{cs:?}");
+    assert_eq!(s.send_rate_limit, None, "the server has no cap");
+    assert_eq!(s.send_queue_ms, None);
 
     // The server's connection closes: its history is kept, marked closed.
     client.disconnect();
