@@ -71,8 +71,8 @@ impl Pacer {
             last: now,
             held: Vec::new(),
             held_start: 0,
-            held_limit: ((rate as usize * HELD_MS as usize) / 1000)
-                .clamp(2 * mtu as usize, HELD_MAX.max(2 * mtu as usize)),
+            held_limit: ((rate as u64 * HELD_MS as u64 / 1000).min(HELD_MAX as u64) as usize)
+                .max(2 * mtu as usize),
             scratch: Vec::new(),
             release: false,
         }
@@ -99,12 +99,16 @@ impl Pacer {
             return;
         }
         self.last = now;
-        self.tokens = (self.tokens + self.rate as i64 * elapsed as i64).min(self.depth);
+        let earned = (self.rate as i64).saturating_mul(elapsed as i64);
+        self.tokens = self.tokens.saturating_add(earned).min(self.depth);
     }
 
     /// Spends `bytes` that just left.
     pub(crate) fn spend(&mut self, bytes: usize) {
-        self.tokens -= bytes as i64 * 1000;
+        let cost = i64::try_from(bytes)
+            .unwrap_or(i64::MAX)
+            .saturating_mul(1000);
+        self.tokens = self.tokens.saturating_sub(cost);
     }
 
     /// Whole bytes that may still leave now (negative: debt).
@@ -117,8 +121,9 @@ impl Pacer {
         if self.tokens > 0 {
             return 0;
         }
-        let missing = 1 - self.tokens;
-        let ms = (missing + self.rate as i64 - 1) / (self.rate as i64).max(1);
+        let missing = 1i64.saturating_sub(self.tokens);
+        let rate = (self.rate as i64).max(1);
+        let ms = missing.saturating_add(rate - 1) / rate;
         ms.clamp(1, 60_000) as u32
     }
 
@@ -397,6 +402,23 @@ mod tests {
         assert!(p.hold(b"x") && p.hold(b"y"));
         assert_eq!(p.discard_held(), 2);
         assert!(!p.holds());
+    }
+
+    #[test]
+    fn extreme_rates_and_clocks_do_not_overflow() {
+        let mut p = Pacer::new(u32::MAX, 65_507, 0);
+        assert_eq!(p.held_limit(), HELD_MAX);
+        p.refill(u32::MAX / 2);
+        p.spend(usize::MAX >> 24);
+        assert!(p.ready_in() >= 1 && p.ready_in() <= 60_000);
+        let _ = p.queued_ms(usize::MAX >> 8);
+        p.spend(usize::MAX);
+        assert_eq!(p.ready_in(), 60_000);
+        let mut q = Pacer::new(64, 64, u32::MAX - 5);
+        q.spend(1_000_000);
+        q.refill(10); // across the wrap
+        assert_eq!(q.ready_in(), 60_000);
+        assert!(q.queued_ms(0) > 15_000_000);
     }
 
     #[test]
