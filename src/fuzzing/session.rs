@@ -497,6 +497,23 @@ impl Session {
                     self.with_client(|e, now, out| close(e, id, now, out));
                 }
             }
+            20 => {
+                // Cap (or uncap) one end's sending: pacing under everything above.
+                let v = input.u16();
+                let rate = (v != 0).then(|| 20_000 + u32::from(v) * 8);
+                if to_server {
+                    if let Some(id) = self.server.current {
+                        self.with_server(|e, now, out| {
+                            let _ = e.set_send_rate(now, id, rate, out);
+                        });
+                    }
+                } else {
+                    let id = self.client.id;
+                    self.with_client(|e, now, out| {
+                        let _ = e.set_send_rate(now, id, rate, out);
+                    });
+                }
+            }
             _ => self.step(),
         }
         self.check_memory();
