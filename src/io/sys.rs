@@ -237,6 +237,9 @@ pub(crate) struct RecvRing {
     from: [Option<SocketAddr>; MAX_BATCH],
     /// Control buffers, one per slot (used when GRO is on).
     cmsgs: [RecvCmsg; MAX_BATCH],
+    /// Source addresses, one per slot, written by the kernel (read back within the length
+    /// it reported; initialised once, so reading them never sees uninitialised bytes).
+    names: [libc::sockaddr_storage; MAX_BATCH],
     filled: usize,
     next: usize,
     /// Offset of the next datagram inside slot `next` (a coalesced buffer).
@@ -277,6 +280,8 @@ impl RecvRing {
             from: [None; MAX_BATCH],
             // SAFETY: all-zero bytes are a valid value of this plain C union.
             cmsgs: unsafe { mem::zeroed() },
+            // SAFETY: as above.
+            names: unsafe { mem::zeroed() },
             filled: 0,
             next: 0,
             off: 0,
@@ -393,12 +398,12 @@ impl RecvRing {
         self.off = 0;
         let base = self.mem.as_mut_ptr();
         // SAFETY: all-zero is a valid value for these plain C structs (null pointers,
-        // zero lengths), and every field we rely on is set below.
-        let mut names: [libc::sockaddr_storage; N] = unsafe { mem::zeroed() };
-        // SAFETY: as above.
+        // zero lengths), and every field we rely on is set below. (The source addresses go
+        // to the ring's own `names`, initialised once: 4 KiB less to clear per call.)
         let mut iovs: [libc::iovec; N] = unsafe { mem::zeroed() };
         // SAFETY: as above.
         let mut msgs: [libc::mmsghdr; N] = unsafe { mem::zeroed() };
+        let names = &mut self.names;
         for i in 0..N {
             // SAFETY: `i < N <= MAX_BATCH`, so `i * SLOT_LEN < MAX_BATCH * SLOT_LEN <=
             // capacity`: in bounds of the allocation (the pointer is only computed here,
@@ -439,7 +444,7 @@ impl RecvRing {
             }
             let len = (hdr.msg_len as usize).min(SLOT_LEN);
             self.lens[i] = len;
-            self.from[i] = decode_addr(&names[i], hdr.msg_hdr.msg_namelen);
+            self.from[i] = decode_addr(&self.names[i], hdr.msg_hdr.msg_namelen);
             // SAFETY: the kernel just filled this header; its control buffer is null or
             // the slot's `cmsgs[i]`, of which it reported `msg_controllen` bytes.
             let seg = unsafe { gro_segment(&hdr.msg_hdr) };
