@@ -437,8 +437,7 @@ impl RecvRing {
             return Err(io::Error::last_os_error());
         }
         let n = (n as usize).min(N);
-        for i in 0..n {
-            let hdr = &msgs[i];
+        for (i, hdr) in msgs.iter().enumerate().take(n) {
             if hdr.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
                 self.truncated += 1;
             }
