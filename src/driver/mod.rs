@@ -262,7 +262,15 @@ impl Io {
     }
 
     /// Hands every queued event to `handler` together with the endpoint handle.
-    pub(crate) fn dispatch<E: Drainable>(handle: E, mut handler: impl FnMut(&mut E, Event<'_>)) {
+    pub(crate) fn dispatch<E: Drainable>(
+        mut handle: E,
+        mut handler: impl FnMut(&mut E, Event<'_>),
+    ) {
+        // Most ticks of a game loop have no event: no drain to open and close.
+        let core = &mut handle.endpoint().shared;
+        if core.events.is_empty() && core.closed_in_dispatch.is_empty() {
+            return;
+        }
         let mut drain = EventDrain::new(handle);
         while let Some((event, handle)) = drain.next() {
             handler(handle, event);

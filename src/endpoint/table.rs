@@ -3,6 +3,7 @@
 //! connections a call touches.
 
 use std::cmp::Reverse;
+use std::collections::binary_heap::PeekMut;
 use std::collections::{BinaryHeap, HashMap};
 
 use super::Shared;
@@ -19,6 +20,10 @@ pub(super) struct Slot {
     pub generation: u32,
     /// Due time (scheduler ms) of this slot's live timer entry; `u64::MAX` if none.
     scheduled: u64,
+    /// The connection's deadline (scheduler ms) as of its last `settle`. When it moved
+    /// later than `scheduled`, the live entry is left in the heap and, once it comes due,
+    /// put back at this time instead of running the connection for nothing.
+    deadline: u64,
     /// The scheduler ms at which `process_dirty` processed it (`u64::MAX`: not since the
     /// last flush): `flush` need not process it again at the same ms.
     processed_at: u64,
@@ -117,6 +122,7 @@ impl Table {
             conn,
             generation,
             scheduled: u64::MAX,
+            deadline: u64::MAX,
             processed_at: u64::MAX,
             dirty: false,
             throttled: false,
@@ -200,6 +206,7 @@ impl Table {
             self.throttled.push(idx);
         }
         let due = shared.now.to_ms(slot.conn.next_deadline(shared.now.kcp()));
+        slot.deadline = due;
         if due < slot.scheduled || slot.scheduled == u64::MAX {
             slot.scheduled = due;
             self.timers
@@ -260,22 +267,36 @@ impl Table {
         self.throttled.clear();
     }
 
-    /// Marks every connection whose timer is due as dirty.
+    /// Marks every connection whose timer is due as dirty. An entry whose connection's
+    /// deadline has moved later since it was pushed (the ACK of what was in flight came,
+    /// say) goes back into the heap at that deadline instead: nothing is due there.
     pub fn collect_due(&mut self, now_ms: u64) {
-        while let Some(&Reverse(entry)) = self.timers.peek() {
-            let (due, idx, generation) = timer_parts(entry);
+        while let Some(mut top) = self.timers.peek_mut() {
+            let (due, idx, generation) = timer_parts(top.0);
             if due > now_ms {
                 break;
             }
-            self.timers.pop();
             let Some(slot) = self.slots.get_mut(idx) else {
+                PeekMut::pop(top);
                 continue;
             };
             if slot.generation != generation || slot.scheduled != due || slot.retired {
+                PeekMut::pop(top);
                 continue; // stale entry
             }
+            if slot.deadline > now_ms && slot.deadline != u64::MAX && !slot.dirty {
+                // Moved later: the entry becomes the one of the new deadline, in place.
+                slot.scheduled = slot.deadline;
+                top.0 = timer_entry(slot.deadline, idx, generation);
+                continue;
+            }
+            PeekMut::pop(top);
             slot.scheduled = u64::MAX;
-            self.mark_dirty(idx);
+            // `mark_dirty`, with the heap still borrowed.
+            if !slot.dirty {
+                slot.dirty = true;
+                self.dirty.push(idx);
+            }
         }
     }
 

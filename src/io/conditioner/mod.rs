@@ -240,7 +240,12 @@ impl<T: Transport> LinkConditioner<T> {
     /// Hand every delayed outgoing datagram due by `now` to the inner
     /// transport. One it refuses is logged and counted as a send drop (unless it was a
     /// duplicate copy).
+    #[inline]
     fn flush_send(&mut self, now: Duration) {
+        // Nothing delayed (a perfect link): nothing to do on every call.
+        if self.send.queue.is_empty() {
+            return;
+        }
         while let Some(d) = self.send.pop_due(now) {
             let refused = match self.inner.send_to(&d.data, d.addr, now) {
                 Ok(sent) => !sent,

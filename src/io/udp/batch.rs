@@ -21,10 +21,9 @@ pub(super) struct Batch {
     pub(super) recv_enabled: bool,
     /// The last `recvmmsg` returned fewer datagrams than asked: the socket was found empty.
     pub(super) skip_recv_syscall: bool,
-    /// Receive with `recvmmsg` (a burst is under way) rather than `recvfrom`.
+    /// A burst is under way: `recvmmsg` asks for a full batch ([`sys::MAX_BATCH`]) rather
+    /// than a few ([`sys::FEW`]). Set by a call that got more than one message.
     pub(super) recv_burst: bool,
-    /// Consecutive datagrams received by `recvfrom` outside a burst.
-    pub(super) recv_streak: u8,
     /// `sendmmsg` works (cleared on `ENOSYS`).
     pub(super) send_enabled: bool,
     /// GSO is in use: asked for, known to the kernel at bind, never refused since.
@@ -105,7 +104,6 @@ impl Batch {
             recv_enabled: true,
             skip_recv_syscall: false,
             recv_burst: false,
-            recv_streak: 0,
             send_enabled: true,
             gso,
             gso_max_seg: sys::GSO_MAX_BYTES,
@@ -178,10 +176,6 @@ pub(super) const GSO_QUEUE_DATAGRAMS: usize = 256;
 /// With GSO: most bytes queued in a send batch (four full runs).
 const GSO_QUEUE_BYTES: usize = 262_144;
 
-/// Consecutive datagrams received one by one after which `recv_from` switches to
-/// `recvmmsg` (a burst); a `recvmmsg` that finds at most one datagram switches back.
-const BURST_STREAK: u8 = 4;
-
 /// Largest number of bytes queued in a send batch; a larger datagram is sent on its own.
 const SEND_BATCH_BYTES: usize = 65_536;
 
@@ -201,9 +195,16 @@ fn is_gso_refusal(e: &io::Error) -> bool {
 }
 
 impl UdpTransport {
-    /// `recv_from` while batching is set up: what the ring holds first, then outside a
-    /// burst one datagram per syscall, in a burst `recvmmsg`; after an `ENOSYS` the plain
-    /// path.
+    /// `recv_from` while batching is set up: what the ring holds first, then `recvmmsg`
+    /// (of a few messages outside a burst, of a full batch in one); after an `ENOSYS` the
+    /// plain path.
+    ///
+    /// A `recvmmsg` that returns fewer messages than it asked for found the socket empty, so
+    /// the next call returns `Ok(None)` without a syscall and marks the socket drained: a
+    /// receive loop ends after the datagrams it got, without the extra syscall that would
+    /// only answer `EAGAIN` (at low rates, where one datagram arrives at a time, that
+    /// halves the receive syscalls). An ICMP error met after the first message of such a
+    /// call waits in the socket for the next one (the kernel keeps it).
     pub(super) fn recv_batching(
         &mut self,
         buf: &mut [u8],
@@ -220,25 +221,8 @@ impl UdpTransport {
             if b.recv_enabled {
                 if std::mem::take(&mut b.skip_recv_syscall) {
                     // The kernel just reported the socket empty; ask again next time.
+                    self.status.drained = true;
                     return Ok(None);
-                }
-                if !b.recv_burst {
-                    // Outside a burst one `recvfrom` per datagram is cheaper (no copy, a
-                    // shorter syscall); a run of datagrams starts a burst.
-                    let got = self.recv_single(buf);
-                    if let Some(b) = self.batch.as_mut() {
-                        match got {
-                            Ok(Some(_)) => {
-                                b.recv_streak = b.recv_streak.saturating_add(1);
-                                if b.recv_streak >= BURST_STREAK {
-                                    b.recv_burst = true;
-                                    b.recv_streak = 0;
-                                }
-                            }
-                            _ => b.recv_streak = 0,
-                        }
-                    }
-                    return got;
                 }
                 match self.recv_batched(buf) {
                     Ok(got) => return Ok(got),
@@ -321,14 +305,20 @@ impl UdpTransport {
                 return Ok(Some((len, normalise(from))));
             }
             if std::mem::take(&mut b.skip_recv_syscall) {
+                self.status.drained = true;
                 return Ok(None);
             }
-            match ring.recv(fd, b.gro) {
+            let (got, asked) = if b.recv_burst {
+                (ring.recv(fd, b.gro), sys::MAX_BATCH)
+            } else {
+                (ring.recv_few(fd, b.gro), sys::FEW)
+            };
+            match got {
                 Ok(n) => {
                     let (buffers, datagrams) = ring.take_coalesced();
                     b.stats.gro_buffers += buffers;
                     b.stats.gro_datagrams += datagrams;
-                    b.skip_recv_syscall = n < sys::MAX_BATCH;
+                    b.skip_recv_syscall = n < asked;
                     // A call that found at most one datagram ends the burst.
                     b.recv_burst = n > 1;
                     if ring.truncated() != b.truncated_logged {

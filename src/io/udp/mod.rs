@@ -69,16 +69,17 @@ pub struct OffloadStats {
 ///
 /// # Batched I/O (Linux, [`SocketOptions::batch`])
 ///
-/// * **Receive.** Datagrams that come one at a time are read with one `recvfrom` each,
-///   straight into the caller's buffer. After 4 in a row (a burst), `recv_from` asks the
-///   kernel for up to 32 datagrams with one `recvmmsg` whenever its ring is empty and
-///   hands them out one per call, until a `recvmmsg` finds at most one datagram. Each slot of the
+/// * **Receive.** `recv_from` asks the kernel for up to 4 datagrams with one `recvmmsg`
+///   whenever its ring is empty (up to 32 in a burst: after a call that found more than
+///   one, until one finds at most one) and hands them out one per call. Each slot of the
 ///   ring can hold 65,536 bytes (the drivers' buffer size), so no datagram is truncated
 ///   that a plain `recv_from` into the drivers' buffer would have kept whole; the ring's
 ///   2 MiB are reserved address space that only the kernel writes, so it costs resident
 ///   memory only for the pages datagrams land in. When a call returned fewer datagrams
 ///   than asked for (the kernel found the socket empty), the first `recv_from` after the
-///   ring runs out returns `Ok(None)` without a syscall; the next one asks again.
+///   ring runs out returns `Ok(None)` without a syscall (and [`Transport::wait`] may
+///   sleep); the next one asks again. A receive loop that gets one datagram thus makes one
+///   syscall, not a second one that answers `EAGAIN`.
 /// * **Send.** `send_to` copies the datagram into a batch (a buffer reused from call to
 ///   call: no allocation once it has grown to its high-water mark) and returns `Ok(true)`;
 ///   the batch goes out with `sendmmsg` (a batch of one with a plain `send`) when it holds

@@ -975,14 +975,14 @@ fn gro_splits_coalesced_buffers_on_every_receive_path() {
         a.poll(Duration::ZERO).unwrap();
         want
     };
-    // 1. Outside a burst: recvmsg into the caller's buffer, the rest from the ring.
+    // 1. Outside a burst: a recvmmsg of a few messages got one coalesced buffer.
     let want = run(&mut a, 6, 30, 1000);
     let mut buf = vec![0u8; 65_536];
     let (len, src) = recv_wait(&mut b, &mut buf).unwrap();
     assert_eq!((&buf[..len], src), (&want[0][..], from));
     assert!(
         !b.batch.as_ref().unwrap().recv_burst,
-        "the single path took it"
+        "one message: no burst"
     );
     let rest = recv_n(&mut b, 29);
     assert_eq!(rest.len(), 29);
@@ -1079,5 +1079,35 @@ fn offload_needs_batching() {
         assert!(!b.is_gso());
         assert!(!b.is_gro());
         assert!(!sys::gro_enabled(b.socket.as_raw_fd()).unwrap());
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_short_recvmmsg_ends_the_receive_loop_without_a_syscall() {
+    for gro in [false, true] {
+        let mut a = UdpTransport::bind("127.0.0.1:0".parse().unwrap(), &opts(false)).unwrap();
+        let mut b =
+            UdpTransport::bind("127.0.0.1:0".parse().unwrap(), &gso_opts(false, gro)).unwrap();
+        let to = b.local_addr().unwrap();
+        send(&mut a, b"one", to);
+        let mut buf = vec![0u8; 65_536];
+        let (len, _) = recv_wait(&mut b, &mut buf).unwrap();
+        assert_eq!(&buf[..len], b"one");
+        let batch = b.batch.as_ref().unwrap();
+        assert!(
+            batch.skip_recv_syscall,
+            "one message of a few asked: found empty"
+        );
+        assert!(!batch.recv_burst);
+        assert!(!b.status.drained);
+        // The next receive answers from that, without a syscall, and allows `wait` to sleep.
+        assert!(b.recv_from(&mut buf, Duration::ZERO).unwrap().is_none());
+        assert!(b.status.drained);
+        assert!(!b.batch.as_ref().unwrap().skip_recv_syscall);
+        // Then the socket is asked again: a datagram sent since is received.
+        send(&mut a, b"two", to);
+        let (len, _) = recv_wait(&mut b, &mut buf).unwrap();
+        assert_eq!(&buf[..len], b"two");
     }
 }
