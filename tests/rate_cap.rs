@@ -23,6 +23,14 @@ fn bulk_config() -> Config {
     }
 }
 
+/// [`bulk_config`] with a send-rate cap of `cap` bytes per second.
+fn capped(cap: u32) -> Config {
+    Config {
+        send_rate_limit: Some(cap),
+        ..bulk_config()
+    }
+}
+
 /// Keeps `id`'s reliable send queue topped up with 1000-byte messages (at most 256 KiB
 /// queued); returns how many were queued.
 fn top_up(sim: &mut Sim, id: ConnectionId) -> u64 {
@@ -108,11 +116,7 @@ fn a_capped_bulk_transfer_holds_the_cap_within_5_percent_over_10_s() {
 #[test]
 fn the_cap_counts_retransmissions_on_a_lossy_link() {
     const CAP: u32 = 80_000;
-    let config = Config {
-        send_rate_limit: Some(CAP),
-        ..bulk_config()
-    };
-    let (mut sim, id) = one_client(config, bulk_config());
+    let (mut sim, id) = one_client(capped(CAP), bulk_config());
     // 5 % loss and 10 ms each way: KCP retransmits, and those bytes count too.
     sim.set_all_conditions(
         Direction::Send,
@@ -146,11 +150,7 @@ fn the_cap_counts_retransmissions_on_a_lossy_link() {
 #[test]
 fn unreliable_messages_keep_flowing_first_during_a_capped_bulk_transfer() {
     const CAP: u32 = 60_000;
-    let config = Config {
-        send_rate_limit: Some(CAP),
-        ..bulk_config()
-    };
-    let (mut sim, id) = one_client(config, bulk_config());
+    let (mut sim, id) = one_client(capped(CAP), bulk_config());
     assert_eq!(sim.server.send_rate(id), Some(CAP));
 
     // 60 Hz game state (100 bytes, unreliable) beside a bulk transfer that fills the cap.
@@ -190,11 +190,7 @@ fn unreliable_messages_keep_flowing_first_during_a_capped_bulk_transfer() {
 #[test]
 fn unreliable_messages_wait_at_most_a_tick_or_two_behind_capped_bulk_data() {
     const CAP: u32 = 60_000;
-    let config = Config {
-        send_rate_limit: Some(CAP),
-        ..bulk_config()
-    };
-    let (mut sim, id) = one_client(config, bulk_config());
+    let (mut sim, id) = one_client(capped(CAP), bulk_config());
     let mut worst = 0u64;
     let mut pending: Option<(u32, u64)> = None;
     let mut seq = 0u32;
@@ -238,11 +234,7 @@ fn unreliable_messages_wait_at_most_a_tick_or_two_behind_capped_bulk_data() {
 #[test]
 fn no_delay_drops_what_the_cap_holds_back_and_never_blocks() {
     const CAP: u32 = 20_000;
-    let config = Config {
-        send_rate_limit: Some(CAP),
-        ..bulk_config()
-    };
-    let (mut sim, id) = one_client(config, bulk_config());
+    let (mut sim, id) = one_client(capped(CAP), bulk_config());
     let before = sim.server.connection_stats(id).unwrap();
     let mut offered = 0u64;
     for _ in 0..2_000 {
@@ -313,11 +305,7 @@ fn held_messages_beyond_the_bound_are_dropped_and_counted_never_lost_silently() 
 #[test]
 fn a_client_cap_from_the_config_paces_its_uploads_and_can_be_lifted() {
     const CAP: u32 = 50_000;
-    let client = Config {
-        send_rate_limit: Some(CAP),
-        ..bulk_config()
-    };
-    let (mut sim, id) = one_client(bulk_config(), client);
+    let (mut sim, id) = one_client(bulk_config(), capped(CAP));
     assert_eq!(sim.clients[0].send_rate(), Some(CAP));
     assert_eq!(sim.server.send_rate(id), None);
     assert_eq!(

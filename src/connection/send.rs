@@ -27,8 +27,7 @@ impl Connection {
         self.kcp
             .update(ctx.now, |buf| link.transmit_reliable(tx, buf));
         if self.limits.flush_on_tick && self.kcp.has_pending_output() {
-            self.kcp
-                .flush_at(ctx.now, |buf| link.transmit_reliable(tx, buf));
+            self.flush_kcp_now(ctx);
         }
         // The end of the tick: coalesced unreliable messages, then an open FEC group's
         // parity, go out now.
@@ -145,12 +144,18 @@ impl Connection {
         }
         self.roll_window(ctx.now);
         self.pace_flush(ctx);
+        self.flush_kcp_now(ctx);
+        self.flush_unreliable(ctx);
+        self.link.close_fec_group(&mut *ctx.tx);
+    }
+
+    /// KCP's flush at `ctx.now`, outside its interval: pending ACKs and the data its window
+    /// (and the rate cap's budget) admits.
+    fn flush_kcp_now(&mut self, ctx: &mut Ctx<'_>) {
         let link = &mut self.link;
         let tx = &mut *ctx.tx;
         self.kcp
             .flush_at(ctx.now, |buf| link.transmit_reliable(tx, buf));
-        self.flush_unreliable(ctx);
-        self.link.close_fec_group(&mut *ctx.tx);
     }
 
     /// The absolute time (ms) by which [`Connection::process`] / [`Connection::flush`]
