@@ -31,6 +31,21 @@ fn capped(cap: u32) -> Config {
     }
 }
 
+/// The unreliable messages client 0 received, from the `skip`-th on.
+fn unreliable_from(sim: &Sim, skip: usize) -> Vec<&[u8]> {
+    common::data_of(&sim.client_events[0], None)
+        .into_iter()
+        .filter(|(c, _)| *c == Channel::Unreliable)
+        .skip(skip)
+        .map(|(_, d)| d)
+        .collect()
+}
+
+/// A message's first four bytes, little-endian (the tests' sequence numbers).
+fn seq_of(d: &[u8]) -> u32 {
+    u32::from_le_bytes(d[..4].try_into().unwrap())
+}
+
 /// Keeps `id`'s reliable send queue topped up with 1000-byte messages (at most 256 KiB
 /// queued); returns how many were queued.
 fn top_up(sim: &mut Sim, id: ConnectionId) -> u64 {
@@ -173,11 +188,7 @@ fn unreliable_messages_keep_flowing_first_during_a_capped_bulk_transfer() {
     assert_eq!(stats.unreliable_sent, sent_at.len() as u64);
 
     // Every state update arrived, in order (how long they waited: the next test).
-    let arrivals: Vec<u32> = common::data_of(&sim.client_events[0], None)
-        .into_iter()
-        .filter(|(c, _)| *c == Channel::Unreliable)
-        .map(|(_, d)| u32::from_le_bytes(d[..4].try_into().unwrap()))
-        .collect();
+    let arrivals: Vec<u32> = unreliable_from(&sim, 0).into_iter().map(seq_of).collect();
     assert_eq!(arrivals, (0..sent_at.len() as u32).collect::<Vec<_>>());
     // The reliable transfer got the rest of the cap, and the total stayed at it.
     let rate = (bytes_sent(&sim, id) - start) as f64 / 5.1;
@@ -205,11 +216,9 @@ fn unreliable_messages_wait_at_most_a_tick_or_two_behind_capped_bulk_data() {
             seq += 1;
         }
         sim.step();
-        let got: Vec<u32> = common::data_of(&sim.client_events[0], None)
+        let got: Vec<u32> = unreliable_from(&sim, seen)
             .into_iter()
-            .filter(|(c, _)| *c == Channel::Unreliable)
-            .skip(seen)
-            .map(|(_, d)| u32::from_le_bytes(d[..4].try_into().unwrap()))
+            .map(seq_of)
             .collect();
         seen += got.len();
         if let Some((s, at)) = pending {
@@ -260,10 +269,7 @@ fn no_delay_drops_what_the_cap_holds_back_and_never_blocks() {
         "a NO_DELAY message was neither sent nor counted"
     );
     assert_eq!(s.unreliable_dropped_rate, 0, "NO_DELAY messages were held");
-    let received = common::data_of(&sim.client_events[0], None)
-        .into_iter()
-        .filter(|(c, _)| *c == Channel::Unreliable)
-        .count() as u64;
+    let received = unreliable_from(&sim, 0).len() as u64;
     assert_eq!(received, sent);
 }
 
@@ -293,11 +299,7 @@ fn held_messages_beyond_the_bound_are_dropped_and_counted_never_lost_silently() 
     let dropped = s.unreliable_dropped_rate - before.unreliable_dropped_rate;
     assert_eq!(sent + dropped, 100, "sent {sent} + dropped {dropped}");
     assert!((2..=6).contains(&sent), "{sent} left under a 10 kB/s cap");
-    let got: Vec<u32> = common::data_of(&sim.client_events[0], None)
-        .into_iter()
-        .filter(|(c, _)| *c == Channel::Unreliable)
-        .map(|(_, d)| u32::from_le_bytes(d[..4].try_into().unwrap()))
-        .collect();
+    let got: Vec<u32> = unreliable_from(&sim, 0).into_iter().map(seq_of).collect();
     // The first ones, in order: the held ones left after those the bucket covered.
     assert_eq!(got, (0..sent as u32).collect::<Vec<_>>());
 }
@@ -390,11 +392,9 @@ fn state_latency_beside_bulk(cap: Option<u32>) -> (Vec<u64>, u64) {
             }
         }
         sim.step();
-        let fresh: Vec<u64> = common::data_of(&sim.client_events[0], None)
+        let fresh: Vec<u64> = unreliable_from(&sim, seen)
             .into_iter()
-            .filter(|(c, _)| *c == Channel::Unreliable)
-            .skip(seen)
-            .map(|(_, d)| u64::from_le_bytes(d[..8].try_into().unwrap()))
+            .map(|d| u64::from_le_bytes(d[..8].try_into().unwrap()))
             .collect();
         seen += fresh.len();
         // Events of this step were taken before the clock advanced: arrival = steps - 1.
