@@ -259,6 +259,9 @@ impl Connection {
     /// for a later flush, or, with `no_delay` or when the FIFO is full, dropped and
     /// counted. Always true without a cap.
     pub(super) fn pace_unreliable(&mut self, now: u32, data: &[u8], no_delay: bool) -> bool {
+        if self.link.pacer.is_none() {
+            return true;
+        }
         let pending = self.batch_bytes() as i64;
         let Some(p) = self.link.pacer.as_deref_mut() else {
             return true;
