@@ -187,7 +187,9 @@ impl Connection {
             }
         }
         if !self.kcp.is_idle() {
-            take(self.kcp.check(now));
+            // Not `check`: while only ACKs are awaited, the intervals before the earliest
+            // retransmission would flush nothing, and an idle server need not wake for them.
+            take(self.kcp.next_due(now));
         }
         if let Some(ms) = self.pace_ready_in() {
             take(now.wrapping_add(ms));

@@ -294,6 +294,47 @@ impl Kcp {
         due || fast
     }
 
+    /// When [`Kcp::update`] must next run if nothing is sent or received meanwhile.
+    ///
+    /// While the only work left is waiting for ACKs, every update before the earliest
+    /// retransmission time flushes nothing and changes nothing; this returns the first time
+    /// on the update schedule (`ts_flush` plus whole intervals) at or after that
+    /// retransmission time, so a driver that sleeps until then sends exactly what updating
+    /// every interval would. In every other case (ACKs, probes or data waiting, the peer's
+    /// window closed, a fast retransmission possible, a window probe timer running) it is
+    /// [`Kcp::check`]. Call [`Kcp::update`] when a datagram arrives or data is queued, as
+    /// usual: this only spares the wake-ups in between.
+    pub fn next_due(&self, current: u32) -> u32 {
+        let check = self.check(current);
+        if !self.updated
+            || !self.acklist.is_empty()
+            || self.probe != 0
+            || self.rmt_wnd == 0
+            || self.ts_probe != 0
+            || self.probe_wait != 0
+            || !self.snd_queue.is_empty()
+            || self.fast_dirty
+        {
+            return check;
+        }
+        let Earliest::Exact(diff) = self.snd_buf.earliest(self.time64(current)) else {
+            return check;
+        };
+        let ts_flush = self.ts_flush;
+        // Within `update`'s 10 s window, the schedule is `ts_flush` plus whole intervals,
+        // even when updates were skipped: each one on it would have flushed nothing.
+        if diff <= 0 || !(-10000..10000).contains(&time_diff(current, ts_flush)) {
+            return check;
+        }
+        let resend = current.wrapping_add(diff as u32);
+        let ahead = time_diff(resend, ts_flush);
+        if ahead <= 0 || self.interval == 0 {
+            return check;
+        }
+        let steps = (ahead as u32).div_ceil(self.interval);
+        ts_flush.wrapping_add(steps.wrapping_mul(self.interval))
+    }
+
     /// `ikcp_check`: the absolute time at which [`Kcp::update`] should next be called. It
     /// ignores pending ACKs and queued data (see [`Kcp::has_pending_output`]).
     pub fn check(&self, current: u32) -> u32 {

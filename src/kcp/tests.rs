@@ -1263,3 +1263,133 @@ mod admit_budget {
         assert_eq!(pushes(&mut k, 30), (3..10).collect::<Vec<_>>());
     }
 }
+
+mod next_due {
+    use super::*;
+    use std::collections::VecDeque;
+
+    /// A sender and a receiver over a link that loses `loss_pct` % of the datagrams each
+    /// way (from `seed`) and delays each by `delay` ms; the receiver is updated every ms.
+    /// The sender is updated every ms when `every_ms`, else only when a datagram arrives,
+    /// when it queues a message, and at [`Kcp::next_due`]. Returns the sender's datagrams
+    /// with their times, and how many updates it got.
+    fn run(
+        every_ms: bool,
+        setup: fn(&mut Kcp),
+        loss_pct: u32,
+        delay: u32,
+        seed: u32,
+    ) -> (Vec<(u32, Vec<u8>)>, u32) {
+        let mut s = Kcp::new(CONV);
+        let mut r = Kcp::new(CONV);
+        setup(&mut s);
+        setup(&mut r);
+        let mut rng = Rng(seed);
+        // One delay for every datagram: each direction is a FIFO.
+        let mut to_r: VecDeque<(u32, Vec<u8>)> = VecDeque::new();
+        let mut to_s: VecDeque<(u32, Vec<u8>)> = VecDeque::new();
+        let mut sent = Vec::new();
+        let mut updates = 0;
+        let mut due = 0u32;
+        let mut msg = vec![0u8; 4096];
+        for t in 0..15_000u32 {
+            let mut poke = every_ms || t >= due;
+            // A message every 700 ms for the first 10 s, some of them several segments.
+            if t % 700 == 0 && t < 10_000 {
+                let len = 1 + (t as usize / 700 % 4) * 500;
+                s.send(&vec![t as u8; len]).unwrap();
+                poke = true;
+            }
+            while let Some((_, d)) = to_s.pop_front_if(|(at, _)| *at <= t) {
+                // As the connection does: the arrival time for the RTT sample.
+                s.set_current(t);
+                s.input(&d).unwrap();
+                poke = true;
+            }
+            if poke {
+                updates += 1;
+                s.update(t, |d| {
+                    sent.push((t, d.to_vec()));
+                    if rng.below(100) >= loss_pct {
+                        to_r.push_back((t + delay, d.to_vec()));
+                    }
+                });
+                due = s.next_due(t);
+                assert!(time_diff(due, t) >= 0, "next_due is never in the past");
+            }
+            while let Some((_, d)) = to_r.pop_front_if(|(at, _)| *at <= t) {
+                r.input(&d).unwrap();
+            }
+            r.update(t, |d| {
+                if rng.below(100) >= loss_pct {
+                    to_s.push_back((t + delay, d.to_vec()));
+                }
+            });
+            while r.recv(&mut msg).is_ok() {}
+        }
+        (sent, updates)
+    }
+
+    fn classic(_: &mut Kcp) {}
+
+    fn kcp2k_like(k: &mut Kcp) {
+        turbo(k);
+        k.set_wndsize(32, 128);
+    }
+
+    fn fast_resend_conserving(k: &mut Kcp) {
+        k.set_nodelay(1, 20, 1, 0);
+        k.set_fastack_conserve(true);
+    }
+
+    #[test]
+    fn sleeping_until_next_due_sends_what_updating_every_ms_sends() {
+        let setups: [(&str, fn(&mut Kcp)); 3] = [
+            ("classic", classic),
+            ("kcp2k-like", kcp2k_like),
+            ("fast resend", fast_resend_conserving),
+        ];
+        let mut skipped_total = 0;
+        for (name, setup) in setups {
+            for (loss, delay, seed) in [(0, 5, 1), (10, 20, 7), (40, 3, 99), (100, 1, 5)] {
+                let (every, n_every) = run(true, setup, loss, delay, seed);
+                let (sparse, n_sparse) = run(false, setup, loss, delay, seed);
+                assert!(!every.is_empty(), "{name}: the sender sent something");
+                assert_eq!(
+                    every.len(),
+                    sparse.len(),
+                    "{name}, {loss}% loss: datagram count"
+                );
+                for (i, (a, b)) in every.iter().zip(&sparse).enumerate() {
+                    assert_eq!(a, b, "{name}, {loss}% loss: datagram {i} (time, bytes)");
+                }
+                assert!(n_sparse < n_every);
+                skipped_total += n_every - n_sparse;
+            }
+        }
+        assert!(skipped_total > 0);
+    }
+
+    #[test]
+    fn waiting_for_an_ack_is_due_at_the_first_flush_after_the_retransmission_time() {
+        let mut k = Kcp::new(CONV);
+        // Interval 10, no-delay: rx_rto starts at 200 (no RTT sample yet), no minimum added.
+        k.set_nodelay(1, 10, 0, 1);
+        k.update(3, |_| {});
+        k.update(13, |_| {});
+        k.send(b"x").unwrap();
+        // Sent at once, off the schedule (as `FLUSH` does): the segment resends at
+        // 17 + 200 = 217; the schedule (13, 23, ...) first reaches it at 223.
+        k.flush_at(17, |_| {});
+        assert_eq!(k.check(17), 23);
+        assert_eq!(k.next_due(17), 223);
+        assert_eq!(k.next_due(100), 223);
+        // At 223 the flush resends it, as updating every interval would.
+        let mut resent = 0;
+        k.update(223, |_| resent += 1);
+        assert_eq!(resent, 1);
+        // An ACK pending: the next flush, as `check` says.
+        k.input(&push(CONV, 0, 0, b"p")).unwrap();
+        assert_eq!(k.next_due(100), k.check(100));
+    }
+}
