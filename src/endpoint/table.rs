@@ -271,28 +271,13 @@ impl Table {
     /// deadline has moved later since it was pushed (the ACK of what was in flight came,
     /// say) goes back into the heap at that deadline instead: nothing is due there.
     pub fn collect_due(&mut self, now_ms: u64) {
-        while let Some(mut top) = self.timers.peek_mut() {
-            let (due, idx, generation) = timer_parts(top.0);
+        while let Some((due, idx)) = self.live_top() {
             if due > now_ms {
                 break;
             }
-            let Some(slot) = self.slots.get_mut(idx) else {
-                PeekMut::pop(top);
-                continue;
-            };
-            if slot.generation != generation || slot.scheduled != due || slot.retired {
-                PeekMut::pop(top);
-                continue; // stale entry
-            }
-            if slot.deadline > now_ms && slot.deadline != u64::MAX && !slot.dirty {
-                // Moved later: the entry becomes the one of the new deadline, in place.
-                slot.scheduled = slot.deadline;
-                top.0 = timer_entry(slot.deadline, idx, generation);
-                continue;
-            }
-            PeekMut::pop(top);
+            self.timers.pop();
+            let slot = &mut self.slots[idx];
             slot.scheduled = u64::MAX;
-            // `mark_dirty`, with the heap still borrowed.
             if !slot.dirty {
                 slot.dirty = true;
                 self.dirty.push(idx);
@@ -354,6 +339,32 @@ impl Table {
         }
         self.dirty = dirty;
         self.dirty.clear();
+        // What `wait` sleeps until is then a time some connection needs.
+        self.live_top();
+    }
+
+    /// The heap's first entry once it is a live timer, as (due ms, slot): stale entries at
+    /// the top are dropped, and an entry whose connection's deadline moved later is re-keyed
+    /// to it in place (one sift-down) instead of waking anyone.
+    fn live_top(&mut self) -> Option<(u64, usize)> {
+        while let Some(mut top) = self.timers.peek_mut() {
+            let (due, idx, generation) = timer_parts(top.0);
+            let Some(slot) = self.slots.get_mut(idx) else {
+                PeekMut::pop(top);
+                continue;
+            };
+            if slot.generation != generation || slot.scheduled != due || slot.retired {
+                PeekMut::pop(top);
+                continue;
+            }
+            if slot.deadline > due && slot.deadline != u64::MAX && !slot.dirty {
+                slot.scheduled = slot.deadline;
+                top.0 = timer_entry(slot.deadline, idx, generation);
+                continue;
+            }
+            return Some((due, idx));
+        }
+        None
     }
 
     /// The earliest scheduler time (ms) at which a connection needs a call (0: at once,
@@ -365,7 +376,8 @@ impl Table {
         if self.live == 0 {
             return None;
         }
-        // Stale entries may lead: they only wake the endpoint early, once.
+        // `flush` leaves a live entry first (`live_top`); between a datagram and the next
+        // flush a stale one may lead, which only wakes the endpoint early, once.
         self.timers
             .peek()
             .map(|&Reverse(entry)| timer_parts(entry).0)
