@@ -1275,7 +1275,7 @@ mod next_due {
     /// with their times, and how many updates it got.
     fn run(
         every_ms: bool,
-        setup: fn(&mut Kcp),
+        setup: Setup,
         loss_pct: u32,
         delay: u32,
         seed: u32,
@@ -1330,6 +1330,9 @@ mod next_due {
         (sent, updates)
     }
 
+    /// Configures both ends of a run.
+    type Setup = fn(&mut Kcp);
+
     fn classic(_: &mut Kcp) {}
 
     fn kcp2k_like(k: &mut Kcp) {
@@ -1344,7 +1347,7 @@ mod next_due {
 
     #[test]
     fn sleeping_until_next_due_sends_what_updating_every_ms_sends() {
-        let setups: [(&str, fn(&mut Kcp)); 3] = [
+        let setups: [(&str, Setup); 3] = [
             ("classic", classic),
             ("kcp2k-like", kcp2k_like),
             ("fast resend", fast_resend_conserving),
