@@ -171,7 +171,9 @@ impl Client {
         self.state() == ConnectionState::Connected
     }
 
-    /// Round-trip time from kcp2k Ping/Pong, in ms (`None` until measured).
+    /// Round-trip time from kcp2k Ping/Pong, in ms (`None` until measured); while idle
+    /// with a kcpnet server, from the ACK of the latest Ping
+    /// ([`ConnectionQuality::ping_rtt_ms`]).
     pub fn rtt(&self) -> Option<u32> {
         self.endpoint.rtt(self.id)
     }

@@ -34,7 +34,10 @@ pub struct ConnectionQuality {
     /// behind reliable data: it is the application-level latency, not the link's. On a
     /// server whose client pings (the server then sends no Pings of its own, see
     /// `docs/PROTOCOL.md`), it is the round trip of the server's latest acknowledged Pong,
-    /// updated once per ping interval.
+    /// updated once per ping interval. Between kcpnet ends (the slow keepalive) a server
+    /// answers an idle client's Pings mostly with the ACK alone: an idle client's figure is
+    /// then KCP's sample from the ACK of its last Ping, and an idle server's is at most
+    /// four keepalive intervals (12 s by default) old.
     pub ping_rtt_ms: Option<u32>,
     /// **The loss to show**: the fraction of this side's datagrams (every kind: data,
     /// ACKs, pings, reports) that did not reach the peer. The peer counts what arrives and

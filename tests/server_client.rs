@@ -531,9 +531,11 @@ fn idle_connection_stays_up_then_a_silent_link_times_out() {
     assert!(disconnects(&sim.client_events[0], cid).is_empty());
     assert!(sim.server.rtt(id).is_some());
     assert!(sim.clients[0].rtt().is_some());
-    // Pings flowed: ~15 per side.
+    // Pings flowed: with the slow keepalive one every 3 s after the first ones, mostly
+    // answered by the server's ACK alone.
     let st = sim.server.connection_stats(id).unwrap();
-    assert!(st.datagrams_received >= 14, "{st:?}");
+    assert!(st.datagrams_received >= 8, "{st:?}");
+    assert!(st.datagrams_sent >= 7, "{st:?}");
 
     // Silence the link from the client's side in both directions.
     sim.clients[0]
@@ -669,14 +671,15 @@ fn idle_pair(
 }
 
 /// An idle kcpnet pair negotiates the slow keepalive: every 3 s (the default 10 s timeout
-/// ÷ 3) the client's Ping, the server's ACK + Pong, the client's ACK — one datagram a
-/// second, a third of kcp2k's rate. The server sends no Ping of its own while the client
-/// pings (its Pong is the client's keepalive) and quality reports stop once they have
-/// nothing new to say; when the client's Pings stop arriving the server pings 6 s (two
-/// keepalive intervals) after the last one.
+/// ÷ 3) the client's Ping and the server's ACK of it; one answer in four also carries a
+/// Pong, which the client ACKs (the server's round-trip sample). About two datagrams per
+/// 3 s, under a quarter of kcp2k's rate. The server sends no Ping of its own while the
+/// client pings (its answer is the client's keepalive) and quality reports stop once they
+/// have nothing new to say; when the client's Pings stop arriving the server pings 6 s
+/// (two keepalive intervals) after the last one.
 #[test]
-fn an_idle_kcpnet_pair_exchanges_one_datagram_per_second_and_the_server_pings_a_silent_client() {
-    idle_pair(Config::default(), 23, 3..=4, 6..=8, 6_000);
+fn an_idle_kcpnet_pair_exchanges_a_ping_and_its_ack_and_the_server_pings_a_silent_client() {
+    idle_pair(Config::default(), 23, 3..=4, 3..=5, 6_000);
 }
 
 /// Against a kcp2k-style client (no extensions) kcp2k's rate holds: three datagrams per

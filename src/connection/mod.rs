@@ -72,6 +72,11 @@ const PING_ANSWER_WINDOW_MS: u32 = 2 * PING_INTERVAL_MS;
 /// client's Ping if at least this long passed since it last ran (a client pings about every
 /// second, with its tick's and the network's jitter).
 const PING_WORK_MIN_MS: u32 = PING_INTERVAL_MS * 3 / 4;
+/// With the slow keepalive, a server answers an idle client's keepalive Pings with the
+/// KCP ACK alone, and after this many such answers the next with a Pong again: its round-trip
+/// sample (from the client's ACK of that Pong) is then at most four keepalive intervals old.
+pub(crate) const ACK_ONLY_ANSWERS: u8 = 3;
+
 /// The longest keepalive interval of the slow keepalive (`Extensions::SLOW_KEEPALIVE`).
 const SLOW_KEEPALIVE_MAX_MS: u32 = 3 * PING_INTERVAL_MS;
 
@@ -178,8 +183,11 @@ pub(crate) struct Connection {
     last_receive: u32,
     /// When the once-per-ping-interval work last ran (with or without our Ping).
     last_ping: u32,
-    /// Server: when we last answered the client's Ping with a Pong.
+    /// Server: when we last answered the client's Ping (with a Pong, or with the ACK alone).
     last_pong: u32,
+    /// Server, slow keepalive: the client's idle keepalive Pings answered with the ACK
+    /// alone since our last Pong (every [`ACK_ONLY_ANSWERS`]-th gets a Pong again).
+    acks_only: u8,
     /// When we last sent a Ping of our own.
     last_ping_sent: u32,
     /// Our first Ping since the connection was established went out.
@@ -275,6 +283,7 @@ impl Connection {
             last_ping_sent: now,
             first_ping_done: false,
             last_pong: now.wrapping_sub(PING_ANSWER_WINDOW_MS),
+            acks_only: 0,
             pongs: PongLimiter::default(),
             rtt: None,
             deadline: now.wrapping_add(config.handshake_timeout_ms),

@@ -10,8 +10,8 @@ use super::extensions::{
     UNRELIABLE_PATH_CHALLENGE, UNRELIABLE_PATH_RESPONSE, UNRELIABLE_QUALITY_REPORT,
 };
 use super::{
-    handshake, Connection, ConnectionState, Ctx, Role, IDLE_POOL_BUFFERS, PING_WORK_MIN_MS,
-    TRIM_ABOVE_BYTES,
+    handshake, Connection, ConnectionState, Ctx, Role, ACK_ONLY_ANSWERS, IDLE_POOL_BUFFERS,
+    PING_WORK_MIN_MS, TRIM_ABOVE_BYTES,
 };
 use crate::config::PING_INTERVAL_MS;
 use crate::error::ErrorCode;
@@ -405,6 +405,17 @@ impl Connection {
         }
         let active = activity != self.activity_at_ping;
         self.activity_at_ping = activity;
+        if self.role == Role::Client
+            && self.ext.contains(Extensions::SLOW_KEEPALIVE)
+            && !active
+            && self.kcp.wait_snd() == 0
+        {
+            // The server answers an idle client's Pings mostly with the ACK alone: the ACK
+            // of our last Ping measured the round trip.
+            if let Some(rtt) = self.kcp.last_rtt_sample() {
+                self.rtt = Some(rtt);
+            }
+        }
         if ping && self.ping_wanted(now) {
             self.first_ping_done = true;
             self.last_ping_sent = now;
@@ -516,8 +527,28 @@ impl Connection {
                 Control::Hello(offer, block) => self.on_hello(ctx, offer, block),
                 Control::Ping(ts) => {
                     if let (Some(ts), true) = (ts, self.is_open()) {
-                        if self.pongs.allow(ctx.now) {
-                            if self.role == Role::Server && ctx.now != self.connected_at {
+                        // With the slow keepalive a server answers an idle client's
+                        // keepalive Ping with its ACK alone (three times in four): that
+                        // datagram refreshes the client's timeout and gives the client its
+                        // round-trip sample, and with no Pong no ACK of it comes back. A
+                        // busy connection's Pings get Pongs: their round trip then shows
+                        // the queueing (`ping_rtt_ms`).
+                        let keepalive = self.role == Role::Server && ctx.now != self.connected_at;
+                        let ack_only = keepalive
+                            && self.ext.contains(Extensions::SLOW_KEEPALIVE)
+                            && self.kcp.wait_snd() == 0
+                            && self.app_messages() == self.activity_at_ping
+                            && self.acks_only < ACK_ONLY_ANSWERS;
+                        if keepalive {
+                            self.acks_only = if ack_only { self.acks_only + 1 } else { 0 };
+                        }
+                        if ack_only {
+                            self.last_pong = ctx.now;
+                            if time_diff(ctx.now, self.last_ping) >= PING_WORK_MIN_MS as i32 {
+                                self.ping_interval(ctx, false);
+                            }
+                        } else if self.pongs.allow(ctx.now) {
+                            if keepalive {
                                 // The Pong keeps the client alive: our own Ping waits (see
                                 // `Connection::ping_due`), its other work rides on this
                                 // Ping (before the Pong is queued, so an idle send side

@@ -400,11 +400,12 @@ fn statistics_are_filled_on_both_sides() {
     assert!(stats.received_bps > stats.sent_bps, "{stats:?}");
 
     // With latency on the link, the RTT shows it once Pings went both ways: an idle kcpnet
-    // pair pings every 3 s (the slow keepalive), and the server reads its RTT from the
-    // client's ACK of its Pong at the next Ping, so up to two intervals: 7 s.
+    // pair pings every 3 s (the slow keepalive), the server answers three Pings in four with
+    // its ACK alone and the fourth with a Pong, and reads its RTT from the client's ACK of
+    // that Pong at the next interval: up to five intervals, 16 s.
     let slow = Conditions::default().with_latency(Duration::from_millis(25));
     s.client.insert_resource(KcpLinkConditions::symmetric(slow));
-    s.steps(700);
+    s.steps(1600);
     let stats = *s
         .server
         .world()
