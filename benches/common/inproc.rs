@@ -259,12 +259,13 @@ pub fn w6_udp(n: usize, steps: usize, io: super::SocketIo) -> Value {
 /// W6's baseline: the same datagrams with no protocol, over loopback with std sockets. `n`
 /// client sockets; each client sends what an idle kcpnet client sends in steady state
 /// (a 34-byte "Ping" every `period` ticks at its own phase — 60 for kcp2k's second, 180 for
-/// the slow keepalive's 3 s — and a 29-byte "ACK" one tick later) and the server answers
-/// each Ping with one 58-byte datagram (kcpnet's ACK + Pong), so the server sees the kcpnet
+/// the slow keepalive's 3 s) and the server answers each Ping with one datagram (kcpnet's
+/// ACK, 29 bytes, or ACK + Pong, 58); the clients whose answers carry a Pong — the share
+/// `acks_back` of them — send a 29-byte "ACK" one tick later. The server thus sees the kcpnet
 /// row's datagrams in and out per tick. Only the server's work is timed: reading every
 /// queued datagram (one `recv_from` each) and sending its answers (one `send_to` each). The
 /// floor W6 over UDP cannot go below on this machine.
-pub fn w6_raw_udp(n: usize, steps: usize, period: usize) -> Value {
+pub fn w6_raw_udp(n: usize, steps: usize, period: usize, acks_back: f64) -> Value {
     use std::net::UdpSocket;
     let server = UdpSocket::bind("127.0.0.1:0").expect("bind");
     server.set_nonblocking(true).unwrap();
@@ -279,9 +280,14 @@ pub fn w6_raw_udp(n: usize, steps: usize, period: usize) -> Value {
             s
         })
         .collect();
+    // A Ping whose answer carries a Pong starts with 4, the others with 1.
     let ping = [1u8; 34];
+    let ping_pong = [4u8; 34];
     let ack = [2u8; 29];
-    let answer = [3u8; 58];
+    let answer = [3u8; 29];
+    let answer_pong = [3u8; 58];
+    // Clients `0..pongs` get Pongs (and ACK them).
+    let pongs = (acks_back * n as f64).round() as usize;
     let mut buf = [0u8; 2048];
     let mut us = Vec::with_capacity(steps);
     let (mut received, mut sent) = (0u64, 0u64);
@@ -291,8 +297,8 @@ pub fn w6_raw_udp(n: usize, steps: usize, period: usize) -> Value {
             while c.recv(buf).is_ok() {}
             let phase = (tick + i) % ticks_per_second;
             if phase == 0 {
-                let _ = c.send(&ping);
-            } else if phase == 1 {
+                let _ = c.send(if i < pongs { &ping_pong } else { &ping });
+            } else if phase == 1 && i < pongs {
                 let _ = c.send(&ack);
             }
         }
@@ -304,8 +310,15 @@ pub fn w6_raw_udp(n: usize, steps: usize, period: usize) -> Value {
         let (mut rx, mut tx) = (0u64, 0u64);
         while let Ok((len, from)) = server.recv_from(&mut buf) {
             rx += 1;
-            if len == ping.len() && server.send_to(&answer, from).is_ok() {
-                tx += 1;
+            if len == ping.len() {
+                let reply = if buf[0] == ping_pong[0] {
+                    &answer_pong[..]
+                } else {
+                    &answer[..]
+                };
+                if server.send_to(reply, from).is_ok() {
+                    tx += 1;
+                }
             }
         }
         let elapsed = t.elapsed().as_secs_f64() * 1e6;
