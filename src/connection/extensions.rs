@@ -98,8 +98,9 @@ impl Extensions {
     pub const COALESCE: Extensions = Extensions(1 << 6);
     /// Bit 7: the slow keepalive. An idle connection pings every
     /// `min(3 s, timeout / 3)` (at least 1 s) instead of kcp2k's every second, its
-    /// once-a-second work waits as long while idle, and the server answers with Pongs as
-    /// before: a third of the idle datagrams. Offered and accepted by every kcpnet end.
+    /// once-a-second work waits as long while idle, and the server answers an idle client's
+    /// Pings with its ACK alone three times in four (a Pong the fourth time): a quarter of
+    /// the idle datagrams. Offered and accepted by every kcpnet end.
     pub const SLOW_KEEPALIVE: Extensions = Extensions(1 << 7);
     /// Every extension a client without a token offers: close reasons, half-close, quality
     /// reports, coalescing, the slow keepalive, and FEC with the `fec` feature.
