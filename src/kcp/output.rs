@@ -305,7 +305,6 @@ impl Kcp {
     /// [`Kcp::check`]. Call [`Kcp::update`] when a datagram arrives or data is queued, as
     /// usual: this only spares the wake-ups in between.
     pub fn next_due(&self, current: u32) -> u32 {
-        let check = self.check(current);
         if !self.updated
             || !self.acklist.is_empty()
             || self.probe != 0
@@ -315,22 +314,23 @@ impl Kcp {
             || !self.snd_queue.is_empty()
             || self.fast_dirty
         {
-            return check;
+            return self.check(current);
         }
         let Earliest::Exact(diff) = self.snd_buf.earliest(self.time64(current)) else {
-            return check;
+            return self.check(current);
         };
         let ts_flush = self.ts_flush;
         // Within `update`'s 10 s window, the schedule is `ts_flush` plus whole intervals,
         // even when updates were skipped: each one on it would have flushed nothing.
         if diff <= 0 || !(-10000..10000).contains(&time_diff(current, ts_flush)) {
-            return check;
+            return self.check(current);
         }
         let resend = current.wrapping_add(diff as u32);
         let ahead = time_diff(resend, ts_flush);
-        if ahead <= 0 || self.interval == 0 {
-            return check;
+        if ahead <= 0 {
+            return self.check(current);
         }
+        // `interval` is at least 10 (`set_nodelay` clamps it).
         let steps = (ahead as u32).div_ceil(self.interval);
         ts_flush.wrapping_add(steps.wrapping_mul(self.interval))
     }
