@@ -17,9 +17,11 @@
 //! kcp2k client, and keep kcp2k's rate (three datagrams a second).
 //!
 //! Prints the server's CPU use in percent of one core, the same for a loop that sleeps a
-//! fixed 1 ms instead (the common alternative), and the floor: a plain std UDP socket that
-//! receives and sends the same number of datagrams per second (blocking `recv_from`, one
-//! syscall per datagram), all measured in the same run.
+//! fixed 1 ms instead (the common alternative), and two floors, plain std UDP sockets that
+//! receive and send the same number of datagrams per second: the raw floor (blocking
+//! `recv_from`, one syscall per datagram) and the poller floor (a non-blocking socket
+//! behind a mio poller, as an event loop has it: `epoll_wait`, then the receive), all
+//! measured in the same run. The ratio the issue's target is about is to the raw floor.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -172,12 +174,26 @@ fn blaster(port: u16, n: usize, rate: u64, seconds: u64) {
 }
 
 /// CPU of a std UDP echo server that answers every datagram it gets, over `secs`; returns
-/// (percent of a core, datagrams per second in + out).
-fn raw_floor(rate_in: u64, secs: u64) -> Option<(f64, f64)> {
+/// (percent of a core, datagrams per second in + out). With `poller`, the socket is
+/// non-blocking and the loop sleeps in a mio poller between datagrams (epoll, then receive
+/// until empty), as an event loop does; otherwise it sleeps in a blocking `recv_from`.
+fn raw_floor(rate_in: u64, secs: u64, poller: bool) -> Option<(f64, f64)> {
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").ok()?;
     socket
         .set_read_timeout(Some(Duration::from_millis(100)))
         .ok()?;
+    let mut poll = if poller {
+        socket.set_nonblocking(true).ok()?;
+        let poll = mio::Poll::new().ok()?;
+        // A duplicate of the socket's descriptor (the same socket) for the poller.
+        let mut registered = mio::net::UdpSocket::from_std(socket.try_clone().ok()?);
+        poll.registry()
+            .register(&mut registered, mio::Token(0), mio::Interest::READABLE)
+            .ok()?;
+        Some((poll, mio::Events::with_capacity(4), registered))
+    } else {
+        None
+    };
     let port = socket.local_addr().ok()?.port();
     let mut child = Command::new(std::env::current_exe().ok()?)
         .args(["--blaster-process", "--port", &port.to_string()])
@@ -191,20 +207,31 @@ fn raw_floor(rate_in: u64, secs: u64) -> Option<(f64, f64)> {
         .spawn()
         .ok()?;
     let mut buf = [0u8; 2048];
+    // One pass: a blocking receive and its answer, or, with the poller, everything
+    // pending and then a sleep in the poller. Returns the datagrams moved (in + out).
+    let mut pass = || {
+        let mut moved = 0u64;
+        while let Ok((n, from)) = socket.recv_from(&mut buf) {
+            let _ = socket.send_to(&buf[..n], from);
+            moved += 2;
+            if poll.is_none() {
+                break;
+            }
+        }
+        if let Some((poll, events, _)) = poll.as_mut() {
+            let _ = poll.poll(events, Some(Duration::from_millis(100)));
+        }
+        moved
+    };
     let warm = Instant::now();
     while warm.elapsed() < Duration::from_secs(1) {
-        if let Ok((n, from)) = socket.recv_from(&mut buf) {
-            let _ = socket.send_to(&buf[..n], from);
-        }
+        pass();
     }
     let cpu0 = cpu_time()?;
     let t0 = Instant::now();
     let mut count = 0u64;
     while t0.elapsed() < Duration::from_secs(secs) {
-        if let Ok((n, from)) = socket.recv_from(&mut buf) {
-            let _ = socket.send_to(&buf[..n], from);
-            count += 2;
-        }
+        count += pass();
     }
     let cpu = cpu_time()? - cpu0;
     let wall = t0.elapsed().as_secs_f64();
@@ -302,7 +329,14 @@ fn main() {
                 println!("  ratio wait/sleep  : {:.2}", w / s);
             }
             // The floor: the same datagram rate through a plain socket, one syscall each.
-            if let Some((r, rd)) = raw_floor((wd / 2.0) as u64, secs) {
+            if let Some((r, rd)) = raw_floor((wd / 2.0) as u64, secs, true) {
+                println!(
+                    "  poller floor      : {r:5.2}% of a core ({rd:.0} datagrams/s in+out, \
+                     {:.2} us per datagram; non-blocking socket, mio poller)",
+                    r / 100.0 * 1e6 / rd.max(1.0)
+                );
+            }
+            if let Some((r, rd)) = raw_floor((wd / 2.0) as u64, secs, false) {
                 println!(
                     "  raw UDP floor     : {r:5.2}% of a core ({rd:.0} datagrams/s in+out, \
                      std socket, blocking recv_from + send_to)"

@@ -380,18 +380,33 @@ impl RecvRing {
     /// its `UDP_GRO` control message. Returns how many messages arrived (a coalesced buffer
     /// counts once); errors are the syscall's (`WouldBlock` when none is pending).
     pub(crate) fn recv(&mut self, fd: RawFd, gro: bool) -> io::Result<usize> {
-        self.recv_up_to::<MAX_BATCH>(fd, gro)
+        self.recv_up_to::<MAX_BATCH>(fd, gro, false)
     }
 
     /// [`recv`](RecvRing::recv) of at most [`FEW`] messages: the receive outside a burst.
     /// Its headers are a few hundred bytes to clear instead of the full batch's 6.6 KiB,
     /// and a result below `FEW` still tells that the socket was found empty.
     pub(crate) fn recv_few(&mut self, fd: RawFd, gro: bool) -> io::Result<usize> {
-        self.recv_up_to::<FEW>(fd, gro)
+        self.recv_up_to::<FEW>(fd, gro, false)
     }
 
-    /// `recvmmsg` of up to `N` (at most [`MAX_BATCH`]) messages into the first `N` slots.
-    fn recv_up_to<const N: usize>(&mut self, fd: RawFd, gro: bool) -> io::Result<usize> {
+    /// [`recv_few`](RecvRing::recv_few) that first *sleeps* until a message arrives, for at
+    /// most the socket's receive timeout (`SO_RCVTIMEO`; `WouldBlock` when it passed with
+    /// nothing): `MSG_WAITFORONE`, so once one message is in the call takes what else is
+    /// queued without waiting. Only for a socket in blocking mode (on a non-blocking one it
+    /// is `recv_few`).
+    pub(crate) fn recv_wait(&mut self, fd: RawFd, gro: bool) -> io::Result<usize> {
+        self.recv_up_to::<FEW>(fd, gro, true)
+    }
+
+    /// `recvmmsg` of up to `N` (at most [`MAX_BATCH`]) messages into the first `N` slots;
+    /// with `wait`, blocking for the first one (see [`recv_wait`](RecvRing::recv_wait)).
+    fn recv_up_to<const N: usize>(
+        &mut self,
+        fd: RawFd,
+        gro: bool,
+        wait: bool,
+    ) -> io::Result<usize> {
         const { assert!(N > 0 && N <= MAX_BATCH) };
         self.filled = 0;
         self.next = 0;
@@ -418,21 +433,20 @@ impl RecvRing {
                 attach_recv_cmsg(&mut msgs[i].msg_hdr, &mut self.cmsgs[i]);
             }
         }
+        // Never blocking, or (a socket in blocking mode) blocking for the first message only.
+        let flags = if wait {
+            libc::MSG_WAITFORONE
+        } else {
+            libc::MSG_DONTWAIT
+        };
         // SAFETY: `msgs` holds `N` valid headers whose iovecs point at disjoint
         // `SLOT_LEN`-byte regions of `mem`'s capacity, whose names point at
         // `sockaddr_storage`s with their true size and whose control buffers (if any) are
         // the ring's `RECV_CMSG_SPACE`-byte, `cmsghdr`-aligned `cmsgs`; all outlive the
         // call. The timeout is null (none), and `fd` is a socket owned by the caller for
         // the call's duration.
-        let n = unsafe {
-            libc::recvmmsg(
-                fd,
-                msgs.as_mut_ptr(),
-                N as _,
-                libc::MSG_DONTWAIT as _,
-                ptr::null_mut(),
-            )
-        };
+        let n =
+            unsafe { libc::recvmmsg(fd, msgs.as_mut_ptr(), N as _, flags as _, ptr::null_mut()) };
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -638,7 +652,14 @@ pub(crate) fn send_batch(
     // (checked above), each name at a `SockAddr` of the stated length, each control buffer
     // (GSO messages only) at a filled `SendCmsg` of the stated length, all borrowed or
     // owned for the duration of the call; `fd` is a socket owned by the caller.
-    let n = unsafe { libc::sendmmsg(fd, hdrs.as_mut_ptr(), msgs.len() as _, 0) };
+    let n = unsafe {
+        libc::sendmmsg(
+            fd,
+            hdrs.as_mut_ptr(),
+            msgs.len() as _,
+            libc::MSG_DONTWAIT as _,
+        )
+    };
     if n < 0 {
         return Err(io::Error::last_os_error());
     }

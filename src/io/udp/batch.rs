@@ -47,6 +47,29 @@ pub(super) struct Batch {
 }
 
 impl Batch {
+    /// Bookkeeping after a `recvmmsg` into the ring returned `n` of the `asked` messages:
+    /// the GRO counters, whether the socket was found empty (the next receive skips its
+    /// syscall), whether a burst goes on, and a warning for newly truncated datagrams.
+    pub(super) fn note_recv(&mut self, n: usize, asked: usize, local: SocketAddr) {
+        let Some(ring) = self.ring.as_mut() else {
+            return;
+        };
+        let (buffers, datagrams) = ring.take_coalesced();
+        self.stats.gro_buffers += buffers;
+        self.stats.gro_datagrams += datagrams;
+        self.skip_recv_syscall = n < asked;
+        // A call that found at most one datagram ends the burst.
+        self.recv_burst = n > 1;
+        if ring.truncated() != self.truncated_logged {
+            self.truncated_logged = ring.truncated();
+            log::warn!(
+                "udp {local}: {} datagram(s) longer than {} bytes were truncated",
+                self.truncated_logged,
+                sys::SLOT_LEN
+            );
+        }
+    }
+
     /// The batching state of a new socket (`None` without [`SocketOptions::batch`]), with
     /// GSO if asked for and known to the kernel and GRO if asked for and accepted by it.
     pub(super) fn setup(
@@ -296,8 +319,8 @@ impl UdpTransport {
         let Some(b) = self.batch.as_mut() else {
             return Err(None);
         };
-        let ring = b.ring.get_or_insert_with(|| Box::new(sys::RecvRing::new()));
         for _ in 0..MAX_SKIPPED_ERRORS {
+            let ring = b.ring.get_or_insert_with(|| Box::new(sys::RecvRing::new()));
             if let Some((data, from)) = ring.pop() {
                 let len = data.len().min(buf.len());
                 buf[..len].copy_from_slice(&data[..len]);
@@ -314,23 +337,7 @@ impl UdpTransport {
                 (ring.recv_few(fd, b.gro), sys::FEW)
             };
             match got {
-                Ok(n) => {
-                    let (buffers, datagrams) = ring.take_coalesced();
-                    b.stats.gro_buffers += buffers;
-                    b.stats.gro_datagrams += datagrams;
-                    b.skip_recv_syscall = n < asked;
-                    // A call that found at most one datagram ends the burst.
-                    b.recv_burst = n > 1;
-                    if ring.truncated() != b.truncated_logged {
-                        b.truncated_logged = ring.truncated();
-                        log::warn!(
-                            "udp {}: {} datagram(s) longer than {} bytes were truncated",
-                            self.local,
-                            b.truncated_logged,
-                            sys::SLOT_LEN
-                        );
-                    }
-                }
+                Ok(n) => b.note_recv(n, asked, self.local),
                 Err(e) if is_enosys(&e) => {
                     log::warn!(
                         "udp {}: recvmmsg unavailable ({e}); one syscall per datagram",

@@ -26,6 +26,8 @@ mod batch;
 mod batch;
 mod options;
 mod plain;
+#[cfg(target_os = "linux")]
+mod sleep;
 #[cfg(test)]
 mod tests;
 
@@ -146,6 +148,11 @@ pub struct UdpTransport {
     events: Option<mio::Events>,
     /// The batching state; `None` when batching is off (always, off Linux).
     batch: Option<Box<Batch>>,
+    /// The receive timeout a wait set: while `Some`, the socket is in blocking mode and
+    /// waits sleep in the receive (`sleep.rs`); every other syscall passes `MSG_DONTWAIT`.
+    receive_timeout: Option<Duration>,
+    /// The socket is registered with an outside poller ([`UdpTransport::register`]).
+    registered: bool,
 }
 
 /// What the receive and send paths of a [`UdpTransport`] noted for later.
@@ -272,6 +279,8 @@ impl UdpTransport {
             poller: None,
             events: None,
             batch,
+            receive_timeout: None,
+            registered: false,
         })
     }
 
@@ -333,7 +342,10 @@ impl UdpTransport {
     ///
     /// Whatever the registry reports (e.g. the socket is already registered).
     pub fn register(&mut self, registry: &mio::Registry, token: mio::Token) -> io::Result<()> {
-        registry.register(&mut self.socket, token, mio::Interest::READABLE)
+        registry.register(&mut self.socket, token, mio::Interest::READABLE)?;
+        self.registered = true;
+        self.leave_receive_waits();
+        Ok(())
     }
 
     /// Undo [`register`](UdpTransport::register).
@@ -342,10 +354,15 @@ impl UdpTransport {
     ///
     /// Whatever the registry reports (e.g. the socket is not registered).
     pub fn deregister(&mut self, registry: &mio::Registry) -> io::Result<()> {
-        registry.deregister(&mut self.socket)
+        registry.deregister(&mut self.socket)?;
+        self.registered = false;
+        Ok(())
     }
 
-    /// The underlying mio socket.
+    /// The underlying mio socket. On Linux with batched I/O, a [`Transport::wait`] of 26 ms
+    /// or more leaves it in blocking mode (it sleeps in the receive): code that reads or
+    /// writes it directly should pass `MSG_DONTWAIT`, or [`register`](UdpTransport::register)
+    /// it, which makes it non-blocking again.
     pub fn socket(&self) -> &mio::net::UdpSocket {
         &self.socket
     }
@@ -446,13 +463,18 @@ impl Transport for UdpTransport {
             .then_some(Duration::ZERO)
     }
 
-    /// Sends the pending batch, then sleeps in the OS poller (epoll, kqueue, IOCP through
-    /// mio) until the socket is readable or `timeout` passed. Returns at once if the last
-    /// `recv_from` did not find the socket empty, since datagrams may still be queued (in
-    /// the socket or in the receive ring).
+    /// Sends the pending batch, then sleeps until a datagram arrives or `timeout` passed:
+    /// in the OS poller (epoll, kqueue, IOCP through mio), or on Linux with batched I/O, for
+    /// a wait of 26 ms or more, in the receive itself (one syscall instead of two; the
+    /// datagrams wait in the receive ring, and the wait may end early with nothing, at
+    /// 16–1,024 ms). Returns at once if the last `recv_from` did not find the socket empty,
+    /// since datagrams may still be queued (in the socket or in the receive ring).
     fn wait(&mut self, timeout: Duration) -> io::Result<()> {
         self.flush_quietly();
         if !self.status.drained || timeout.is_zero() {
+            return Ok(());
+        }
+        if self.wait_in_receive(timeout)? {
             return Ok(());
         }
         if self.poller.is_none() {

@@ -60,4 +60,17 @@ impl UdpTransport {
 
     /// Nothing is ever pending.
     pub(super) fn flush_quietly(&mut self) {}
+
+    /// Waits always use the poller here.
+    pub(super) fn wait_in_receive(&mut self, _timeout: std::time::Duration) -> io::Result<bool> {
+        Ok(false)
+    }
+
+    /// The socket never leaves non-blocking mode here.
+    pub(super) fn leave_receive_waits(&mut self) {}
+
+    /// Not reached (the socket never leaves non-blocking mode here): a plain `send_to`.
+    pub(super) fn send_nonblocking(&self, data: &[u8], target: SocketAddr) -> io::Result<usize> {
+        self.socket.send_to(data, target)
+    }
 }

@@ -7,6 +7,8 @@ use super::{is_refused, normalise, RecvFailure, UdpTransport, MAX_SKIPPED_ERRORS
 impl UdpTransport {
     /// One `recv_from` syscall per datagram (the path without batching).
     pub(super) fn recv_plain(&mut self, buf: &mut [u8]) -> io::Result<Option<(usize, SocketAddr)>> {
+        // `recv_from` cannot pass `MSG_DONTWAIT`: the socket must not block.
+        self.leave_receive_waits();
         for _ in 0..MAX_SKIPPED_ERRORS {
             match self.socket.recv_from(buf) {
                 Ok((len, from)) => {
@@ -29,7 +31,9 @@ impl UdpTransport {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let sent = if self.peer == Some(target) {
+            let sent = if self.receive_timeout.is_some() {
+                self.send_nonblocking(data, target)
+            } else if self.peer == Some(target) {
                 self.socket.send(data)
             } else {
                 self.socket.send_to(data, target)
