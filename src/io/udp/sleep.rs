@@ -81,6 +81,11 @@ impl UdpTransport {
             return Ok(false);
         };
         let ring = b.ring.get_or_insert_with(|| Box::new(sys::RecvRing::new()));
+        if !ring.is_empty() {
+            // Not drained after all (a receive refills the ring): nothing to wait for.
+            self.status.drained = false;
+            return Ok(true);
+        }
         match ring.recv_wait(fd, b.gro) {
             Ok(n) => {
                 b.note_recv(n, sys::FEW, local);
