@@ -454,6 +454,21 @@ impl Connection {
         self.established
     }
 
+    /// Whether the connection has nothing for [`Connection::process`] and
+    /// [`Connection::flush`] to do before its next deadline: connected, KCP idle (nothing
+    /// queued, in flight, to acknowledge or to probe) with nothing received to take out,
+    /// no unreliable message or FEC parity waiting, not held back. What a reliable
+    /// datagram holding only the ACK of everything in flight leaves: the endpoint then only
+    /// reschedules the connection.
+    pub(crate) fn is_quiet(&self) -> bool {
+        self.state == ConnectionState::Connected
+            && self.kcp.is_idle()
+            && !self.kcp.has_received()
+            && self.batch_bytes() == 0
+            && !self.link.fec_group_open()
+            && !self.throttled
+    }
+
     /// Messages wait in KCP for room in the event queue: process again once the
     /// application has taken events.
     pub(crate) fn is_throttled(&self) -> bool {

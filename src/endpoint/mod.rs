@@ -370,11 +370,17 @@ impl Endpoint {
             if self.table.slots[idx].conn.datagrams_dropped() != dropped_before {
                 self.shared.stats.dropped_invalid += 1;
             }
-            // `handle_timeout` processes it and `flush` reschedules it (it stays dirty until
-            // then); only a close must take effect before the next datagram.
-            self.table.mark_dirty(idx);
-            self.table
-                .remove_if_closed(&mut self.shared, idx, !self.listening);
+            if self.table.slots[idx].conn.is_quiet() {
+                // Nothing for `process` or `flush` to do (an ACK of everything in flight,
+                // say): only its deadline may have moved.
+                self.table.settle(&mut self.shared, idx, !self.listening);
+            } else {
+                // `handle_timeout` processes it and `flush` reschedules it (it stays dirty
+                // until then); only a close must take effect before the next datagram.
+                self.table.mark_dirty(idx);
+                self.table
+                    .remove_if_closed(&mut self.shared, idx, !self.listening);
+            }
             return;
         }
         admission::on_stranger(

@@ -583,6 +583,12 @@ impl Kcp {
             && self.rmt_wnd != 0
     }
 
+    /// Whether received segments wait in the receive queue (a message, or the fragments of
+    /// one, for [`Kcp::recv`]).
+    pub fn has_received(&self) -> bool {
+        !self.rcv_queue.is_empty()
+    }
+
     /// Sets the clock used for RTT samples of the next [`Kcp::input`] without flushing.
     /// ikcp measures RTT against the time of the last update; a driver that knows the
     /// arrival time can call this first for more accurate samples.
