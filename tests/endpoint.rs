@@ -741,3 +741,64 @@ fn a_kcp2k_clients_unreliable_messages_ahead_of_its_ack_are_delivered() {
     let id = server.connections().next().unwrap();
     assert_eq!(server.connection_stats(id).unwrap().in_flight, 0);
 }
+
+/// Issue 19: a datagram that leaves the connection nothing to do (the ACK of everything in
+/// flight) only reschedules it: the endpoint is not due at once, sends nothing, and still
+/// detects the peer going silent within the configured timeout, counted from that ACK.
+#[test]
+fn an_ack_of_everything_in_flight_only_reschedules_the_connection() {
+    let mut p = Pair::new(7, 0.0, 10);
+    let sid = p.connect();
+    // Let the handshake's traffic settle (the first keepalives are acknowledged).
+    for _ in 0..500 {
+        p.step();
+    }
+    p.server_send(b"hello", Channel::Reliable).unwrap();
+    p.run_until(200, |p| {
+        Pair::data(&p.client_events, Channel::Reliable).last() == Some(&b"hello".to_vec())
+    });
+    // The client's answer is in flight toward the server: its ACK alone.
+    assert_eq!(p.c2s.in_flight.len(), 1, "one datagram: the ACK");
+    let (at, ack) = p.c2s.in_flight.pop_front().unwrap();
+    while p.now_ms < at {
+        p.step();
+    }
+    assert_eq!(
+        p.server.send_backlog(sid),
+        Some(1),
+        "the message is still in flight"
+    );
+    let sent_before = p.s2c.sent;
+    let now = p.now();
+    p.server
+        .handle_datagram(now, p.client_addr, &ack, &mut p.out);
+    p.take(false);
+    assert_eq!(
+        p.server.send_backlog(sid),
+        Some(0),
+        "the ACK acknowledged it"
+    );
+    assert_eq!(p.s2c.sent, sent_before, "nothing to send in answer");
+    let next = p
+        .server
+        .poll_timeout()
+        .expect("a live connection has a deadline");
+    assert!(next > now, "nothing due at once: {next:?} at {now:?}");
+
+    // From now on the client is silent: the server times it out, counted from the ACK.
+    let ack_ms = p.now_ms;
+    p.c2s.loss = 1.0;
+    let timeout = u64::from(Config::default().timeout_ms);
+    p.run_until(timeout + 100, |p| {
+        !Pair::disconnected(&p.server_events).is_empty()
+    });
+    assert_eq!(
+        Pair::disconnected(&p.server_events),
+        vec![DisconnectReason::Timeout]
+    );
+    assert!(
+        p.now_ms <= ack_ms + timeout + 2,
+        "timed out at +{} ms, configured {timeout} ms",
+        p.now_ms - ack_ms
+    );
+}
