@@ -59,21 +59,10 @@ impl UdpTransport {
         if !self.batch.as_ref().is_some_and(|b| b.recv_enabled) {
             return Ok(false);
         }
-        if self.receive_timeout != Some(slice) {
-            let socket = SockRef::from(&self.socket);
-            let set = socket.set_read_timeout(Some(slice)).and_then(|()| {
-                if self.receive_timeout.is_none() {
-                    socket.set_nonblocking(false)
-                } else {
-                    Ok(())
-                }
-            });
-            if let Err(e) = set {
-                log::debug!("udp {}: cannot sleep in the receive ({e})", self.local);
-                self.leave_receive_waits();
-                return Ok(false);
-            }
-            self.receive_timeout = Some(slice);
+        if let Err(e) = self.use_slice(slice) {
+            log::debug!("udp {}: cannot sleep in the receive ({e})", self.local);
+            self.leave_receive_waits();
+            return Ok(false);
         }
         let fd = self.socket.as_raw_fd();
         let local = self.local;
@@ -113,6 +102,21 @@ impl UdpTransport {
                 Ok(false)
             }
         }
+    }
+
+    /// Gives the socket the receive timeout `slice` (a syscall only when it changes), and
+    /// takes it out of non-blocking mode the first time.
+    fn use_slice(&mut self, slice: Duration) -> io::Result<()> {
+        if self.receive_timeout == Some(slice) {
+            return Ok(());
+        }
+        let socket = SockRef::from(&self.socket);
+        socket.set_read_timeout(Some(slice))?;
+        if self.receive_timeout.is_none() {
+            socket.set_nonblocking(false)?;
+        }
+        self.receive_timeout = Some(slice);
+        Ok(())
     }
 
     /// Put the socket back in non-blocking mode if a wait took it out (for the plain receive
